@@ -1,0 +1,41 @@
+//! Every tunable of the server in one struct, so the binary's flags, tests and benchmarks all
+//! build a server the same way.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Sessions beyond this are refused with `ERR server-full`. `None`: the ceiling computed
+    /// from the OS limits at start-up (see `transport::capacity`).
+    pub max_sessions: Option<usize>,
+    /// Slots in each session's outbound queue. A session that falls this far behind is a
+    /// slow consumer and is disconnected.
+    pub channel_capacity: usize,
+    /// Messages each room keeps in memory for HISTORY.
+    pub recent_per_room: usize,
+    /// Longest accepted line, in bytes; longer lines are discarded with `ERR line-too-long`.
+    pub max_line: usize,
+    /// Longest accepted message body, in bytes.
+    pub max_body: usize,
+    /// A connection that has not logged in by then is closed.
+    pub login_timeout: Duration,
+    /// A write to a socket that blocks this long means the peer is gone or not reading.
+    pub write_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            max_sessions: None,
+            channel_capacity: 1024,
+            recent_per_room: 1000,
+            max_line: 8 * 1024,
+            max_body: 4 * 1024,
+            login_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! chatd: a chat server with rooms, direct messages, presence and multi-device sessions,
+//! built on plain threads and blocking sockets: no async runtime.
+//!
+//! Start one in-process with [`start`]; the `chatd` binary is a thin wrapper around it.
+//!
+//! ```no_run
+//! let server = chatd::start(chatd::Config::default()).unwrap();
+//! println!("listening on {}", server.local_addr());
+//! ```
+//!
+//! # Layout
+//!
+//! | module | role |
+//! |---|---|
+//! | [`server`] | `ChatServer`: the directory of users and rooms; login, logout, join, send, presence |
+//! | [`user`] | `User`: one identity, its rooms, its sessions, `last_seen` |
+//! | [`session`] | `Session`: one logged-in device of a user, holding its outbox |
+//! | [`room`] | `Room`: members, recent history, seq counter, and **the only fan-out loop** |
+//! | [`message`] | `Message`: id, room, seq, sender, body, time |
+//! | [`commands`] | carrying out each client command for one connection |
+//! | [`protocol`] | parsing client lines into typed commands; formatting every server line |
+//! | [`transport`] | accept loop, reader and writer threads, outboxes, capacity from OS limits |
+//! | [`config`], [`stats`] | tunables; counters |
+//!
+//! # Concurrency model
+//!
+//! Threads:
+//! - `chatd-accept`: blocks in `accept`; refuses connections over capacity without
+//!   spawning anything; otherwise starts the connection's two threads.
+//! - `chatd-r<id>` (reader, one per connection): reads a line, parses it, carries it out by
+//!   calling into `ChatServer`/`Room`. All state changes happen on reader threads.
+//! - `chatd-w<id>` (writer, one per connection): drains the connection's queue into its
+//!   socket, batching whatever is queued into one write.
+//!
+//! Channels: each connection has one bounded crossbeam channel of `Arc<Line>` (capacity
+//! [`Config::channel_capacity`], default 1,024). Senders: any reader thread, via fan-out
+//! (`try_send`, never blocks) or its own replies (`send_timeout`, outside all locks).
+//! Receiver: that connection's writer. A full channel marks a slow consumer, which is
+//! disconnected; nobody ever waits for another connection's socket.
+//!
+//! Locks (`parking_lot`), in the only order in which they may be nested:
+//! 1. `User::presence` — one user's presence transitions (never two users' at once)
+//! 2. `Room::state` — members, recent log, seq (never two rooms at once)
+//! 3. `User::state` — sessions, room set, last_seen (never two users at once)
+//! 4. `Outbox::closing` — why the connection is closing
+//!
+//! Leaf locks, never held while taking another: `ChatServer`'s user and room maps, and the
+//! listener's connection registry and live count. No lock is ever held across socket I/O.
+
+pub mod commands;
+pub mod config;
+pub mod message;
+pub mod protocol;
+pub mod room;
+pub mod server;
+pub mod session;
+pub mod stats;
+pub mod transport;
+pub mod user;
+
+pub use config::Config;
+pub use server::ChatServer;
+pub use transport::listener::{start, ServerHandle};

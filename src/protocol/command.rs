@@ -1,0 +1,616 @@
+//! Parsing one client line into a typed [`Request`].
+//!
+//! Nothing downstream of this file sees raw client text: the reader thread calls
+//! [`parse_request`] and either gets a `Request` whose names are validated and lower-cased and
+//! whose body is checked, or a [`Rejection`] that becomes one `ERR` line.
+//!
+//! Wire shape (protocol.md has the full grammar):
+//!
+//! ```text
+//! [@<tags> ]<VERB>[ <arg>...][ <body>]\r?\n
+//! <tags> = <item>[;<item>...]   item = <label> | <key>=<value>
+//! ```
+//!
+//! Fields are separated by one or more spaces; the body of SEND and DM is the rest of the line
+//! after the fields before it (leading spaces dropped, everything else kept).
+
+use super::error::{ClientError, ErrorCode};
+use super::name::{parse_name, parse_room, printable};
+
+/// Longest label and client message id a client may attach.
+pub const MAX_LABEL_LEN: usize = 32;
+pub const MAX_CLIENT_ID_LEN: usize = 64;
+/// Longest PING token; it is echoed back, so it is kept short.
+pub const MAX_PING_TOKEN_LEN: usize = 64;
+/// HISTORY's page size when the client gives none.
+pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+
+/// One parsed client line: the command plus the tags that travel with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Echoed as `@<label> ` in front of every direct reply, so scripts can match replies.
+    pub label: Option<String>,
+    /// `cid=<id>`: the client's own id for a SEND or DM, kept for idempotent retries.
+    pub client_id: Option<String>,
+    pub command: Command,
+}
+
+/// Every command a client can send, with its arguments already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Login {
+        user: String,
+        device: Option<String>,
+    },
+    Join {
+        room: String,
+    },
+    Leave {
+        room: String,
+    },
+    Send {
+        room: String,
+        body: String,
+    },
+    Dm {
+        user: String,
+        body: String,
+    },
+    Who {
+        room: String,
+    },
+    Rooms,
+    History {
+        room: String,
+        limit: usize,
+        before: Option<u64>,
+    },
+    Ping {
+        token: Option<String>,
+    },
+    Help,
+    Quit,
+    Stats,
+}
+
+impl Command {
+    /// Whether the command acts as a user and so needs a LOGIN first.
+    pub fn needs_login(&self) -> bool {
+        !matches!(
+            self,
+            Command::Login { .. }
+                | Command::Ping { .. }
+                | Command::Help
+                | Command::Quit
+                | Command::Stats
+        )
+    }
+}
+
+/// A line that could not be parsed. The label is kept when it was readable, so even the error
+/// reply can be matched to its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub label: Option<String>,
+    pub error: ClientError,
+}
+
+/// The usage line of every command, in the order HELP lists them. The parser quotes these in
+/// `missing-argument` errors, so the help and the errors cannot drift apart.
+pub const USAGE: &[(&str, &str)] = &[
+    ("LOGIN", "LOGIN <user> [device=<id>]"),
+    ("JOIN", "JOIN <room>"),
+    ("LEAVE", "LEAVE <room>"),
+    ("SEND", "SEND <room> <body>"),
+    ("DM", "DM <user> <body>"),
+    ("WHO", "WHO <room>"),
+    ("ROOMS", "ROOMS"),
+    ("HISTORY", "HISTORY <room> [<limit>] [before=<seq>]"),
+    ("PING", "PING [<token>]"),
+    ("STATS", "STATS"),
+    ("HELP", "HELP"),
+    ("QUIT", "QUIT"),
+];
+
+/// Parses one line (without its `\n`). `Ok(None)` is a blank line, which is ignored.
+pub fn parse_request(line: &[u8], max_body: usize) -> Result<Option<Request>, Rejection> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = std::str::from_utf8(line).map_err(|_| Rejection {
+        label: None,
+        error: ClientError::new(ErrorCode::InvalidUtf8, "the line is not valid UTF-8"),
+    })?;
+    let mut fields = Fields::new(text);
+    let Some(mut verb) = fields.next() else {
+        return Ok(None);
+    };
+    let mut label = None;
+    let mut client_id = None;
+    if let Some(tags) = verb.strip_prefix('@') {
+        (label, client_id) = parse_tags(tags).map_err(|error| Rejection { label: None, error })?;
+        verb = fields.next().ok_or_else(|| Rejection {
+            label: label.clone(),
+            error: ClientError::new(ErrorCode::MissingArgument, "a command must follow the tags"),
+        })?;
+    }
+    match parse_command(verb, &mut fields, max_body) {
+        Ok(command) => Ok(Some(Request {
+            label,
+            client_id,
+            command,
+        })),
+        Err(error) => Err(Rejection { label, error }),
+    }
+}
+
+fn parse_command(verb: &str, fields: &mut Fields, max_body: usize) -> Result<Command, ClientError> {
+    let verb_upper = verb.to_ascii_uppercase();
+    let usage = USAGE
+        .iter()
+        .find(|(name, _)| *name == verb_upper)
+        .map(|(_, usage)| *usage)
+        .ok_or_else(|| {
+            ClientError::new(
+                ErrorCode::UnknownCommand,
+                format!("{} is not a command; type HELP", printable(verb)),
+            )
+        })?;
+    let mut args = Args { fields, usage };
+    let command = match verb_upper.as_str() {
+        "LOGIN" => {
+            let user = parse_name(args.required()?, "user")?;
+            let device = match args.optional() {
+                Some(option) => Some(parse_name(args.keyed(option, "device")?, "device")?),
+                None => None,
+            };
+            Command::Login { user, device }
+        }
+        "JOIN" => Command::Join {
+            room: parse_room(args.required()?)?,
+        },
+        "LEAVE" => Command::Leave {
+            room: parse_room(args.required()?)?,
+        },
+        "SEND" => {
+            let room = parse_room(args.required()?)?;
+            let body = parse_body(args.rest()?, max_body)?;
+            Command::Send { room, body }
+        }
+        "DM" => {
+            let user = parse_name(args.required()?, "user")?;
+            let body = parse_body(args.rest()?, max_body)?;
+            Command::Dm { user, body }
+        }
+        "WHO" => Command::Who {
+            room: parse_room(args.required()?)?,
+        },
+        "HISTORY" => {
+            let room = parse_room(args.required()?)?;
+            let mut limit = None;
+            let mut before = None;
+            while let Some(field) = args.optional() {
+                if let Ok(value) = args.keyed(field, "before") {
+                    if before.replace(parse_number(value, "before")?).is_some() {
+                        return Err(args.unexpected(field));
+                    }
+                } else if limit.is_none() && before.is_none() {
+                    limit = Some(parse_number(field, "limit")?);
+                } else {
+                    return Err(args.unexpected(field));
+                }
+            }
+            let limit = match limit {
+                Some(0) => {
+                    return Err(ClientError::new(
+                        ErrorCode::BadArgument,
+                        "limit must be at least 1",
+                    ))
+                }
+                Some(n) => n as usize,
+                None => DEFAULT_HISTORY_LIMIT,
+            };
+            Command::History {
+                room,
+                limit,
+                before,
+            }
+        }
+        "PING" => {
+            let token = args.optional().map(str::to_owned);
+            if let Some(token) = &token {
+                if token.len() > MAX_PING_TOKEN_LEN || token.chars().any(char::is_control) {
+                    return Err(ClientError::new(
+                        ErrorCode::BadArgument,
+                        format!("a PING token is 1-{MAX_PING_TOKEN_LEN} printable characters"),
+                    ));
+                }
+            }
+            Command::Ping { token }
+        }
+        "ROOMS" => Command::Rooms,
+        "STATS" => Command::Stats,
+        "HELP" => Command::Help,
+        "QUIT" => Command::Quit,
+        _ => unreachable!("every verb in USAGE has an arm"),
+    };
+    args.finish()?;
+    Ok(command)
+}
+
+/// `@label`, `@cid=x`, `@label;cid=x`: items without `=` are the label, `k=v` items are tags.
+/// Unknown tags are ignored so clients can send tags a later server version understands.
+fn parse_tags(tags: &str) -> Result<(Option<String>, Option<String>), ClientError> {
+    let bad = |text: String| ClientError::new(ErrorCode::BadTag, text);
+    let mut label = None;
+    let mut client_id = None;
+    for item in tags.split(';') {
+        match item.split_once('=') {
+            None => {
+                if !is_token(item, MAX_LABEL_LEN) {
+                    return Err(bad(format!(
+                        "a label is 1-{MAX_LABEL_LEN} of A-Z a-z 0-9 . _ -; got {}",
+                        printable(item)
+                    )));
+                }
+                if label.replace(item.to_owned()).is_some() {
+                    return Err(bad("only one label per command".into()));
+                }
+            }
+            Some(("cid", value)) => {
+                if !is_token(value, MAX_CLIENT_ID_LEN) {
+                    return Err(bad(format!(
+                        "a cid is 1-{MAX_CLIENT_ID_LEN} of A-Z a-z 0-9 . _ -"
+                    )));
+                }
+                client_id = Some(value.to_owned());
+            }
+            Some((key, _)) if is_token(key, MAX_LABEL_LEN) => {}
+            Some((key, _)) => return Err(bad(format!("{} is not a tag name", printable(key)))),
+        }
+    }
+    Ok((label, client_id))
+}
+
+fn is_token(s: &str, max_len: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max_len
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn parse_body(body: &str, max_body: usize) -> Result<String, ClientError> {
+    if body.len() > max_body {
+        return Err(ClientError::new(
+            ErrorCode::BodyTooLong,
+            format!(
+                "a message body is at most {max_body} bytes; this one is {}",
+                body.len()
+            ),
+        ));
+    }
+    // Bodies reach other people's terminals: an escape sequence could clear or rewrite them.
+    // Tab is the one control character that is harmless and useful.
+    if body.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(ClientError::new(
+            ErrorCode::ControlCharacter,
+            "control characters are not allowed in a message body (tab is)",
+        ));
+    }
+    Ok(body.to_owned())
+}
+
+fn parse_number(raw: &str, what: &str) -> Result<u64, ClientError> {
+    raw.parse::<u64>().map_err(|_| {
+        ClientError::new(
+            ErrorCode::BadArgument,
+            format!("{what} must be a whole number; got {}", printable(raw)),
+        )
+    })
+}
+
+/// Space-separated fields of a line, with access to the unsplit rest for message bodies.
+struct Fields<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(line: &'a str) -> Fields<'a> {
+        Fields { rest: line }
+    }
+
+    fn next(&mut self) -> Option<&'a str> {
+        let trimmed = self.rest.trim_start_matches(' ');
+        if trimmed.is_empty() {
+            self.rest = trimmed;
+            return None;
+        }
+        let end = trimmed.find(' ').unwrap_or(trimmed.len());
+        let (field, rest) = trimmed.split_at(end);
+        self.rest = rest;
+        Some(field)
+    }
+
+    fn rest(&mut self) -> Option<&'a str> {
+        let trimmed = self.rest.trim_start_matches(' ');
+        self.rest = "";
+        (!trimmed.is_empty()).then_some(trimmed)
+    }
+}
+
+/// The arguments of one command, with errors that quote its usage.
+struct Args<'f, 'a> {
+    fields: &'f mut Fields<'a>,
+    usage: &'static str,
+}
+
+impl<'a> Args<'_, 'a> {
+    fn required(&mut self) -> Result<&'a str, ClientError> {
+        self.fields.next().ok_or_else(|| self.missing())
+    }
+
+    fn optional(&mut self) -> Option<&'a str> {
+        self.fields.next()
+    }
+
+    fn rest(&mut self) -> Result<&'a str, ClientError> {
+        self.fields.rest().ok_or_else(|| self.missing())
+    }
+
+    /// `key=value` with a case-insensitive key; returns the value.
+    fn keyed(&self, field: &'a str, key: &str) -> Result<&'a str, ClientError> {
+        match field.split_once('=') {
+            Some((k, v)) if k.eq_ignore_ascii_case(key) => Ok(v),
+            _ => Err(self.unexpected(field)),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), ClientError> {
+        match self.fields.next() {
+            Some(extra) => Err(self.unexpected(extra)),
+            None => Ok(()),
+        }
+    }
+
+    fn missing(&self) -> ClientError {
+        ClientError::new(ErrorCode::MissingArgument, format!("usage: {}", self.usage))
+    }
+
+    fn unexpected(&self, field: &str) -> ClientError {
+        ClientError::new(
+            ErrorCode::BadArgument,
+            format!("unexpected {}; usage: {}", printable(field), self.usage),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX_BODY: usize = 4096;
+
+    fn parse(line: &str) -> Result<Option<Request>, Rejection> {
+        parse_request(line.as_bytes(), MAX_BODY)
+    }
+
+    fn command(line: &str) -> Command {
+        parse(line).unwrap().unwrap().command
+    }
+
+    fn code(line: &str) -> ErrorCode {
+        parse(line).unwrap_err().error.code
+    }
+
+    #[test]
+    fn parses_every_command() {
+        assert_eq!(
+            command("LOGIN Alice device=Laptop"),
+            Command::Login {
+                user: "alice".into(),
+                device: Some("laptop".into())
+            }
+        );
+        assert_eq!(
+            command("login bob"),
+            Command::Login {
+                user: "bob".into(),
+                device: None
+            }
+        );
+        assert_eq!(
+            command("JOIN general"),
+            Command::Join {
+                room: "general".into()
+            }
+        );
+        assert_eq!(
+            command("leave General"),
+            Command::Leave {
+                room: "general".into()
+            }
+        );
+        assert_eq!(
+            command("SEND general hi  all "),
+            Command::Send {
+                room: "general".into(),
+                body: "hi  all ".into()
+            }
+        );
+        assert_eq!(
+            command("DM bob psst\tok"),
+            Command::Dm {
+                user: "bob".into(),
+                body: "psst\tok".into()
+            }
+        );
+        assert_eq!(
+            command("WHO dm:alice:bob"),
+            Command::Who {
+                room: "dm:alice:bob".into()
+            }
+        );
+        assert_eq!(command("ROOMS"), Command::Rooms);
+        assert_eq!(
+            command("HISTORY general"),
+            Command::History {
+                room: "general".into(),
+                limit: DEFAULT_HISTORY_LIMIT,
+                before: None
+            }
+        );
+        assert_eq!(
+            command("HISTORY general 10 before=7"),
+            Command::History {
+                room: "general".into(),
+                limit: 10,
+                before: Some(7)
+            }
+        );
+        assert_eq!(
+            command("HISTORY general BEFORE=7"),
+            Command::History {
+                room: "general".into(),
+                limit: DEFAULT_HISTORY_LIMIT,
+                before: Some(7)
+            }
+        );
+        assert_eq!(command("PING"), Command::Ping { token: None });
+        assert_eq!(
+            command("ping abc"),
+            Command::Ping {
+                token: Some("abc".into())
+            }
+        );
+        assert_eq!(command("HELP"), Command::Help);
+        assert_eq!(command("QUIT"), Command::Quit);
+        assert_eq!(command("STATS"), Command::Stats);
+    }
+
+    #[test]
+    fn crlf_blank_and_extra_spaces() {
+        assert_eq!(
+            command("JOIN   general\r"),
+            Command::Join {
+                room: "general".into()
+            }
+        );
+        assert_eq!(parse("").unwrap(), None);
+        assert_eq!(parse("   \r").unwrap(), None);
+    }
+
+    #[test]
+    fn tags_carry_label_and_client_id() {
+        let request = parse("@q7;cid=3f9a SEND general hi").unwrap().unwrap();
+        assert_eq!(request.label.as_deref(), Some("q7"));
+        assert_eq!(request.client_id.as_deref(), Some("3f9a"));
+        let request = parse("@cid=3f9a SEND general hi").unwrap().unwrap();
+        assert_eq!(request.label, None);
+        assert_eq!(request.client_id.as_deref(), Some("3f9a"));
+        let request = parse("@x;future=1 PING").unwrap().unwrap();
+        assert_eq!(request.label.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn errors_keep_the_label() {
+        let rejection = parse("@r1 FROB").unwrap_err();
+        assert_eq!(rejection.label.as_deref(), Some("r1"));
+        assert_eq!(rejection.error.code, ErrorCode::UnknownCommand);
+        assert_eq!(rejection.error.text, "FROB is not a command; type HELP");
+    }
+
+    #[test]
+    fn every_error_code_the_parser_gives() {
+        assert_eq!(code("FROB"), ErrorCode::UnknownCommand);
+        assert_eq!(code("SEND general"), ErrorCode::MissingArgument);
+        assert_eq!(code("LOGIN"), ErrorCode::MissingArgument);
+        assert_eq!(code("@x"), ErrorCode::MissingArgument);
+        assert_eq!(code("JOIN a b"), ErrorCode::BadArgument);
+        assert_eq!(code("LOGIN a phone"), ErrorCode::BadArgument);
+        assert_eq!(code("HISTORY a x"), ErrorCode::BadArgument);
+        assert_eq!(code("HISTORY a 0"), ErrorCode::BadArgument);
+        assert_eq!(code("HISTORY a 5 6"), ErrorCode::BadArgument);
+        assert_eq!(code("@ PING"), ErrorCode::BadTag);
+        assert_eq!(code("@a;b PING"), ErrorCode::BadTag);
+        assert_eq!(code("@a!b PING"), ErrorCode::BadTag);
+        assert_eq!(code("JOIN gen eral!"), ErrorCode::BadArgument);
+        assert_eq!(code("JOIN general!"), ErrorCode::InvalidName);
+        assert_eq!(code("LOGIN dm:a:b"), ErrorCode::InvalidName);
+        assert_eq!(code("SEND general hi\x1b[2J"), ErrorCode::ControlCharacter);
+        assert_eq!(code("SEND general a\u{0}b"), ErrorCode::ControlCharacter);
+        assert_eq!(
+            code(&format!("SEND general {}", "x".repeat(MAX_BODY + 1))),
+            ErrorCode::BodyTooLong
+        );
+        assert_eq!(
+            parse_request(b"SEND general \xff\xfe", MAX_BODY)
+                .unwrap_err()
+                .error
+                .code,
+            ErrorCode::InvalidUtf8
+        );
+    }
+
+    #[test]
+    fn body_at_the_limit_is_accepted() {
+        let body = "x".repeat(MAX_BODY);
+        assert_eq!(
+            command(&format!("SEND general {body}")),
+            Command::Send {
+                room: "general".into(),
+                body
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_verbs_are_quoted_safely() {
+        let rejection = parse("\x1b[31mEVIL").unwrap_err();
+        assert_eq!(rejection.error.code, ErrorCode::UnknownCommand);
+        assert!(!rejection.error.text.contains('\x1b'));
+    }
+
+    #[test]
+    fn login_is_required_only_for_user_commands() {
+        assert!(!command("PING").needs_login());
+        assert!(!command("LOGIN a").needs_login());
+        assert!(command("JOIN a").needs_login());
+        assert!(command("ROOMS").needs_login());
+    }
+
+    mod random_input {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any bytes at all: the parser returns a command, a blank, or a specific error,
+            /// and never panics.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let _ = parse_request(&bytes, MAX_BODY);
+            }
+
+            /// Lines built from protocol-ish pieces reach deep into every branch.
+            #[test]
+            fn protocolish_lines_never_panic(
+                tag in "(@[a-z0-9;=]{0,12} )?",
+                verb in "(LOGIN|JOIN|LEAVE|SEND|DM|WHO|ROOMS|HISTORY|PING|HELP|QUIT|STATS|login|x)",
+                args in "( [ -~\t\u{80}-\u{10ffff}]{0,20}){0,4}",
+            ) {
+                let line = format!("{tag}{verb}{args}");
+                match parse_request(line.as_bytes(), 16) {
+                    Ok(_) => {}
+                    Err(rejection) => prop_assert!(!rejection.error.text.is_empty()),
+                }
+            }
+
+            /// A valid SEND keeps its body byte for byte.
+            #[test]
+            fn send_body_round_trips(body in "[!-~][ -~\t]{0,100}") {
+                let line = format!("SEND room {body}");
+                prop_assert_eq!(
+                    parse_request(line.as_bytes(), MAX_BODY).unwrap().unwrap().command,
+                    Command::Send { room: "room".into(), body }
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The errors a client can cause. Each becomes one `ERR <code> :<text>` line and the
+//! connection stays usable; I/O errors are not here because they end the connection instead.
+
+use std::fmt;
+
+/// The machine-readable code of an `ERR` line. protocol.md lists every code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    UnknownCommand,
+    MissingArgument,
+    BadArgument,
+    BadTag,
+    InvalidName,
+    InvalidUtf8,
+    ControlCharacter,
+    LineTooLong,
+    BodyTooLong,
+    NotLoggedIn,
+    AlreadyLoggedIn,
+    NoSuchRoom,
+    NoSuchUser,
+    NotMember,
+    NotPermitted,
+    ServerFull,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownCommand => "unknown-command",
+            ErrorCode::MissingArgument => "missing-argument",
+            ErrorCode::BadArgument => "bad-argument",
+            ErrorCode::BadTag => "bad-tag",
+            ErrorCode::InvalidName => "invalid-name",
+            ErrorCode::InvalidUtf8 => "invalid-utf8",
+            ErrorCode::ControlCharacter => "control-character",
+            ErrorCode::LineTooLong => "line-too-long",
+            ErrorCode::BodyTooLong => "body-too-long",
+            ErrorCode::NotLoggedIn => "not-logged-in",
+            ErrorCode::AlreadyLoggedIn => "already-logged-in",
+            ErrorCode::NoSuchRoom => "no-such-room",
+            ErrorCode::NoSuchUser => "no-such-user",
+            ErrorCode::NotMember => "not-member",
+            ErrorCode::NotPermitted => "not-permitted",
+            ErrorCode::ServerFull => "server-full",
+        }
+    }
+}
+
+/// A refused command: what went wrong, in a code for scripts and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub code: ErrorCode,
+    pub text: String,
+}
+
+impl ClientError {
+    pub fn new(code: ErrorCode, text: impl Into<String>) -> ClientError {
+        ClientError {
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.text)
+    }
+}
+
+impl std::error::Error for ClientError {}

@@ -1,0 +1,238 @@
+//! A room: its members, its recent history, its sequence counter, and the one fan-out path.
+//!
+//! [`Room::publish`] is the only code in chatd that loops over members and their sessions.
+//! It runs entirely under the room's lock: assigning the seq, recording the message and
+//! queueing it for every session happen as one step, so every session sees a room's messages
+//! in seq order and a member who joins sees exactly the messages after their join. Queueing
+//! is a `try_send` into each session's bounded queue, which never blocks and never touches a
+//! socket, so the lock is held for microseconds even when a recipient is stalled.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use crate::message::Message;
+use crate::protocol::{reply, ClientError, ErrorCode};
+use crate::session::Session;
+use crate::stats::Stats;
+use crate::transport::outbox::Line;
+use crate::user::User;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomKind {
+    /// Anyone may join, list its members and see that it exists.
+    Public,
+    /// A direct conversation: exactly two members, invisible to everyone else.
+    Direct,
+}
+
+pub struct Room {
+    pub name: Arc<str>,
+    pub kind: RoomKind,
+    /// Identifies this room's history. A client's seq cursor is only meaningful within one
+    /// epoch; a new epoch tells it the history it knew is gone.
+    pub epoch: Arc<str>,
+    /// Lock rank 2: taken after a user's presence lock, before users' state locks.
+    state: Mutex<RoomState>,
+    stats: Arc<Stats>,
+}
+
+struct RoomState {
+    members: BTreeMap<Arc<str>, Arc<User>>,
+    /// The last `recent_capacity` messages, oldest first.
+    recent: VecDeque<Arc<Message>>,
+    recent_capacity: usize,
+    /// The seq of the last message published (0: none yet).
+    seq: u64,
+}
+
+/// A page of history, with the room's position at the time it was read.
+pub struct HistoryPage {
+    pub messages: Vec<Arc<Message>>,
+    /// The room's latest seq when the page was read.
+    pub seq: u64,
+    pub epoch: Arc<str>,
+}
+
+/// A member as WHO reports them: online, or offline since `last_seen`.
+pub struct MemberStatus {
+    pub name: Arc<str>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+impl Room {
+    pub fn new(name: Arc<str>, kind: RoomKind, recent_capacity: usize, stats: Arc<Stats>) -> Room {
+        Room {
+            name,
+            kind,
+            epoch: Uuid::new_v4().simple().to_string()[..16].into(),
+            state: Mutex::new(RoomState {
+                members: BTreeMap::new(),
+                recent: VecDeque::new(),
+                recent_capacity,
+                seq: 0,
+            }),
+            stats,
+        }
+    }
+
+    /// Whether `user` may learn that this room exists.
+    pub fn visible_to(&self, user: &str) -> bool {
+        self.kind == RoomKind::Public || self.is_member(user)
+    }
+
+    pub fn is_member(&self, user: &str) -> bool {
+        self.state.lock().members.contains_key(user)
+    }
+
+    pub fn members(&self) -> Vec<Arc<User>> {
+        self.state.lock().members.values().cloned().collect()
+    }
+
+    /// `(seq, member count)` right now.
+    pub fn summary(&self) -> (u64, usize) {
+        let state = self.state.lock();
+        (state.seq, state.members.len())
+    }
+
+    /// Adds the session's user (if not yet a member), tells the other members' sessions and
+    /// the user's other devices with `JOINED`, and queues `OK JOIN` to the joining session,
+    /// all under the lock so the OK precedes every message published after the join.
+    pub fn join(&self, session: &Session, label: Option<&str>) {
+        let user = &session.user;
+        let mut state = self.state.lock();
+        if !state.members.contains_key(&user.name) {
+            state
+                .members
+                .insert(Arc::clone(&user.name), Arc::clone(user));
+            user.add_room(&self.name);
+            let joined = Line::new(reply::joined(&self.name, &user.name));
+            for member in state.members.values() {
+                member.deliver_except(&joined, Some(session.id));
+            }
+        }
+        let ok = reply::ok_join(
+            label,
+            &self.name,
+            state.seq,
+            &self.epoch,
+            state.members.len(),
+        );
+        session.deliver(&Line::new(ok));
+    }
+
+    /// Makes `users` members without announcing it: a direct room's two members are there
+    /// from its creation.
+    pub fn ensure_members(&self, users: &[&Arc<User>]) {
+        let mut state = self.state.lock();
+        for user in users {
+            if !state.members.contains_key(&user.name) {
+                state
+                    .members
+                    .insert(Arc::clone(&user.name), Arc::clone(user));
+                user.add_room(&self.name);
+            }
+        }
+    }
+
+    /// Removes the session's user; the remaining members and the user's other devices get
+    /// `LEFT`, the leaving session gets `OK LEAVE`.
+    pub fn leave(&self, session: &Session, label: Option<&str>) -> Result<(), ClientError> {
+        let user = &session.user;
+        let mut state = self.state.lock();
+        if state.members.remove(&user.name).is_none() {
+            return Err(not_member(&self.name));
+        }
+        user.remove_room(&self.name);
+        let left = Line::new(reply::left(&self.name, &user.name));
+        for member in state.members.values() {
+            member.deliver(&left);
+        }
+        user.deliver_except(&left, Some(session.id));
+        session.deliver(&Line::new(reply::ok_leave(label, &self.name)));
+        Ok(())
+    }
+
+    /// Posts a message: assigns the next seq, queues `ack` (the sender's OK line, built from
+    /// the new message) to the sending session, then the encoded `MSG` line, encoded once and
+    /// shared, to every session of every member, the sender's own devices included.
+    pub fn publish(
+        &self,
+        session: &Session,
+        body: &str,
+        ack: impl FnOnce(&Message) -> String,
+    ) -> Result<Arc<Message>, ClientError> {
+        let mut state = self.state.lock();
+        if !state.members.contains_key(&session.user.name) {
+            return Err(not_member(&self.name));
+        }
+        state.seq += 1;
+        let message = Arc::new(Message {
+            id: Uuid::now_v7(),
+            room: Arc::clone(&self.name),
+            seq: state.seq,
+            sender: Arc::clone(&session.user.name),
+            body: body.into(),
+            sent_at: Utc::now(),
+        });
+        session.deliver(&Line::new(ack(&message)));
+        let line = Line::new(reply::msg(None, &message));
+        let mut deliveries = 0;
+        for member in state.members.values() {
+            deliveries += member.deliver(&line);
+        }
+        if state.recent.len() == state.recent_capacity {
+            state.recent.pop_front();
+        }
+        if state.recent_capacity > 0 {
+            state.recent.push_back(Arc::clone(&message));
+        }
+        drop(state);
+        Stats::add(&self.stats.messages, 1);
+        Stats::add(&self.stats.deliveries, deliveries);
+        Ok(message)
+    }
+
+    /// Members with their presence, sorted by name.
+    pub fn who(&self) -> Vec<MemberStatus> {
+        let state = self.state.lock();
+        state
+            .members
+            .values()
+            .map(|user| MemberStatus {
+                name: Arc::clone(&user.name),
+                last_seen: user.last_seen(),
+            })
+            .collect()
+    }
+
+    /// Up to `limit` of the most recent messages with seq < `before`, oldest first.
+    pub fn history(&self, limit: usize, before: Option<u64>) -> HistoryPage {
+        let state = self.state.lock();
+        let before = before.unwrap_or(u64::MAX);
+        let mut page: Vec<Arc<Message>> = state
+            .recent
+            .iter()
+            .rev()
+            .filter(|m| m.seq < before)
+            .take(limit)
+            .cloned()
+            .collect();
+        page.reverse();
+        HistoryPage {
+            messages: page,
+            seq: state.seq,
+            epoch: Arc::clone(&self.epoch),
+        }
+    }
+}
+
+fn not_member(room: &str) -> ClientError {
+    ClientError::new(
+        ErrorCode::NotMember,
+        format!("you are not a member of {room}; JOIN it first"),
+    )
+}

@@ -1,0 +1,301 @@
+//! The accept loop and the life of a connection's two threads.
+//!
+//! One `chatd-accept` thread blocks in `accept`. For each connection it checks the session
+//! ceiling *before* spawning anything, so a refused connection costs one `write` and one
+//! `close`, and then starts a writer thread and a reader thread. A thread that cannot be
+//! spawned is a refused connection, never a crash.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+use parking_lot::{Condvar, Mutex};
+use socket2::{SockRef, TcpKeepalive};
+
+use super::capacity;
+use super::outbox::{CloseReason, Outbox};
+use super::{reader, writer};
+use crate::config::Config;
+use crate::server::ChatServer;
+use crate::stats::Stats;
+
+/// Stack sizes. Only touched pages cost memory, but every thread's stack is also address
+/// space and a mapping; these are generous for what each thread does (the reader parses a
+/// line and formats replies on the heap; the writer copies bytes) and leave room for a panic
+/// to unwind and print.
+pub const READER_STACK: usize = 256 * 1024;
+pub const WRITER_STACK: usize = 128 * 1024;
+
+/// How long shutdown waits for connections to say goodbye before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// TCP keepalive: a peer that vanished (cable pulled, laptop asleep) is found within
+/// KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES = 60 s even if the server has
+/// nothing to send it; USER_TIMEOUT bounds how long sent data may stay unacknowledged.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
+const USER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running server. Dropping it shuts the server down.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+/// What the accept loop and every connection guard share.
+struct Shared {
+    server: Arc<ChatServer>,
+    capacity: usize,
+    stopping: AtomicBool,
+    next_id: AtomicU64,
+    /// Leaf lock: live connections by id, so shutdown can close each one. Shutdown copies
+    /// the outboxes out before closing them.
+    connections: Mutex<HashMap<u64, Arc<Outbox>>>,
+    /// Leaf lock: the number of connections whose threads are still running; `all_gone`
+    /// is signalled when it reaches zero.
+    live: Mutex<usize>,
+    all_gone: Condvar,
+}
+
+/// Binds and starts serving. Port 0 picks a free port; see [`ServerHandle::local_addr`].
+pub fn start(config: Config) -> io::Result<ServerHandle> {
+    let listener = TcpListener::bind(config.listen)?;
+    let local_addr = listener.local_addr()?;
+    let computed = capacity::compute();
+    let capacity = match config.max_sessions {
+        Some(n) if n < computed.sessions => n,
+        Some(n) => {
+            eprintln!(
+                "chatd: --max-sessions {n} is above what this machine can hold; using {}",
+                computed.sessions
+            );
+            computed.sessions
+        }
+        None => computed.sessions,
+    };
+    eprintln!(
+        "chatd: capacity {}; serving at most {capacity}",
+        computed.explanation
+    );
+    let shared = Arc::new(Shared {
+        server: Arc::new(ChatServer::new(config)),
+        capacity,
+        stopping: AtomicBool::new(false),
+        next_id: AtomicU64::new(1),
+        connections: Mutex::new(HashMap::new()),
+        live: Mutex::new(0),
+        all_gone: Condvar::new(),
+    });
+    let accept_shared = Arc::clone(&shared);
+    let accept_thread = thread::Builder::new()
+        .name("chatd-accept".into())
+        .spawn(move || accept_loop(listener, accept_shared))?;
+    Ok(ServerHandle {
+        local_addr,
+        shared,
+        accept_thread: Some(accept_thread),
+    })
+}
+
+impl ServerHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn server(&self) -> &Arc<ChatServer> {
+        &self.shared.server
+    }
+
+    /// The session ceiling in force.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// Stops accepting, sends every connection `BYE server-shutdown`, and waits (at most
+    /// 1.5 s) for their threads to finish. Returns whether all of them did.
+    pub fn shutdown(mut self) -> bool {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> bool {
+        let Some(accept_thread) = self.accept_thread.take() else {
+            return true;
+        };
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // `accept` has no timeout; a connection of our own wakes it to see the flag.
+        let _ = TcpStream::connect_timeout(&wake_address(self.local_addr), Duration::from_secs(1));
+        let _ = accept_thread.join();
+        let outboxes: Vec<Arc<Outbox>> = self.shared.connections.lock().values().cloned().collect();
+        for outbox in outboxes {
+            outbox.close(CloseReason::ServerShutdown);
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut live = self.shared.live.lock();
+        while *live > 0 {
+            if self
+                .shared
+                .all_gone
+                .wait_until(&mut live, deadline)
+                .timed_out()
+            {
+                return *live == 0;
+            }
+        }
+        true
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The address to connect to in order to reach our own listener.
+fn wake_address(local: SocketAddr) -> SocketAddr {
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        match stream {
+            Ok(stream) => {
+                if *shared.live.lock() >= shared.capacity {
+                    refuse(stream, &shared);
+                } else if let Err(stream) = start_connection(stream, &shared) {
+                    refuse(stream, &shared);
+                }
+            }
+            // Out of descriptors or memory for a moment: back off rather than spin on a
+            // listener that will fail again immediately.
+            Err(e) if is_resource_exhaustion(&e) => thread::sleep(Duration::from_millis(50)),
+            Err(_) => {}
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Turns a connection away without spawning anything: one non-blocking write, then close.
+fn refuse(stream: TcpStream, shared: &Shared) {
+    Stats::add(&shared.server.stats.refused, 1);
+    let _ = stream.set_nonblocking(true);
+    if let Some(line) = CloseReason::ServerFull.farewell() {
+        let _ = (&stream).write_all(line.as_bytes());
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Holds a connection's place: one per connection, shared by its two threads, released
+/// when the last of them ends.
+struct ConnectionGuard {
+    id: u64,
+    shared: Arc<Shared>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.shared.connections.lock().remove(&self.id);
+        Stats::sub(&self.shared.server.stats.connections, 1);
+        let mut live = self.shared.live.lock();
+        *live -= 1;
+        if *live == 0 {
+            self.shared.all_gone.notify_all();
+        }
+    }
+}
+
+/// Starts the writer and reader threads of a new connection. Gives the stream back if not
+/// even the writer could start, so the caller can refuse it.
+fn start_connection(stream: TcpStream, shared: &Arc<Shared>) -> Result<(), TcpStream> {
+    let config = &shared.server.config;
+    configure_socket(&stream, config.write_timeout);
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let socket = Arc::new(stream);
+    let (queue, queued) = bounded(config.channel_capacity);
+    let outbox = Arc::new(Outbox::new(
+        id,
+        queue,
+        Arc::clone(&socket),
+        Arc::clone(&shared.server.stats),
+    ));
+    shared.connections.lock().insert(id, Arc::clone(&outbox));
+    *shared.live.lock() += 1;
+    Stats::add(&shared.server.stats.connections, 1);
+    let guard = Arc::new(ConnectionGuard {
+        id,
+        shared: Arc::clone(shared),
+    });
+
+    let writer_guard = Arc::clone(&guard);
+    let (writer_outbox, writer_socket) = (Arc::clone(&outbox), Arc::clone(&socket));
+    let spawned = thread::Builder::new()
+        .name(format!("chatd-w{id}"))
+        .stack_size(WRITER_STACK)
+        .spawn(move || {
+            let _guard = writer_guard;
+            writer::run(writer_outbox, queued, writer_socket);
+        });
+    if spawned.is_err() {
+        // The failed spawn dropped its closure; dropping the guard unregisters the outbox,
+        // which leaves us the only owner of the socket.
+        drop(outbox);
+        drop(guard);
+        return match Arc::try_unwrap(socket) {
+            Ok(stream) => Err(stream),
+            Err(_) => Ok(()),
+        };
+    }
+
+    let server = Arc::clone(&shared.server);
+    let reader_outbox = Arc::clone(&outbox);
+    let spawned = thread::Builder::new()
+        .name(format!("chatd-r{id}"))
+        .stack_size(READER_STACK)
+        .spawn(move || {
+            let _guard = guard;
+            reader::run(server, reader_outbox, socket);
+        });
+    if spawned.is_err() {
+        // The writer is running: let it say why and close.
+        Stats::add(&shared.server.stats.refused, 1);
+        outbox.close(CloseReason::ServerFull);
+    }
+    Ok(())
+}
+
+fn configure_socket(stream: &TcpStream, write_timeout: Duration) {
+    // Chat lines are small and latency matters more than packet count; the writer batches.
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(write_timeout));
+    let socket = SockRef::from(stream);
+    let keepalive = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+    let _ = socket.set_tcp_user_timeout(Some(USER_TIMEOUT));
+}

@@ -1,0 +1,202 @@
+//! The sending half of a connection: everything other threads may do to it.
+//!
+//! Publishers never write to a socket. They put an already-encoded [`Line`] into the
+//! connection's bounded queue with `try_send`, which neither blocks nor does I/O, and the
+//! connection's writer thread (`transport::writer`) drains the queue into the socket. A
+//! connection whose queue is full has fallen a whole queue behind: it is closed as a slow
+//! consumer rather than waited for.
+
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+use parking_lot::Mutex;
+
+use crate::stats::Stats;
+
+/// One encoded server line, shared by every recipient (a publish encodes a message once).
+/// Queues hold `Arc<Line>`: one pointer per slot, so a 1,024-slot queue costs 16 KiB
+/// (pointer plus crossbeam's slot stamp) however large the lines are.
+#[derive(Debug)]
+pub struct Line {
+    pub text: Box<str>,
+    pub kind: LineKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineKind {
+    /// A reply or an event that must arrive.
+    Reliable,
+    /// An event that may be dropped when the session is behind (presence): losing it costs
+    /// a stale indicator, never a message.
+    Ephemeral,
+    /// Only wakes the writer so it notices that the connection is closing; writes nothing.
+    Wake,
+}
+
+impl Line {
+    pub fn new(text: String) -> Arc<Line> {
+        Arc::new(Line {
+            text: text.into_boxed_str(),
+            kind: LineKind::Reliable,
+        })
+    }
+
+    pub fn ephemeral(text: String) -> Arc<Line> {
+        Arc::new(Line {
+            text: text.into_boxed_str(),
+            kind: LineKind::Ephemeral,
+        })
+    }
+
+    fn wake() -> Arc<Line> {
+        Arc::new(Line {
+            text: Box::from(""),
+            kind: LineKind::Wake,
+        })
+    }
+}
+
+/// Why a connection ends. The writer turns it into the connection's last line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent QUIT.
+    Quit,
+    /// The same user logged in again with the same device id.
+    Replaced,
+    /// The queue filled up: the client reads slower than its rooms talk.
+    SlowConsumer,
+    ServerShutdown,
+    /// The client closed its side (EOF). Queued replies are still written, so
+    /// `echo PING | nc -N host port` gets its PONG.
+    Hangup,
+    /// Connected but never logged in within the login timeout.
+    LoginTimeout,
+    /// Refused at the door: the server is at its session capacity.
+    ServerFull,
+    /// The peer closed or reset the connection, or a write failed: nothing more can be sent.
+    Gone,
+}
+
+impl CloseReason {
+    /// The final line the writer sends, if the socket can still take one.
+    pub fn farewell(self) -> Option<String> {
+        use crate::protocol::reply::bye;
+        Some(match self {
+            CloseReason::Quit => bye("quit", "", "goodbye"),
+            CloseReason::Replaced => bye("replaced", "", "you logged in again from this device"),
+            CloseReason::SlowConsumer => bye(
+                "slow-consumer",
+                "",
+                "you fell too far behind; reconnect and read HISTORY",
+            ),
+            CloseReason::ServerShutdown => bye("server-shutdown", "", "the server is stopping"),
+            CloseReason::LoginTimeout => bye("login-timeout", "", "no LOGIN in time"),
+            CloseReason::ServerFull => {
+                "ERR server-full :the server is at capacity; try again later\n".to_owned()
+            }
+            CloseReason::Hangup | CloseReason::Gone => return None,
+        })
+    }
+
+    /// Whether lines still queued are written before the farewell. A slow consumer's queue is
+    /// what it could not keep up with: flushing it would hold the connection open for as long
+    /// as the client cares to stall, so it is dropped.
+    fn flushes_queue(self) -> bool {
+        !matches!(self, CloseReason::SlowConsumer | CloseReason::Gone)
+    }
+}
+
+pub struct Outbox {
+    /// Connection number, unique for the server's lifetime; names the threads in logs.
+    pub id: u64,
+    queue: Sender<Arc<Line>>,
+    /// Shared with the reader and writer threads: one file descriptor per connection.
+    socket: Arc<TcpStream>,
+    /// Lock rank 4 (last). Set once, by whoever closes first; later reasons are ignored.
+    closing: Mutex<Option<CloseReason>>,
+    /// Queue length past which ephemeral lines are shed (stage 1 of backpressure).
+    soft_mark: usize,
+    stats: Arc<Stats>,
+}
+
+impl Outbox {
+    pub fn new(
+        id: u64,
+        queue: Sender<Arc<Line>>,
+        socket: Arc<TcpStream>,
+        stats: Arc<Stats>,
+    ) -> Outbox {
+        let soft_mark = queue.capacity().unwrap_or(usize::MAX) / 2;
+        Outbox {
+            id,
+            queue,
+            socket,
+            closing: Mutex::new(None),
+            soft_mark,
+            stats,
+        }
+    }
+
+    /// Queues a line without blocking; called by fan-out while it holds a room's lock.
+    /// A full queue closes the connection as a slow consumer. Returns whether it was queued.
+    pub fn deliver(&self, line: &Arc<Line>) -> bool {
+        if line.kind == LineKind::Ephemeral && self.queue.len() >= self.soft_mark {
+            Stats::add(&self.stats.shed, 1);
+            return false;
+        }
+        match self.queue.try_send(Arc::clone(line)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                if self.close(CloseReason::SlowConsumer) {
+                    Stats::add(&self.stats.slow_consumers, 1);
+                }
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Queues a direct reply from the connection's own reader thread, holding no lock. It may
+    /// wait for room in the queue (that only delays this client's own next command), but not
+    /// longer than `patience`: a client that does not read its replies is a slow consumer too.
+    pub fn reply(&self, text: String, patience: Duration) {
+        if self.queue.send_timeout(Line::new(text), patience).is_err()
+            && self.close(CloseReason::SlowConsumer)
+        {
+            Stats::add(&self.stats.slow_consumers, 1);
+        }
+    }
+
+    /// Starts closing the connection. Never blocks and never writes: it records the reason,
+    /// wakes the writer (which sends the farewell) and shuts the socket's read side so the
+    /// reader thread's blocking `read` returns and it cleans up the session.
+    /// Returns true for the call that actually started the close.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        {
+            let mut closing = self.closing.lock();
+            if closing.is_some() {
+                return false;
+            }
+            *closing = Some(reason);
+        }
+        // If the queue is full the writer is busy and sees the reason after its current batch.
+        let _ = self.queue.try_send(Line::wake());
+        let _ = self.socket.shutdown(Shutdown::Read);
+        true
+    }
+
+    pub fn closing(&self) -> Option<CloseReason> {
+        *self.closing.lock()
+    }
+
+    /// Whether the writer should still write what is queued (see `CloseReason::flushes_queue`).
+    pub fn keeps_writing(&self) -> bool {
+        self.closing().is_none_or(CloseReason::flushes_queue)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}

@@ -1,0 +1,57 @@
+//! The writer thread: one per connection, the only code that writes to its socket.
+//!
+//! It blocks on the connection's queue, then takes everything else already queued (up to
+//! [`MAX_BATCH`]) and writes it with one `write`, so a burst of fan-out costs one system call,
+//! not one per line. When the queue is momentarily empty the batch is written at once, so a
+//! lone message is never held back waiting for company.
+
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use super::outbox::{CloseReason, Line, Outbox};
+
+/// Upper bound of one write. Large enough to carry a burst, small enough that a connection
+/// that once received a burst keeps only this much buffer.
+pub const MAX_BATCH: usize = 64 * 1024;
+
+pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, socket: Arc<TcpStream>) {
+    let mut batch: Vec<u8> = Vec::new();
+    let reason = loop {
+        // The outbox holds a sender for as long as this thread holds the outbox, so `recv`
+        // only returns lines; closing is signalled by `Outbox::close`, which queues a wake-up.
+        let Ok(first) = queue.recv() else {
+            break outbox.closing().unwrap_or(CloseReason::Gone);
+        };
+        batch.clear();
+        batch.extend_from_slice(first.text.as_bytes());
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(line) => batch.extend_from_slice(line.text.as_bytes()),
+                Err(_) => break,
+            }
+        }
+        if !outbox.keeps_writing() {
+            break outbox.closing().unwrap_or(CloseReason::Gone);
+        }
+        // Blocks while the peer's receive window is full, at most the socket's write timeout.
+        if (&*socket).write_all(&batch).is_err() {
+            outbox.close(CloseReason::Gone);
+            break CloseReason::Gone;
+        }
+        if batch.capacity() > MAX_BATCH {
+            batch = Vec::new();
+        }
+        if let Some(reason) = outbox.closing() {
+            if queue.is_empty() {
+                break reason;
+            }
+        }
+    };
+    if let Some(farewell) = reason.farewell() {
+        let _ = (&*socket).write_all(farewell.as_bytes());
+    }
+    let _ = socket.shutdown(Shutdown::Both);
+}

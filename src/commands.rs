@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::protocol::{reply, ClientError, Command, ErrorCode, Request};
-use crate::server::ChatServer;
+use crate::server::{ChatServer, Target};
 use crate::session::Session;
 use crate::stats::Stats;
 use crate::transport::outbox::{CloseReason, Outbox};
@@ -54,26 +54,38 @@ impl Connection {
         let result = if self.session.is_none() && request.command.needs_login() {
             Err(not_logged_in())
         } else {
-            self.dispatch(label, request.command)
+            self.dispatch(label, request.client_id.as_deref(), request.command)
         };
         if let Err(error) = result {
             self.reply_error(label, &error);
         }
     }
 
-    fn dispatch(&mut self, label: Option<&str>, command: Command) -> Result<(), ClientError> {
+    fn dispatch(
+        &mut self,
+        label: Option<&str>,
+        client_id: Option<&str>,
+        command: Command,
+    ) -> Result<(), ClientError> {
         match command {
             Command::Login { user, device } => self.login(label, &user, device.as_deref()),
             Command::Join { room } => self.server.join(self.session()?, &room, label),
             Command::Leave { room } => self.server.leave(self.session()?, &room, label),
-            Command::Send { room, body } => self
-                .server
-                .send(self.session()?, &room, &body, label)
-                .map(drop),
-            Command::Dm { user, body } => self
-                .server
-                .direct_message(self.session()?, &user, &body, label)
-                .map(drop),
+            Command::Send { room, body } => {
+                let target = Target::Room(&room);
+                self.server
+                    .post(self.session()?, target, &body, label, client_id)
+            }
+            Command::Dm { user, body } => {
+                let target = Target::User(&user);
+                self.server
+                    .post(self.session()?, target, &body, label, client_id)
+            }
+            Command::Sync { room, after, epoch } => {
+                let epoch = epoch.as_deref();
+                self.server
+                    .sync(self.session()?, &room, after, epoch, label)
+            }
             Command::Who { room } => self.who(label, &room),
             Command::Rooms => self.rooms(label),
             Command::History {

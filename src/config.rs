@@ -23,6 +23,18 @@ pub struct Config {
     pub login_timeout: Duration,
     /// A write to a socket that blocks this long means the peer is gone or not reading.
     pub write_timeout: Duration,
+    /// A peer that stops answering at the TCP level (cable pulled, laptop asleep) is dropped
+    /// within this bound, by TCP keepalive and TCP_USER_TIMEOUT.
+    pub dead_peer_timeout: Duration,
+    /// How long a user whose last session ended is still shown online, so a reconnect
+    /// through a network blip does not flap their presence. Zero announces at once.
+    pub presence_grace: Duration,
+    /// Client message ids remembered per user for idempotent retries: at most this many...
+    pub client_id_window: usize,
+    /// ...and none older than this.
+    pub client_id_ttl: Duration,
+    /// Most messages one SYNC replays; the reply says `more` when the client should page.
+    pub sync_limit: usize,
 }
 
 impl Default for Config {
@@ -36,6 +48,11 @@ impl Default for Config {
             max_body: 4 * 1024,
             login_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
+            dead_peer_timeout: Duration::from_secs(60),
+            presence_grace: Duration::from_secs(5),
+            client_id_window: 10_000,
+            client_id_ttl: Duration::from_secs(24 * 60 * 60),
+            sync_limit: 1000,
         }
     }
 }

@@ -47,9 +47,11 @@
 //! Leaf locks, never held while taking another: `ChatServer`'s user and room maps, and the
 //! listener's connection registry and live count. No lock is ever held across socket I/O.
 
+pub mod client_ids;
 pub mod commands;
 pub mod config;
 pub mod message;
+pub mod presence;
 pub mod protocol;
 pub mod room;
 pub mod server;

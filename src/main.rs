@@ -38,6 +38,24 @@ struct Flags {
     /// Seconds a write to a client may block before the client is considered gone.
     #[arg(long, default_value_t = 10)]
     write_timeout: u64,
+    /// Seconds within which a peer that vanished without closing (cable pulled, laptop
+    /// asleep) is detected and dropped, by TCP keepalive probes; idle but connected clients
+    /// answer them and are never dropped.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(6..=3600))]
+    dead_peer_timeout: u64,
+    /// Seconds a user whose last device disconnected still shows as online, so a quick
+    /// reconnect does not flap their presence. 0 announces offline at once.
+    #[arg(long, default_value_t = 5)]
+    presence_grace: u64,
+    /// Client message ids (cid=) remembered per user for idempotent retries.
+    #[arg(long, default_value_t = 10_000)]
+    client_id_window: usize,
+    /// Hours a client message id is remembered.
+    #[arg(long, default_value_t = 24)]
+    client_id_hours: u64,
+    /// Most messages one SYNC replays before saying `more`.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    sync_limit: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +69,11 @@ fn main() -> anyhow::Result<()> {
         max_body: flags.max_body as usize,
         login_timeout: Duration::from_secs(flags.login_timeout),
         write_timeout: Duration::from_secs(flags.write_timeout.max(1)),
+        dead_peer_timeout: Duration::from_secs(flags.dead_peer_timeout),
+        presence_grace: Duration::from_secs(flags.presence_grace),
+        client_id_window: flags.client_id_window,
+        client_id_ttl: Duration::from_secs(flags.client_id_hours * 3600),
+        sync_limit: flags.sync_limit as usize,
     };
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     ctrlc::set_handler(move || {

@@ -109,7 +109,7 @@ impl Room {
                 .members
                 .insert(Arc::clone(&user.name), Arc::clone(user));
             user.add_room(&self.name);
-            let joined = Line::new(reply::joined(&self.name, &user.name));
+            let joined = Line::at(reply::joined(&self.name, &user.name), &self.name, state.seq);
             for member in state.members.values() {
                 member.deliver_except(&joined, Some(session.id));
             }
@@ -121,7 +121,7 @@ impl Room {
             &self.epoch,
             state.members.len(),
         );
-        session.deliver(&Line::new(ok));
+        session.deliver(&Line::at(ok, &self.name, state.seq));
     }
 
     /// Makes `users` members without announcing it: a direct room's two members are there
@@ -179,7 +179,7 @@ impl Room {
             sent_at: Utc::now(),
         });
         session.deliver(&Line::new(ack(&message)));
-        let line = Line::new(reply::msg(None, &message));
+        let line = Line::at(reply::msg(None, &message), &self.name, message.seq);
         let mut deliveries = 0;
         for member in state.members.values() {
             deliveries += member.deliver(&line);
@@ -194,6 +194,48 @@ impl Room {
         Stats::add(&self.stats.messages, 1);
         Stats::add(&self.stats.deliveries, deliveries);
         Ok(message)
+    }
+
+    /// Replays to the session every message after `after`, as one reply queued under the
+    /// room's lock: every message published before the replay is in it, every message after
+    /// it is queued live behind it, so replay and live stream meet with no gap and in seq
+    /// order. An `epoch` other than the room's restarts the replay from 0 (after an `EPOCH`
+    /// line); messages no longer held are announced with `GAP` instead of skipped silently.
+    /// At most `limit` messages: then the `OK SYNC` line says `more` and the client pages.
+    pub fn sync(
+        &self,
+        session: &Session,
+        after: u64,
+        epoch: Option<&str>,
+        limit: usize,
+        label: Option<&str>,
+    ) {
+        let state = self.state.lock();
+        let mut out = String::new();
+        let mut after = after;
+        if epoch.is_some_and(|epoch| epoch != &*self.epoch) {
+            out.push_str(&reply::epoch_reset(label, &self.name, &self.epoch));
+            after = 0;
+        }
+        let oldest_held = state.recent.front().map_or(state.seq + 1, |m| m.seq);
+        if after + 1 < oldest_held && after < state.seq {
+            let gap_end = (oldest_held - 1).min(state.seq);
+            out.push_str(&reply::gap(label, &self.name, after + 1, gap_end));
+        }
+        let mut replayed = after.min(state.seq);
+        let mut more = false;
+        for (count, message) in state.recent.iter().filter(|m| m.seq > after).enumerate() {
+            if count == limit {
+                more = true;
+                break;
+            }
+            out.push_str(&reply::msg(label, message));
+            replayed = message.seq;
+        }
+        let (seq, epoch) = (state.seq, &self.epoch);
+        out.push_str(&reply::ok_sync(label, &self.name, seq, epoch, more));
+        let cursor = if more { replayed } else { seq };
+        session.deliver(&Line::at(out, &self.name, cursor));
     }
 
     /// Members with their presence, sorted by name.

@@ -5,18 +5,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::RwLock;
 
+use crate::client_ids::Published;
 use crate::config::Config;
 use crate::message::Message;
+use crate::presence::{Departure as ScheduledDeparture, GraceTimer};
 use crate::protocol::name::{dm_room_name, is_dm_room};
 use crate::protocol::{reply, ClientError, ErrorCode};
 use crate::room::{HistoryPage, MemberStatus, Room, RoomKind};
 use crate::session::Session;
 use crate::stats::Stats;
 use crate::transport::outbox::{CloseReason, Line, Outbox};
-use crate::user::User;
+use crate::user::{Departure, User};
 
 pub struct ChatServer {
     pub config: Config,
@@ -25,6 +28,7 @@ pub struct ChatServer {
     users: RwLock<HashMap<Arc<str>, Arc<User>>>,
     /// Leaf lock, like `users`.
     rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
+    grace_timer: GraceTimer,
 }
 
 /// One line of ROOMS.
@@ -35,19 +39,26 @@ pub struct RoomListing {
     pub members: usize,
 }
 
+/// Where a message goes: a room by name, or a user (a direct message).
+pub enum Target<'a> {
+    Room(&'a str),
+    User(&'a str),
+}
+
 impl ChatServer {
-    pub fn new(config: Config) -> ChatServer {
-        ChatServer {
+    pub fn new(config: Config) -> Arc<ChatServer> {
+        Arc::new_cyclic(|server| ChatServer {
             config,
             stats: Arc::new(Stats::default()),
             users: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
-        }
+            grace_timer: GraceTimer::start(server.clone()),
+        })
     }
 
     /// Logs a connection in as `name`. The user is created on first login. A session with
-    /// the same device id is replaced (it gets `BYE replaced`). If this is the user's first
-    /// session, everyone who shares a room with them learns they are online.
+    /// the same device id is replaced (it gets `BYE replaced`). If the user was shown
+    /// offline, everyone who shares a room with them learns they are online.
     pub fn login(&self, outbox: &Arc<Outbox>, name: &str, device: Option<&str>) -> Arc<Session> {
         let user = self.user_or_create(name);
         let session = Arc::new(Session {
@@ -56,12 +67,23 @@ impl ChatServer {
             device: device.map(Box::from),
             outbox: Arc::clone(outbox),
         });
+        // Each room's seq *before* the session is attached: this session is owed nothing up
+        // to there, so that is where its slow-consumer cursors start.
+        let starts: Vec<(Arc<str>, u64)> = self
+            .rooms_of(&user)
+            .into_iter()
+            .map(|room| (room.name, room.seq))
+            .collect();
         let _presence = user.lock_presence();
         let arrival = user.add_session(Arc::clone(&session));
-        if let Some(old) = arrival.replaced {
-            old.outbox.close(CloseReason::Replaced);
-        } else {
-            Stats::add(&self.stats.sessions, 1);
+        for (room, seq) in &starts {
+            session.deliver(&Line::cursor(room, *seq));
+        }
+        match arrival.replaced {
+            Some(old) => {
+                old.outbox.close(CloseReason::Replaced);
+            }
+            None => Stats::add(&self.stats.sessions, 1),
         }
         if arrival.came_online {
             self.tell_peers(&user, &Line::ephemeral(reply::presence_online(&user.name)));
@@ -69,19 +91,44 @@ impl ChatServer {
         session
     }
 
-    /// Ends a session. If it was the user's last, their peers learn they went offline.
+    /// Ends a session. If it was the user's last, their peers learn they went offline once
+    /// the grace period has passed without a new session.
     pub fn logout(&self, session: &Session) {
         let user = &session.user;
         let _presence = user.lock_presence();
-        let was_present = user.is_session(session.id);
-        if let Some(last_seen) = user.remove_session(session.id) {
-            self.tell_peers(
-                user,
-                &Line::ephemeral(reply::presence_offline(&user.name, &last_seen)),
-            );
+        let generation = match user.remove_session(session.id) {
+            Departure::NotFound => return,
+            Departure::StillOnline => {
+                Stats::sub(&self.stats.sessions, 1);
+                return;
+            }
+            Departure::LastSession { generation } => generation,
+        };
+        Stats::sub(&self.stats.sessions, 1);
+        let grace = self.config.presence_grace;
+        if !grace.is_zero() {
+            let departure = ScheduledDeparture {
+                due: Instant::now() + grace,
+                user: Arc::clone(user),
+                generation,
+            };
+            if self.grace_timer.schedule(departure).is_ok() {
+                return;
+            }
         }
-        if was_present {
-            Stats::sub(&self.stats.sessions, 1);
+        self.announce_offline_locked(user, generation);
+    }
+
+    /// Called by the grace timer: shows the user offline unless a session came back.
+    pub fn announce_offline(&self, user: &User, generation: u64) {
+        let _presence = user.lock_presence();
+        self.announce_offline_locked(user, generation);
+    }
+
+    fn announce_offline_locked(&self, user: &User, generation: u64) {
+        if let Some(last_seen) = user.mark_offline(generation) {
+            let line = Line::ephemeral(reply::presence_offline(&user.name, &last_seen));
+            self.tell_peers(user, &line);
         }
     }
 
@@ -134,25 +181,67 @@ impl ChatServer {
         room.leave(session, label)
     }
 
-    pub fn send(
+    /// SEND (to a room) or DM (to a user, creating the two-member room `dm:<a>:<b>` on first
+    /// use). With a client id, a retry of an id already published gets the original `OK`
+    /// again and publishes nothing.
+    pub fn post(
         &self,
         session: &Session,
-        room_name: &str,
+        target: Target<'_>,
         body: &str,
         label: Option<&str>,
-    ) -> Result<Arc<Message>, ClientError> {
-        let room = self.visible_room(room_name, &session.user)?;
-        room.publish(session, body, |message| reply::ok_send(label, message))
+        client_id: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let user = &session.user;
+        let Some(cid) = client_id else {
+            return self.publish(session, &target, body, label).map(drop);
+        };
+        let mut client_ids = user.lock_client_ids();
+        let now = Instant::now();
+        if let Some(original) = client_ids.get(cid, now) {
+            session.deliver(&Line::new(ok_for(label, original)));
+            return Ok(());
+        }
+        let message = self.publish(session, &target, body, label)?;
+        let to = match target {
+            Target::User(to) => Some(Arc::from(to)),
+            Target::Room(_) => None,
+        };
+        let published = Published {
+            room: Arc::clone(&message.room),
+            seq: message.seq,
+            id: message.id,
+            to,
+        };
+        client_ids.record(cid, published, now);
+        Ok(())
     }
 
-    /// Sends a direct message, creating the two-member room `dm:<a>:<b>` on first use.
-    pub fn direct_message(
+    fn publish(
         &self,
         session: &Session,
-        to: &str,
+        target: &Target<'_>,
         body: &str,
         label: Option<&str>,
     ) -> Result<Arc<Message>, ClientError> {
+        match *target {
+            Target::Room(room_name) => {
+                let room = self.visible_room(room_name, &session.user)?;
+                room.publish(session, body, |m| {
+                    reply::ok_send(label, &m.room, m.seq, &m.id)
+                })
+            }
+            Target::User(to) => {
+                let room = self.direct_room(session, to)?;
+                room.publish(session, body, |m| {
+                    reply::ok_dm(label, to, &m.room, m.seq, &m.id)
+                })
+            }
+        }
+    }
+
+    /// The direct room between the session's user and `to`, created on first use.
+    fn direct_room(&self, session: &Session, to: &str) -> Result<Arc<Room>, ClientError> {
         if to == &*session.user.name {
             return Err(ClientError::new(
                 ErrorCode::BadArgument,
@@ -167,7 +256,7 @@ impl ChatServer {
         })?;
         let room = self.room_or_create(&dm_room_name(&session.user.name, to), RoomKind::Direct);
         room.ensure_members(&[&session.user, &recipient]);
-        room.publish(session, body, |message| reply::ok_dm(label, to, message))
+        Ok(room)
     }
 
     pub fn who(
@@ -180,7 +269,7 @@ impl ChatServer {
         Ok((room, members))
     }
 
-    /// The rooms of the session's user, by name.
+    /// The rooms of a user, by name.
     pub fn rooms_of(&self, user: &User) -> Vec<RoomListing> {
         user.rooms()
             .iter()
@@ -205,14 +294,22 @@ impl ChatServer {
         limit: usize,
         before: Option<u64>,
     ) -> Result<HistoryPage, ClientError> {
-        let room = self.visible_room(room_name, &session.user)?;
-        if !room.is_member(&session.user.name) {
-            return Err(ClientError::new(
-                ErrorCode::NotMember,
-                format!("only members can read {room_name}; JOIN it first"),
-            ));
-        }
+        let room = self.member_room(session, room_name)?;
         Ok(room.history(limit.min(self.config.recent_per_room.max(1)), before))
+    }
+
+    /// Replays what the session missed in a room (see `Room::sync`); only members may.
+    pub fn sync(
+        &self,
+        session: &Session,
+        room_name: &str,
+        after: u64,
+        epoch: Option<&str>,
+        label: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let room = self.member_room(session, room_name)?;
+        room.sync(session, after, epoch, self.config.sync_limit, label);
+        Ok(())
     }
 
     pub fn user_count(&self) -> usize {
@@ -234,7 +331,7 @@ impl ChatServer {
         let mut users = self.users.write();
         let user = users
             .entry(Arc::from(name))
-            .or_insert_with_key(|name| Arc::new(User::new(Arc::clone(name))));
+            .or_insert_with_key(|name| Arc::new(User::new(Arc::clone(name), &self.config)));
         Arc::clone(user)
     }
 
@@ -266,5 +363,25 @@ impl ChatServer {
             .ok_or_else(|| {
                 ClientError::new(ErrorCode::NoSuchRoom, format!("there is no room {name}"))
             })
+    }
+
+    /// The room, if the session's user is a member of it.
+    fn member_room(&self, session: &Session, name: &str) -> Result<Arc<Room>, ClientError> {
+        let room = self.visible_room(name, &session.user)?;
+        if !room.is_member(&session.user.name) {
+            return Err(ClientError::new(
+                ErrorCode::NotMember,
+                format!("only members can read {name}; JOIN it first"),
+            ));
+        }
+        Ok(room)
+    }
+}
+
+/// The `OK` a retried client id gets: the original's, with the retry's label.
+fn ok_for(label: Option<&str>, original: &Published) -> String {
+    match &original.to {
+        Some(to) => reply::ok_dm(label, to, &original.room, original.seq, &original.id),
+        None => reply::ok_send(label, &original.room, original.seq, &original.id),
     }
 }

@@ -10,45 +10,72 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::client_ids::ClientIds;
+use crate::config::Config;
 use crate::session::Session;
 use crate::transport::outbox::Line;
 
 pub struct User {
     /// Lower-cased, validated; the user's key everywhere.
     pub name: Arc<str>,
-    /// Lock rank 1. Serialises this user's presence transitions (first session in, last
-    /// session out, and the broadcast that follows), so `online` and `offline` can never
-    /// reach anyone in the wrong order. Held while taking rooms' and other users' state
-    /// locks (ranks 2-4); never held together with another user's presence lock.
+    /// Lock rank 1. Serialises this user's presence transitions (shown online, shown
+    /// offline) with their announcement, so `online` and `offline` can never reach anyone in
+    /// the wrong order. Never held together with another user's presence lock.
     presence: Mutex<()>,
-    /// Lock rank 3: sessions, rooms and last_seen. Taken after a room's lock during fan-out;
-    /// only outboxes (rank 4) are touched while it is held.
+    /// Lock rank 2. Held across check-publish-record of a send with a client id, so two
+    /// devices retrying the same id at once still publish it once.
+    client_ids: Mutex<ClientIds>,
+    /// Lock rank 4: sessions, rooms, presence as shown. Taken after a room's lock during
+    /// fan-out; only outboxes (rank 5) are touched while it is held.
     state: Mutex<UserState>,
 }
 
 struct UserState {
     sessions: Vec<Arc<Session>>,
     rooms: BTreeSet<Arc<str>>,
-    /// When the last session went; `None` while online (and before the first login).
+    /// What the user's peers were last told. Lags `!sessions.is_empty()` during the
+    /// offline grace period, so a phone that reconnects through a blip never flaps.
+    shown_online: bool,
+    /// Bumped whenever a session arrives; a scheduled "offline" for an older generation is
+    /// stale and is dropped.
+    generation: u64,
+    /// When the last session went.
     last_seen: Option<DateTime<Utc>>,
 }
 
 /// What adding a session changed.
 pub struct Arrival {
-    /// This was the user's first session: they just came online.
+    /// The user was shown offline (or never seen): announce them online.
     pub came_online: bool,
     /// The session that had the same device id, now removed and to be closed.
     pub replaced: Option<Arc<Session>>,
 }
 
+/// What removing a session changed.
+pub enum Departure {
+    /// The session was not there (it had been replaced).
+    NotFound,
+    /// Other sessions remain.
+    StillOnline,
+    /// That was the last session. Offline is announced when `mark_offline(generation)`
+    /// succeeds, after the grace period.
+    LastSession { generation: u64 },
+}
+
 impl User {
-    pub fn new(name: Arc<str>) -> User {
+    pub fn new(name: Arc<str>, config: &Config) -> User {
         User {
             name,
             presence: Mutex::new(()),
+            client_ids: Mutex::new(ClientIds::new(
+                config.client_id_window,
+                config.client_id_ttl,
+            )),
             state: Mutex::new(UserState {
                 sessions: Vec::new(),
                 rooms: BTreeSet::new(),
+                shown_online: false,
+                generation: 0,
                 last_seen: None,
             }),
         }
@@ -60,25 +87,22 @@ impl User {
         self.presence.lock()
     }
 
-    pub fn is_session(&self, session_id: u64) -> bool {
-        self.state
-            .lock()
-            .sessions
-            .iter()
-            .any(|s| s.id == session_id)
+    pub fn lock_client_ids(&self) -> MutexGuard<'_, ClientIds> {
+        self.client_ids.lock()
     }
 
+    /// Whether any device is connected now.
     pub fn online(&self) -> bool {
         !self.state.lock().sessions.is_empty()
     }
 
-    /// `None` while online; otherwise when the last session ended.
+    /// `None` while the user is shown online; otherwise when their last session ended.
     pub fn last_seen(&self) -> Option<DateTime<Utc>> {
         let state = self.state.lock();
-        if state.sessions.is_empty() {
-            state.last_seen
-        } else {
+        if state.shown_online {
             None
+        } else {
+            state.last_seen.or_else(|| Some(Utc::now()))
         }
     }
 
@@ -100,9 +124,12 @@ impl User {
         queued
     }
 
+    /// Call with the presence lock held.
     pub fn add_session(&self, session: Arc<Session>) -> Arrival {
         let mut state = self.state.lock();
-        let came_online = state.sessions.is_empty();
+        let came_online = !state.shown_online;
+        state.shown_online = true;
+        state.generation += 1;
         let replaced = match &session.device {
             Some(device) => state
                 .sessions
@@ -118,18 +145,32 @@ impl User {
         }
     }
 
-    /// Removes a session (no-op if it was already replaced). Returns `Some(last_seen)` if it
-    /// was the last one, i.e. the user just went offline.
-    pub fn remove_session(&self, session_id: u64) -> Option<DateTime<Utc>> {
+    /// Call with the presence lock held.
+    pub fn remove_session(&self, session_id: u64) -> Departure {
         let mut state = self.state.lock();
         let before = state.sessions.len();
         state.sessions.retain(|s| s.id != session_id);
-        if state.sessions.len() == before || !state.sessions.is_empty() {
+        if state.sessions.len() == before {
+            Departure::NotFound
+        } else if !state.sessions.is_empty() {
+            Departure::StillOnline
+        } else {
+            state.last_seen = Some(Utc::now());
+            Departure::LastSession {
+                generation: state.generation,
+            }
+        }
+    }
+
+    /// Shows the user offline if nothing happened since `generation` (no session came back).
+    /// Returns the `last_seen` to announce. Call with the presence lock held.
+    pub fn mark_offline(&self, generation: u64) -> Option<DateTime<Utc>> {
+        let mut state = self.state.lock();
+        if !state.shown_online || state.generation != generation || !state.sessions.is_empty() {
             return None;
         }
-        let now = Utc::now();
-        state.last_seen = Some(now);
-        Some(now)
+        state.shown_online = false;
+        state.last_seen
     }
 
     pub fn rooms(&self) -> Vec<Arc<str>> {

@@ -65,6 +65,13 @@ pub enum Command {
         limit: usize,
         before: Option<u64>,
     },
+    /// Replay of everything after `after` (the last seq the client saw).
+    Sync {
+        room: String,
+        after: u64,
+        /// The epoch the client's `after` belongs to, if it knows one.
+        epoch: Option<String>,
+    },
     Ping {
         token: Option<String>,
     },
@@ -106,6 +113,7 @@ pub const USAGE: &[(&str, &str)] = &[
     ("WHO", "WHO <room>"),
     ("ROOMS", "ROOMS"),
     ("HISTORY", "HISTORY <room> [<limit>] [before=<seq>]"),
+    ("SYNC", "SYNC <room> <after_seq> [epoch=<epoch>]"),
     ("PING", "PING [<token>]"),
     ("STATS", "STATS"),
     ("HELP", "HELP"),
@@ -213,6 +221,24 @@ fn parse_command(verb: &str, fields: &mut Fields, max_body: usize) -> Result<Com
                 limit,
                 before,
             }
+        }
+        "SYNC" => {
+            let room = parse_room(args.required()?)?;
+            let after = parse_number(args.required()?, "after_seq")?;
+            let epoch = match args.optional() {
+                Some(field) => {
+                    let epoch = args.keyed(field, "epoch")?;
+                    if !is_token(epoch, MAX_CLIENT_ID_LEN) {
+                        return Err(ClientError::new(
+                            ErrorCode::BadArgument,
+                            format!("{} is not an epoch", printable(epoch)),
+                        ));
+                    }
+                    Some(epoch.to_owned())
+                }
+                None => None,
+            };
+            Command::Sync { room, after, epoch }
         }
         "PING" => {
             let token = args.optional().map(str::to_owned);
@@ -473,6 +499,22 @@ mod tests {
                 before: Some(7)
             }
         );
+        assert_eq!(
+            command("sync general 41 epoch=ab12"),
+            Command::Sync {
+                room: "general".into(),
+                after: 41,
+                epoch: Some("ab12".into())
+            }
+        );
+        assert_eq!(
+            command("SYNC general 0"),
+            Command::Sync {
+                room: "general".into(),
+                after: 0,
+                epoch: None
+            }
+        );
         assert_eq!(command("PING"), Command::Ping { token: None });
         assert_eq!(
             command("ping abc"),
@@ -528,6 +570,10 @@ mod tests {
         assert_eq!(code("HISTORY a x"), ErrorCode::BadArgument);
         assert_eq!(code("HISTORY a 0"), ErrorCode::BadArgument);
         assert_eq!(code("HISTORY a 5 6"), ErrorCode::BadArgument);
+        assert_eq!(code("SYNC general"), ErrorCode::MissingArgument);
+        assert_eq!(code("SYNC general -1"), ErrorCode::BadArgument);
+        assert_eq!(code("SYNC general 1 2"), ErrorCode::BadArgument);
+        assert_eq!(code("SYNC general 1 epoch=a!"), ErrorCode::BadArgument);
         assert_eq!(code("@ PING"), ErrorCode::BadTag);
         assert_eq!(code("@a;b PING"), ErrorCode::BadTag);
         assert_eq!(code("@a!b PING"), ErrorCode::BadTag);
@@ -592,7 +638,7 @@ mod tests {
             #[test]
             fn protocolish_lines_never_panic(
                 tag in "(@[a-z0-9;=]{0,12} )?",
-                verb in "(LOGIN|JOIN|LEAVE|SEND|DM|WHO|ROOMS|HISTORY|PING|HELP|QUIT|STATS|login|x)",
+                verb in "(LOGIN|JOIN|LEAVE|SEND|DM|WHO|ROOMS|HISTORY|SYNC|PING|HELP|QUIT|STATS|login|x)",
                 args in "( [ -~\t\u{80}-\u{10ffff}]{0,20}){0,4}",
             ) {
                 let line = format!("{tag}{verb}{args}");

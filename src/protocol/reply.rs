@@ -8,6 +8,7 @@
 use std::fmt::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use uuid::Uuid;
 
 use super::command::USAGE;
 use super::error::ClientError;
@@ -51,23 +52,47 @@ pub fn ok_leave(label: Option<&str>, room: &str) -> String {
     format!("{}OK LEAVE {room}\n", start(label))
 }
 
-pub fn ok_send(label: Option<&str>, message: &Message) -> String {
+/// `OK SEND <room> <seq> <id>`; a retried client id gets the original's fields again.
+pub fn ok_send(label: Option<&str>, room: &str, seq: u64, id: &Uuid) -> String {
     format!(
-        "{}OK SEND {} {} {}\n",
-        start(label),
-        message.room,
-        message.seq,
-        message.id
+        "{}OK SEND {room} {seq} {id}
+",
+        start(label)
     )
 }
 
-pub fn ok_dm(label: Option<&str>, to: &str, message: &Message) -> String {
+pub fn ok_dm(label: Option<&str>, to: &str, room: &str, seq: u64, id: &Uuid) -> String {
     format!(
-        "{}OK DM {to} {} {} {}\n",
-        start(label),
-        message.room,
-        message.seq,
-        message.id
+        "{}OK DM {to} {room} {seq} {id}
+",
+        start(label)
+    )
+}
+
+/// Before a SYNC replay: messages `from..=to` are no longer held and cannot be replayed.
+pub fn gap(label: Option<&str>, room: &str, from: u64, to: u64) -> String {
+    format!(
+        "{}GAP {room} {from} {to}
+",
+        start(label)
+    )
+}
+
+/// Before a SYNC replay: the client's epoch is not the room's; its cursor means nothing here.
+pub fn epoch_reset(label: Option<&str>, room: &str, epoch: &str) -> String {
+    format!(
+        "{}EPOCH {room} {epoch} :the room's history was reset; replaying from seq 0
+",
+        start(label)
+    )
+}
+
+pub fn ok_sync(label: Option<&str>, room: &str, seq: u64, epoch: &str, more: bool) -> String {
+    let more = if more { " more" } else { "" };
+    format!(
+        "{}OK SYNC {room} seq={seq} epoch={epoch}{more}
+",
+        start(label)
     )
 }
 

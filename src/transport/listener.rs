@@ -34,13 +34,8 @@ pub const WRITER_STACK: usize = 128 * 1024;
 /// How long shutdown waits for connections to say goodbye before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
-/// TCP keepalive: a peer that vanished (cable pulled, laptop asleep) is found within
-/// KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES = 60 s even if the server has
-/// nothing to send it; USER_TIMEOUT bounds how long sent data may stay unacknowledged.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Keepalive probes sent before a silent peer is declared dead.
 const KEEPALIVE_PROBES: u32 = 3;
-const USER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running server. Dropping it shuts the server down.
 pub struct ServerHandle {
@@ -85,7 +80,7 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
         computed.explanation
     );
     let shared = Arc::new(Shared {
-        server: Arc::new(ChatServer::new(config)),
+        server: ChatServer::new(config),
         capacity,
         stopping: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
@@ -203,7 +198,7 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 fn refuse(stream: TcpStream, shared: &Shared) {
     Stats::add(&shared.server.stats.refused, 1);
     let _ = stream.set_nonblocking(true);
-    if let Some(line) = CloseReason::ServerFull.farewell() {
+    if let Some(line) = CloseReason::ServerFull.farewell(&[]) {
         let _ = (&stream).write_all(line.as_bytes());
     }
     let _ = stream.shutdown(Shutdown::Write);
@@ -232,7 +227,7 @@ impl Drop for ConnectionGuard {
 /// even the writer could start, so the caller can refuse it.
 fn start_connection(stream: TcpStream, shared: &Arc<Shared>) -> Result<(), TcpStream> {
     let config = &shared.server.config;
-    configure_socket(&stream, config.write_timeout);
+    configure_socket(&stream, config.write_timeout, config.dead_peer_timeout);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let socket = Arc::new(stream);
     let (queue, queued) = bounded(config.channel_capacity);
@@ -287,15 +282,21 @@ fn start_connection(stream: TcpStream, shared: &Arc<Shared>) -> Result<(), TcpSt
     Ok(())
 }
 
-fn configure_socket(stream: &TcpStream, write_timeout: Duration) {
+/// Liveness without application pings: TCP keepalive finds a peer that vanished (cable
+/// pulled, laptop asleep) within `dead_peer`, half of it idle and half probing, even if the
+/// server has nothing to send; a person idling in `nc` is never dropped because their
+/// kernel answers the probes. TCP_USER_TIMEOUT bounds how long sent data may stay
+/// unacknowledged, and the write timeout bounds a write blocked on a peer that stopped
+/// reading.
+fn configure_socket(stream: &TcpStream, write_timeout: Duration, dead_peer: Duration) {
     // Chat lines are small and latency matters more than packet count; the writer batches.
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(write_timeout));
     let socket = SockRef::from(stream);
     let keepalive = TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL)
+        .with_time(dead_peer / 2)
+        .with_interval(dead_peer / 2 / KEEPALIVE_PROBES)
         .with_retries(KEEPALIVE_PROBES);
     let _ = socket.set_tcp_keepalive(&keepalive);
-    let _ = socket.set_tcp_user_timeout(Some(USER_TIMEOUT));
+    let _ = socket.set_tcp_user_timeout(Some(dead_peer));
 }

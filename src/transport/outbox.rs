@@ -22,6 +22,16 @@ use crate::stats::Stats;
 pub struct Line {
     pub text: Box<str>,
     pub kind: LineKind,
+    /// Set on lines queued under a room's lock (MSG, OK JOIN, JOINED): once this line is
+    /// written, everything in that room up to this seq that the session was owed has been
+    /// written. The writer keeps the highest per room, for `BYE slow-consumer`.
+    pub cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub room: Arc<str>,
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,23 +47,36 @@ pub enum LineKind {
 
 impl Line {
     pub fn new(text: String) -> Arc<Line> {
-        Arc::new(Line {
-            text: text.into_boxed_str(),
-            kind: LineKind::Reliable,
-        })
+        Line::build(text, LineKind::Reliable, None)
+    }
+
+    /// A reliable line that also moves the session's cursor in `room` to `seq`.
+    pub fn at(text: String, room: &Arc<str>, seq: u64) -> Arc<Line> {
+        let cursor = Cursor {
+            room: Arc::clone(room),
+            seq,
+        };
+        Line::build(text, LineKind::Reliable, Some(cursor))
+    }
+
+    /// Writes nothing; only starts the session's cursor in `room` at `seq` (at login).
+    pub fn cursor(room: &Arc<str>, seq: u64) -> Arc<Line> {
+        Line::at(String::new(), room, seq)
     }
 
     pub fn ephemeral(text: String) -> Arc<Line> {
-        Arc::new(Line {
-            text: text.into_boxed_str(),
-            kind: LineKind::Ephemeral,
-        })
+        Line::build(text, LineKind::Ephemeral, None)
     }
 
     fn wake() -> Arc<Line> {
+        Line::build(String::new(), LineKind::Wake, None)
+    }
+
+    fn build(text: String, kind: LineKind, cursor: Option<Cursor>) -> Arc<Line> {
         Arc::new(Line {
-            text: Box::from(""),
-            kind: LineKind::Wake,
+            text: text.into_boxed_str(),
+            kind,
+            cursor,
         })
     }
 }
@@ -80,17 +103,25 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    /// The final line the writer sends, if the socket can still take one.
-    pub fn farewell(self) -> Option<String> {
+    /// The final line the writer sends, if the socket can still take one. `cursors` is what
+    /// the writer wrote: `(room, seq)` pairs, named in `BYE slow-consumer` so the client
+    /// knows where to SYNC from.
+    pub fn farewell(self, cursors: &[(Arc<str>, u64)]) -> Option<String> {
         use crate::protocol::reply::bye;
         Some(match self {
             CloseReason::Quit => bye("quit", "", "goodbye"),
             CloseReason::Replaced => bye("replaced", "", "you logged in again from this device"),
-            CloseReason::SlowConsumer => bye(
-                "slow-consumer",
-                "",
-                "you fell too far behind; reconnect and read HISTORY",
-            ),
+            CloseReason::SlowConsumer => {
+                let detail: Vec<String> = cursors
+                    .iter()
+                    .map(|(room, seq)| format!("{room}={seq}"))
+                    .collect();
+                bye(
+                    "slow-consumer",
+                    &detail.join(" "),
+                    "you fell too far behind; reconnect and SYNC each room from the seq given",
+                )
+            }
             CloseReason::ServerShutdown => bye("server-shutdown", "", "the server is stopping"),
             CloseReason::LoginTimeout => bye("login-timeout", "", "no LOGIN in time"),
             CloseReason::ServerFull => {

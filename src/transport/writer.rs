@@ -5,13 +5,14 @@
 //! not one per line. When the queue is momentarily empty the batch is written at once, so a
 //! lone message is never held back waiting for company.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use super::outbox::{CloseReason, Line, Outbox};
+use super::outbox::{CloseReason, Cursor, Line, Outbox};
 
 /// Upper bound of one write. Large enough to carry a burst, small enough that a connection
 /// that once received a burst keeps only this much buffer.
@@ -19,6 +20,7 @@ pub const MAX_BATCH: usize = 64 * 1024;
 
 pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, socket: Arc<TcpStream>) {
     let mut batch: Vec<u8> = Vec::new();
+    let mut cursors = Cursors::default();
     let reason = loop {
         // The outbox holds a sender for as long as this thread holds the outbox, so `recv`
         // only returns lines; closing is signalled by `Outbox::close`, which queues a wake-up.
@@ -26,10 +28,11 @@ pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, socket: Arc<TcpStrea
             break outbox.closing().unwrap_or(CloseReason::Gone);
         };
         batch.clear();
-        batch.extend_from_slice(first.text.as_bytes());
+        cursors.pending.clear();
+        cursors.take(&first, &mut batch);
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(line) => batch.extend_from_slice(line.text.as_bytes()),
+                Ok(line) => cursors.take(&line, &mut batch),
                 Err(_) => break,
             }
         }
@@ -41,6 +44,7 @@ pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, socket: Arc<TcpStrea
             outbox.close(CloseReason::Gone);
             break CloseReason::Gone;
         }
+        cursors.commit();
         if batch.capacity() > MAX_BATCH {
             batch = Vec::new();
         }
@@ -50,8 +54,42 @@ pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, socket: Arc<TcpStrea
             }
         }
     };
-    if let Some(farewell) = reason.farewell() {
+    if let Some(farewell) = reason.farewell(&cursors.written()) {
         let _ = (&*socket).write_all(farewell.as_bytes());
     }
     let _ = socket.shutdown(Shutdown::Both);
+}
+
+/// Per room, the highest seq whose line has been written to the socket. Cursors of a batch
+/// count only once the batch's write succeeded.
+#[derive(Default)]
+struct Cursors {
+    written: HashMap<Arc<str>, u64>,
+    pending: Vec<Cursor>,
+}
+
+impl Cursors {
+    fn take(&mut self, line: &Line, batch: &mut Vec<u8>) {
+        batch.extend_from_slice(line.text.as_bytes());
+        if let Some(cursor) = &line.cursor {
+            self.pending.push(cursor.clone());
+        }
+    }
+
+    fn commit(&mut self) {
+        for cursor in self.pending.drain(..) {
+            let seq = self.written.entry(cursor.room).or_insert(0);
+            *seq = (*seq).max(cursor.seq);
+        }
+    }
+
+    fn written(&self) -> Vec<(Arc<str>, u64)> {
+        let mut all: Vec<(Arc<str>, u64)> = self
+            .written
+            .iter()
+            .map(|(room, seq)| (Arc::clone(room), *seq))
+            .collect();
+        all.sort();
+        all
+    }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 use parking_lot::{Condvar, Mutex};
-use socket2::{SockRef, TcpKeepalive};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 use super::capacity;
 use super::outbox::{CloseReason, Outbox};
@@ -61,7 +61,7 @@ struct Shared {
 
 /// Binds and starts serving. Port 0 picks a free port; see [`ServerHandle::local_addr`].
 pub fn start(config: Config) -> io::Result<ServerHandle> {
-    let listener = TcpListener::bind(config.listen)?;
+    let listener = bind(config.listen)?;
     let local_addr = listener.local_addr()?;
     let computed = capacity::compute();
     let capacity = match config.max_sessions {
@@ -151,6 +151,21 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Connections the kernel may hold completed but not yet accepted. std's default (128) is
+/// overrun by a burst of clients arriving while the accept thread is starting threads, and
+/// each overflowed connect stalls for a full SYN retransmission (1 s). The kernel caps this
+/// at net.core.somaxconn.
+const LISTEN_BACKLOG: i32 = 4096;
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Lets a restarted server bind while the old one's connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// The address to connect to in order to reach our own listener.

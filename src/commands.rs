@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::{reply, ClientError, Command, ErrorCode, Request};
+use crate::protocol::{reply, ClientError, Command, ErrorCode, Request, Setting};
 use crate::server::{ChatServer, Target};
 use crate::session::Session;
 use crate::stats::Stats;
@@ -86,6 +86,11 @@ impl Connection {
                 self.server
                     .sync(self.session()?, &room, after, epoch, label)
             }
+            Command::Typing { room, typing } => {
+                self.server.typing(self.session()?, &room, typing, label)
+            }
+            Command::Read { room, seq } => self.server.read(self.session()?, &room, seq, label),
+            Command::Set { setting } => self.set(label, setting),
             Command::Who { room } => self.who(label, &room),
             Command::Rooms => self.rooms(label),
             Command::History {
@@ -137,6 +142,18 @@ impl Connection {
         Ok(())
     }
 
+    fn set(&self, label: Option<&str>, setting: Setting) -> Result<(), ClientError> {
+        let user = &self.session()?.user;
+        match setting {
+            Setting::ShareReceipts(share) => {
+                user.set_share_receipts(share);
+                let value = if share { "on" } else { "off" };
+                self.reply(reply::ok_set(label, "receipts", value));
+            }
+        }
+        Ok(())
+    }
+
     fn who(&self, label: Option<&str>, room: &str) -> Result<(), ClientError> {
         let (room, members) = self.server.who(self.session()?, room)?;
         let mut out = String::new();
@@ -163,6 +180,7 @@ impl Connection {
                 room.seq,
                 &room.epoch,
                 room.members,
+                room.read,
             ));
         }
         out.push_str(&reply::ok_rooms(label, rooms.len()));

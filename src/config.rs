@@ -35,6 +35,8 @@ pub struct Config {
     pub client_id_ttl: Duration,
     /// Most messages one SYNC replays; the reply says `more` when the client should page.
     pub sync_limit: usize,
+    /// A typist who does not refresh `TYPING` within this is shown stopped.
+    pub typing_ttl: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             client_id_window: 10_000,
             client_id_ttl: Duration::from_secs(24 * 60 * 60),
             sync_limit: 1000,
+            typing_ttl: Duration::from_secs(6),
         }
     }
 }

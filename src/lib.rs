@@ -20,6 +20,8 @@
 //! | [`commands`] | carrying out each client command for one connection |
 //! | [`protocol`] | parsing client lines into typed commands; formatting every server line |
 //! | [`transport`] | accept loop, reader and writer threads, outboxes, capacity from OS limits |
+//! | [`timers`] | one thread for deferred work: presence grace, typing expiry |
+//! | [`client_ids`], [`typing`] | idempotent-send window; typing indicator rules |
 //! | [`config`], [`stats`] | tunables; counters |
 //!
 //! # Concurrency model
@@ -31,18 +33,23 @@
 //!   calling into `ChatServer`/`Room`. All state changes happen on reader threads.
 //! - `chatd-w<id>` (writer, one per connection): drains the connection's queue into its
 //!   socket, batching whatever is queued into one write.
+//! - `chatd-timers`: sleeps until the next due item (an offline announcement after the
+//!   presence grace period, a typing expiry), re-checks it against current state, acts.
 //!
 //! Channels: each connection has one bounded crossbeam channel of `Arc<Line>` (capacity
 //! [`Config::channel_capacity`], default 1,024). Senders: any reader thread, via fan-out
 //! (`try_send`, never blocks) or its own replies (`send_timeout`, outside all locks).
 //! Receiver: that connection's writer. A full channel marks a slow consumer, which is
-//! disconnected; nobody ever waits for another connection's socket.
+//! disconnected; nobody ever waits for another connection's socket. One more bounded
+//! channel feeds `chatd-timers` (capacity 65,536; `try_send`, and a full schedule means the
+//! item is done at once instead).
 //!
 //! Locks (`parking_lot`), in the only order in which they may be nested:
 //! 1. `User::presence` — one user's presence transitions (never two users' at once)
-//! 2. `Room::state` — members, recent log, seq (never two rooms at once)
-//! 3. `User::state` — sessions, room set, last_seen (never two users at once)
-//! 4. `Outbox::closing` — why the connection is closing
+//! 2. `User::client_ids` — one user's recent client message ids
+//! 3. `Room::state` — members, recent log, seq, read positions, typing (never two rooms)
+//! 4. `User::state` — sessions, room set, presence as shown (never two users at once)
+//! 5. `Outbox::closing` — why the connection is closing
 //!
 //! Leaf locks, never held while taking another: `ChatServer`'s user and room maps, and the
 //! listener's connection registry and live count. No lock is ever held across socket I/O.
@@ -51,13 +58,14 @@ pub mod client_ids;
 pub mod commands;
 pub mod config;
 pub mod message;
-pub mod presence;
 pub mod protocol;
 pub mod room;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod timers;
 pub mod transport;
+pub mod typing;
 pub mod user;
 
 pub use config::Config;

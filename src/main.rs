@@ -53,6 +53,9 @@ struct Flags {
     /// Hours a client message id is remembered.
     #[arg(long, default_value_t = 24)]
     client_id_hours: u64,
+    /// Seconds a TYPING indicator lasts unless the typist refreshes it.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=600))]
+    typing_ttl: u64,
     /// Most messages one SYNC replays before saying `more`.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     sync_limit: u64,
@@ -74,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         client_id_window: flags.client_id_window,
         client_id_ttl: Duration::from_secs(flags.client_id_hours * 3600),
         sync_limit: flags.sync_limit as usize,
+        typing_ttl: Duration::from_secs(flags.typing_ttl),
     };
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     ctrlc::set_handler(move || {

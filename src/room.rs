@@ -7,8 +7,9 @@
 //! is a `try_send` into each session's bounded queue, which never blocks and never touches a
 //! socket, so the lock is held for microseconds even when a recipient is stalled.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -19,6 +20,7 @@ use crate::protocol::{reply, ClientError, ErrorCode};
 use crate::session::Session;
 use crate::stats::Stats;
 use crate::transport::outbox::Line;
+use crate::typing::Typing;
 use crate::user::User;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +37,8 @@ pub struct Room {
     /// Identifies this room's history. A client's seq cursor is only meaningful within one
     /// epoch; a new epoch tells it the history it knew is gone.
     pub epoch: Arc<str>,
-    /// Lock rank 2: taken after a user's presence lock, before users' state locks.
+    /// Lock rank 3: taken after a user's presence and client-id locks, before users' state
+    /// locks. Never two rooms at once.
     state: Mutex<RoomState>,
     stats: Arc<Stats>,
 }
@@ -47,6 +50,9 @@ struct RoomState {
     recent_capacity: usize,
     /// The seq of the last message published (0: none yet).
     seq: u64,
+    /// Each member's read position: they have read everything up to this seq.
+    read: HashMap<Arc<str>, u64>,
+    typing: Typing,
 }
 
 /// A page of history, with the room's position at the time it was read.
@@ -74,6 +80,8 @@ impl Room {
                 recent: VecDeque::new(),
                 recent_capacity,
                 seq: 0,
+                read: HashMap::new(),
+                typing: Typing::default(),
             }),
             stats,
         }
@@ -92,10 +100,11 @@ impl Room {
         self.state.lock().members.values().cloned().collect()
     }
 
-    /// `(seq, member count)` right now.
-    pub fn summary(&self) -> (u64, usize) {
+    /// `(seq, member count, user's read position)` right now.
+    pub fn summary(&self, user: &str) -> (u64, usize, u64) {
         let state = self.state.lock();
-        (state.seq, state.members.len())
+        let read = state.read.get(user).copied().unwrap_or(0);
+        (state.seq, state.members.len(), read)
     }
 
     /// Adds the session's user (if not yet a member), tells the other members' sessions and
@@ -143,9 +152,12 @@ impl Room {
     pub fn leave(&self, session: &Session, label: Option<&str>) -> Result<(), ClientError> {
         let user = &session.user;
         let mut state = self.state.lock();
-        if state.members.remove(&user.name).is_none() {
+        if !state.members.contains_key(&user.name) {
             return Err(not_member(&self.name));
         }
+        self.stop_typing_locked(&mut state, &user.name);
+        state.members.remove(&user.name);
+        state.read.remove(&user.name);
         user.remove_room(&self.name);
         let left = Line::new(reply::left(&self.name, &user.name));
         for member in state.members.values() {
@@ -169,6 +181,7 @@ impl Room {
         if !state.members.contains_key(&session.user.name) {
             return Err(not_member(&self.name));
         }
+        self.stop_typing_locked(&mut state, &session.user.name);
         state.seq += 1;
         let message = Arc::new(Message {
             id: Uuid::now_v7(),
@@ -184,6 +197,11 @@ impl Room {
         for member in state.members.values() {
             deliveries += member.deliver(&line);
         }
+        // Whoever posts has read the room up to their own message. Recorded silently: a READ
+        // event per message would double the fan-out.
+        state
+            .read
+            .insert(Arc::clone(&session.user.name), message.seq);
         if state.recent.len() == state.recent_capacity {
             state.recent.pop_front();
         }
@@ -236,6 +254,96 @@ impl Room {
         out.push_str(&reply::ok_sync(label, &self.name, seq, epoch, more));
         let cursor = if more { replayed } else { seq };
         session.deliver(&Line::at(out, &self.name, cursor));
+    }
+
+    /// The session's user is typing (or stopped). Returns when `reconcile_typing` is due.
+    pub fn typing(
+        &self,
+        session: &Session,
+        typing: bool,
+        ttl: Duration,
+        label: Option<&str>,
+    ) -> Result<Option<Instant>, ClientError> {
+        let user = &session.user.name;
+        let mut state = self.state.lock();
+        if !state.members.contains_key(user) {
+            return Err(not_member(&self.name));
+        }
+        let outcome = state.typing.update(user, typing, Instant::now(), ttl);
+        if let Some(typing) = outcome.forward {
+            self.tell_typing(&state, user, typing);
+        }
+        session.deliver(&Line::new(reply::ok_typing(label, &self.name, typing)));
+        Ok(outcome.recheck_at)
+    }
+
+    /// Expires a typist or sends a held-back event; returns when to look again.
+    pub fn reconcile_typing(&self, user: &str) -> Option<Instant> {
+        let mut state = self.state.lock();
+        let outcome = state.typing.reconcile(user, Instant::now());
+        if let Some(typing) = outcome.forward {
+            self.tell_typing(&state, user, typing);
+        }
+        outcome.recheck_at
+    }
+
+    /// The user lost their last session: if shown typing, show them stopped now.
+    pub fn stop_typing(&self, user: &str) {
+        let mut state = self.state.lock();
+        self.stop_typing_locked(&mut state, user);
+    }
+
+    fn stop_typing_locked(&self, state: &mut RoomState, user: &str) {
+        if state.typing.clear(user) {
+            self.tell_typing(state, user, false);
+        }
+    }
+
+    /// Typing events go to the other members only, and may be shed under backpressure.
+    fn tell_typing(&self, state: &RoomState, user: &str, typing: bool) {
+        let line = Line::ephemeral(reply::typing(&self.name, user, typing));
+        for member in state.members.values() {
+            if &*member.name != user {
+                member.deliver(&line);
+            }
+        }
+    }
+
+    /// Records that the session's user has read up to `seq` (never backwards, never past the
+    /// latest message). A move is told to the user's other sessions and, if the user shares
+    /// receipts, to the other members; queued under the lock, so a receipt never arrives
+    /// before the message it refers to. The reply carries the stored position.
+    pub fn read(
+        &self,
+        session: &Session,
+        seq: u64,
+        label: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let user = &session.user;
+        let mut state = self.state.lock();
+        if !state.members.contains_key(&user.name) {
+            return Err(not_member(&self.name));
+        }
+        let seq = seq.min(state.seq);
+        let position = state.read.entry(Arc::clone(&user.name)).or_insert(0);
+        let moved = seq > *position;
+        if moved {
+            *position = seq;
+        }
+        let position = *position;
+        if moved {
+            let line = Line::new(reply::read(&self.name, &user.name, position));
+            user.deliver_except(&line, Some(session.id));
+            if user.shares_receipts() {
+                for member in state.members.values() {
+                    if member.name != user.name {
+                        member.deliver(&line);
+                    }
+                }
+            }
+        }
+        session.deliver(&Line::new(reply::ok_read(label, &self.name, position)));
+        Ok(())
     }
 
     /// Members with their presence, sorted by name.

@@ -12,12 +12,12 @@ use parking_lot::RwLock;
 use crate::client_ids::Published;
 use crate::config::Config;
 use crate::message::Message;
-use crate::presence::{Departure as ScheduledDeparture, GraceTimer};
 use crate::protocol::name::{dm_room_name, is_dm_room};
 use crate::protocol::{reply, ClientError, ErrorCode};
 use crate::room::{HistoryPage, MemberStatus, Room, RoomKind};
 use crate::session::Session;
 use crate::stats::Stats;
+use crate::timers::{Due, Task, Timers};
 use crate::transport::outbox::{CloseReason, Line, Outbox};
 use crate::user::{Departure, User};
 
@@ -28,7 +28,7 @@ pub struct ChatServer {
     users: RwLock<HashMap<Arc<str>, Arc<User>>>,
     /// Leaf lock, like `users`.
     rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
-    grace_timer: GraceTimer,
+    timers: Timers,
 }
 
 /// One line of ROOMS.
@@ -37,6 +37,8 @@ pub struct RoomListing {
     pub seq: u64,
     pub epoch: Arc<str>,
     pub members: usize,
+    /// The user's read position.
+    pub read: u64,
 }
 
 /// Where a message goes: a room by name, or a user (a direct message).
@@ -52,7 +54,7 @@ impl ChatServer {
             stats: Arc::new(Stats::default()),
             users: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
-            grace_timer: GraceTimer::start(server.clone()),
+            timers: Timers::start(server.clone()),
         })
     }
 
@@ -105,24 +107,80 @@ impl ChatServer {
             Departure::LastSession { generation } => generation,
         };
         Stats::sub(&self.stats.sessions, 1);
+        // Nobody is typing on a user with no device.
+        for room in user.rooms() {
+            if let Some(room) = self.room(&room) {
+                room.stop_typing(&user.name);
+            }
+        }
         let grace = self.config.presence_grace;
         if !grace.is_zero() {
-            let departure = ScheduledDeparture {
-                due: Instant::now() + grace,
-                user: Arc::clone(user),
-                generation,
+            let due = Due {
+                at: Instant::now() + grace,
+                what: Task::Offline {
+                    user: Arc::clone(user),
+                    generation,
+                },
             };
-            if self.grace_timer.schedule(departure).is_ok() {
+            if self.timers.schedule(due).is_ok() {
                 return;
             }
         }
         self.announce_offline_locked(user, generation);
     }
 
-    /// Called by the grace timer: shows the user offline unless a session came back.
-    pub fn announce_offline(&self, user: &User, generation: u64) {
-        let _presence = user.lock_presence();
-        self.announce_offline_locked(user, generation);
+    /// Called on the timer thread when a scheduled item is due.
+    pub fn run_task(&self, task: Task) {
+        match task {
+            Task::Offline { user, generation } => {
+                let _presence = user.lock_presence();
+                self.announce_offline_locked(&user, generation);
+            }
+            Task::Typing { room, user } => {
+                if let Some(room) = self.room(&room) {
+                    let next = room.reconcile_typing(&user);
+                    self.schedule_typing(&room, &user, next);
+                }
+            }
+        }
+    }
+
+    /// TYPING: forwarded to the other members, expired by the server after the TTL.
+    pub fn typing(
+        &self,
+        session: &Session,
+        room_name: &str,
+        typing: bool,
+        label: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let room = self.visible_room(room_name, &session.user)?;
+        let next = room.typing(session, typing, self.config.typing_ttl, label)?;
+        self.schedule_typing(&room, &session.user.name, next);
+        Ok(())
+    }
+
+    fn schedule_typing(&self, room: &Room, user: &str, at: Option<Instant>) {
+        let Some(at) = at else { return };
+        let what = Task::Typing {
+            room: Arc::clone(&room.name),
+            user: Arc::from(user),
+        };
+        if self.timers.schedule(Due { at, what }).is_err() {
+            // The schedule is full: stop the indicator now rather than leave it stuck on.
+            room.stop_typing(user);
+        }
+    }
+
+    /// READ: moves the user's read position forward (see `Room::read`).
+    pub fn read(
+        &self,
+        session: &Session,
+        room_name: &str,
+        seq: u64,
+        label: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let room = self.visible_room(room_name, &session.user)?;
+        room.read(session, seq, label)
     }
 
     fn announce_offline_locked(&self, user: &User, generation: u64) {
@@ -275,12 +333,13 @@ impl ChatServer {
             .iter()
             .filter_map(|name| self.room(name))
             .map(|room| {
-                let (seq, members) = room.summary();
+                let (seq, members, read) = room.summary(&user.name);
                 RoomListing {
                     name: Arc::clone(&room.name),
                     seq,
                     epoch: Arc::clone(&room.epoch),
                     members,
+                    read,
                 }
             })
             .collect()

@@ -41,6 +41,8 @@ struct UserState {
     generation: u64,
     /// When the last session went.
     last_seen: Option<DateTime<Utc>>,
+    /// Whether other members see this user's read receipts (`SET receipts on|off`).
+    share_receipts: bool,
 }
 
 /// What adding a session changed.
@@ -77,6 +79,7 @@ impl User {
                 shown_online: false,
                 generation: 0,
                 last_seen: None,
+                share_receipts: true,
             }),
         }
     }
@@ -171,6 +174,14 @@ impl User {
         }
         state.shown_online = false;
         state.last_seen
+    }
+
+    pub fn shares_receipts(&self) -> bool {
+        self.state.lock().share_receipts
+    }
+
+    pub fn set_share_receipts(&self, share: bool) {
+        self.state.lock().share_receipts = share;
     }
 
     pub fn rooms(&self) -> Vec<Arc<str>> {

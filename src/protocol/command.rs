@@ -72,6 +72,20 @@ pub enum Command {
         /// The epoch the client's `after` belongs to, if it knows one.
         epoch: Option<String>,
     },
+    /// The user is typing in `room` (or, with `stop`, no longer is).
+    Typing {
+        room: String,
+        typing: bool,
+    },
+    /// The user has read `room` up to `seq`.
+    Read {
+        room: String,
+        seq: u64,
+    },
+    /// A per-user setting.
+    Set {
+        setting: Setting,
+    },
     Ping {
         token: Option<String>,
     },
@@ -94,6 +108,13 @@ impl Command {
     }
 }
 
+/// Settings a user can change with SET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// Whether other members see this user's read receipts.
+    ShareReceipts(bool),
+}
+
 /// A line that could not be parsed. The label is kept when it was readable, so even the error
 /// reply can be matched to its request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +135,9 @@ pub const USAGE: &[(&str, &str)] = &[
     ("ROOMS", "ROOMS"),
     ("HISTORY", "HISTORY <room> [<limit>] [before=<seq>]"),
     ("SYNC", "SYNC <room> <after_seq> [epoch=<epoch>]"),
+    ("TYPING", "TYPING <room> [stop]"),
+    ("READ", "READ <room> <seq>"),
+    ("SET", "SET receipts on|off"),
     ("PING", "PING [<token>]"),
     ("STATS", "STATS"),
     ("HELP", "HELP"),
@@ -239,6 +263,35 @@ fn parse_command(verb: &str, fields: &mut Fields, max_body: usize) -> Result<Com
                 None => None,
             };
             Command::Sync { room, after, epoch }
+        }
+        "TYPING" => {
+            let room = parse_room(args.required()?)?;
+            let typing = match args.optional() {
+                None => true,
+                Some(word) if word.eq_ignore_ascii_case("stop") => false,
+                Some(other) => return Err(args.unexpected(other)),
+            };
+            Command::Typing { room, typing }
+        }
+        "READ" => {
+            let room = parse_room(args.required()?)?;
+            let seq = parse_number(args.required()?, "seq")?;
+            Command::Read { room, seq }
+        }
+        "SET" => {
+            let key = args.required()?;
+            let value = args.required()?;
+            if !key.eq_ignore_ascii_case("receipts") {
+                return Err(args.unexpected(key));
+            }
+            let share = match value.to_ascii_lowercase().as_str() {
+                "on" => true,
+                "off" => false,
+                _ => return Err(args.unexpected(value)),
+            };
+            Command::Set {
+                setting: Setting::ShareReceipts(share),
+            }
         }
         "PING" => {
             let token = args.optional().map(str::to_owned);
@@ -515,6 +568,33 @@ mod tests {
                 epoch: None
             }
         );
+        assert_eq!(
+            command("TYPING general"),
+            Command::Typing {
+                room: "general".into(),
+                typing: true
+            }
+        );
+        assert_eq!(
+            command("typing general STOP"),
+            Command::Typing {
+                room: "general".into(),
+                typing: false
+            }
+        );
+        assert_eq!(
+            command("READ general 7"),
+            Command::Read {
+                room: "general".into(),
+                seq: 7
+            }
+        );
+        assert_eq!(
+            command("SET Receipts OFF"),
+            Command::Set {
+                setting: Setting::ShareReceipts(false)
+            }
+        );
         assert_eq!(command("PING"), Command::Ping { token: None });
         assert_eq!(
             command("ping abc"),
@@ -574,6 +654,11 @@ mod tests {
         assert_eq!(code("SYNC general -1"), ErrorCode::BadArgument);
         assert_eq!(code("SYNC general 1 2"), ErrorCode::BadArgument);
         assert_eq!(code("SYNC general 1 epoch=a!"), ErrorCode::BadArgument);
+        assert_eq!(code("TYPING general go"), ErrorCode::BadArgument);
+        assert_eq!(code("READ general"), ErrorCode::MissingArgument);
+        assert_eq!(code("READ general x"), ErrorCode::BadArgument);
+        assert_eq!(code("SET receipts maybe"), ErrorCode::BadArgument);
+        assert_eq!(code("SET colour on"), ErrorCode::BadArgument);
         assert_eq!(code("@ PING"), ErrorCode::BadTag);
         assert_eq!(code("@a;b PING"), ErrorCode::BadTag);
         assert_eq!(code("@a!b PING"), ErrorCode::BadTag);
@@ -638,7 +723,7 @@ mod tests {
             #[test]
             fn protocolish_lines_never_panic(
                 tag in "(@[a-z0-9;=]{0,12} )?",
-                verb in "(LOGIN|JOIN|LEAVE|SEND|DM|WHO|ROOMS|HISTORY|SYNC|PING|HELP|QUIT|STATS|login|x)",
+                verb in "(LOGIN|JOIN|LEAVE|SEND|DM|WHO|ROOMS|HISTORY|SYNC|TYPING|READ|SET|PING|HELP|QUIT|STATS|login|x)",
                 args in "( [ -~\t\u{80}-\u{10ffff}]{0,20}){0,4}",
             ) {
                 let line = format!("{tag}{verb}{args}");

@@ -150,17 +150,45 @@ pub fn ok_who(label: Option<&str>, room: &str, count: usize) -> String {
     format!("{}OK WHO {room} {count}\n", start(label))
 }
 
+/// One line of ROOMS. `unread` is `seq - read`: the messages after the user's read position.
 pub fn room_summary(
     label: Option<&str>,
     room: &str,
     seq: u64,
     epoch: &str,
     members: usize,
+    read: u64,
 ) -> String {
+    let unread = seq.saturating_sub(read);
     format!(
-        "{}ROOM {room} seq={seq} epoch={epoch} members={members}\n",
+        "{}ROOM {room} seq={seq} epoch={epoch} members={members} read={read} unread={unread}\n",
         start(label)
     )
+}
+
+pub fn ok_typing(label: Option<&str>, room: &str, typing: bool) -> String {
+    let stop = if typing { "" } else { " stop" };
+    format!("{}OK TYPING {room}{stop}\n", start(label))
+}
+
+/// To the other members: `TYPING <room> <user>` or `TYPING <room> <user> stop`.
+pub fn typing(room: &str, user: &str, typing: bool) -> String {
+    let stop = if typing { "" } else { " stop" };
+    format!("TYPING {room} {user}{stop}\n")
+}
+
+/// The stored read position (which may be higher than the one the client sent).
+pub fn ok_read(label: Option<&str>, room: &str, seq: u64) -> String {
+    format!("{}OK READ {room} {seq}\n", start(label))
+}
+
+/// To the user's other sessions and (unless they opted out) the other members.
+pub fn read(room: &str, user: &str, seq: u64) -> String {
+    format!("READ {room} {user} {seq}\n")
+}
+
+pub fn ok_set(label: Option<&str>, key: &str, value: &str) -> String {
+    format!("{}OK SET {key} {value}\n", start(label))
 }
 
 pub fn ok_rooms(label: Option<&str>, count: usize) -> String {

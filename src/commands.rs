@@ -146,7 +146,7 @@ impl Connection {
         let user = &self.session()?.user;
         match setting {
             Setting::ShareReceipts(share) => {
-                user.set_share_receipts(share);
+                self.server.share_receipts(user, share);
                 let value = if share { "on" } else { "off" };
                 self.reply(reply::ok_set(label, "receipts", value));
             }

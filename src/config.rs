@@ -4,9 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::store::sqlite::{Retention, SqliteOptions, SyncMode};
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where rooms, members and messages are kept. The library defaults to memory (tests and
+    /// tools start throwaway servers); the `chatd` binary defaults to SQLite in ./chatd.db.
+    pub store: StoreConfig,
     /// Sessions beyond this are refused with `ERR server-full`. `None`: the ceiling computed
     /// from the OS limits at start-up (see `transport::capacity`).
     pub max_sessions: Option<usize>,
@@ -37,12 +42,53 @@ pub struct Config {
     pub sync_limit: usize,
     /// A typist who does not refresh `TYPING` within this is shown stopped.
     pub typing_ttl: Duration,
+    /// Most connections held at once from one address (an IPv6 client: from one /64, since
+    /// a single host is usually handed a whole /64). Further ones get
+    /// `ERR too-many-connections`. `None`: no cap.
+    pub max_per_ip: Option<usize>,
+    /// Whether loopback clients count toward `max_per_ip`. Off by default: behind a TLS proxy
+    /// on the same host every client arrives from 127.0.0.1, and one cap would then be shared
+    /// by everybody. The proxy is the place to limit per real address.
+    pub per_ip_loopback: bool,
+    /// The per-session command rate limit. `None` turns it off (benchmarks, trusted clients).
+    pub rate_limit: Option<RateLimit>,
+    /// A line must arrive whole within this long of its first byte, or the connection is
+    /// closed with `BYE line-timeout`: the slow-loris guard. A person in `nc` sends each line
+    /// at once when they press Enter, so only a client trickling bytes is affected.
+    pub line_timeout: Duration,
+}
+
+/// A token bucket per session: `burst` commands at once, then `per_second` on average.
+/// Refused commands get `ERR rate-limited`; a session that keeps sending anyway is
+/// disconnected (see `transport::limits::CommandLimiter`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Commands a session may send at once after being quiet: enough for a client to log in,
+    /// join its rooms and catch up (SYNC each) without waiting.
+    pub burst: u32,
+    /// Sustained commands per second: far above what a person types, far below a script
+    /// that floods.
+    pub per_second: f64,
+    /// Refused commands a session may send before it is disconnected with `BYE flooding`;
+    /// one is forgiven per second. A client that waits `retry in` is never near it.
+    pub flood_refusals: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> RateLimit {
+        RateLimit {
+            burst: 20,
+            per_second: 5.0,
+            flood_refusals: 50,
+        }
+    }
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            store: StoreConfig::Memory,
             max_sessions: None,
             channel_capacity: 1024,
             recent_per_room: 1000,
@@ -56,6 +102,19 @@ impl Default for Config {
             client_id_ttl: Duration::from_secs(24 * 60 * 60),
             sync_limit: 1000,
             typing_ttl: Duration::from_secs(6),
+            max_per_ip: Some(16),
+            per_ip_loopback: false,
+            rate_limit: Some(RateLimit::default()),
+            line_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// Which store backs the server.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// Nothing survives a restart.
+    Memory,
+    /// An embedded SQLite database file.
+    Sqlite(SqliteOptions),
 }

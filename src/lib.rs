@@ -63,6 +63,7 @@ pub mod room;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod store;
 pub mod timers;
 pub mod transport;
 pub mod typing;

@@ -1,10 +1,12 @@
 //! The `chatd` binary: flags, start-up, and shutdown on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use chatd::config::{Retention, SqliteOptions, StoreConfig, SyncMode};
+use clap::{Parser, ValueEnum};
 
 /// A chat server: rooms, direct messages, presence, several devices per user.
 /// Talk to it with `nc 127.0.0.1 7878` and type HELP.
@@ -14,6 +16,24 @@ struct Flags {
     /// Address and port to listen on. Use 0.0.0.0:7878 to accept connections from other hosts.
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
+    /// Where rooms, members and messages are kept: `sqlite` (the --data file; survives
+    /// restarts and crashes) or `memory` (lost on restart).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// The SQLite database file, created if missing.
+    #[arg(long, default_value = "chatd.db")]
+    data: PathBuf,
+    /// When an acknowledged message is safe: `full` fsyncs every group commit (survives power
+    /// loss); `normal` fsyncs only at WAL checkpoints (survives a process crash, not a power
+    /// loss; faster).
+    #[arg(long, value_enum, default_value_t = SyncKind::Full)]
+    sync: SyncKind,
+    /// Delete stored messages older than this many days (default: keep forever).
+    #[arg(long)]
+    retention_days: Option<u64>,
+    /// Keep at most this many stored messages per room (default: all).
+    #[arg(long)]
+    retention_per_room: Option<u64>,
     /// Most sessions held at once; further connections get `ERR server-full`. Defaults to the
     /// ceiling computed from the OS limits (threads, memory mappings, open files), which is
     /// also the maximum.
@@ -59,12 +79,77 @@ struct Flags {
     /// Most messages one SYNC replays before saying `more`.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     sync_limit: u64,
+    /// Most connections at once from one IP address (IPv6: one /64); further ones get
+    /// `ERR too-many-connections`. 0: no cap. Loopback clients are not counted unless
+    /// --per-ip-loopback is given, because behind a TLS proxy on this host every client
+    /// comes from 127.0.0.1: limit per address in the proxy then.
+    #[arg(long, default_value_t = 16)]
+    max_per_ip: usize,
+    /// Count loopback clients (127.0.0.0/8, ::1) toward --max-per-ip too.
+    #[arg(long)]
+    per_ip_loopback: bool,
+    /// Commands a session may send in one burst before the rate limit applies.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_burst: u32,
+    /// Commands per second a session may send, sustained; more get `ERR rate-limited`.
+    #[arg(long, default_value_t = 5.0, value_parser = positive_number)]
+    rate_per_second: f64,
+    /// Refused (rate-limited) commands a session may send before it is disconnected with
+    /// `BYE flooding`; one is forgiven per second.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    flood_refusals: u32,
+    /// Turn the per-session command rate limit off (benchmarks, trusted clients).
+    #[arg(long)]
+    no_rate_limit: bool,
+    /// Seconds a line may take to arrive once its first byte has; a client that trickles
+    /// bytes slower is closed with `BYE line-timeout` (the slow-loris guard).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    line_timeout: u64,
+}
+
+fn positive_number(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok(n),
+        _ => Err(format!("{text} is not a positive number")),
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StoreKind {
+    Sqlite,
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SyncKind {
+    Full,
+    Normal,
 }
 
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
+    let store = match flags.store {
+        StoreKind::Memory => StoreConfig::Memory,
+        StoreKind::Sqlite => StoreConfig::Sqlite(SqliteOptions {
+            path: flags.data.clone(),
+            sync: match flags.sync {
+                SyncKind::Full => SyncMode::Full,
+                SyncKind::Normal => SyncMode::Normal,
+            },
+            retention: Retention {
+                max_age: flags
+                    .retention_days
+                    .map(|days| Duration::from_secs(days * 24 * 3600)),
+                max_per_room: flags.retention_per_room,
+                client_id_ttl: Duration::from_secs(flags.client_id_hours * 3600),
+                interval: Duration::from_secs(60),
+            },
+            max_pages: None,
+        }),
+    };
     let config = chatd::Config {
         listen: flags.listen,
+        store,
         max_sessions: flags.max_sessions,
         channel_capacity: flags.channel_capacity as usize,
         recent_per_room: flags.recent,
@@ -78,13 +163,21 @@ fn main() -> anyhow::Result<()> {
         client_id_ttl: Duration::from_secs(flags.client_id_hours * 3600),
         sync_limit: flags.sync_limit as usize,
         typing_ttl: Duration::from_secs(flags.typing_ttl),
+        max_per_ip: (flags.max_per_ip > 0).then_some(flags.max_per_ip),
+        per_ip_loopback: flags.per_ip_loopback,
+        rate_limit: (!flags.no_rate_limit).then_some(chatd::config::RateLimit {
+            burst: flags.rate_burst,
+            per_second: flags.rate_per_second,
+            flood_refusals: flags.flood_refusals,
+        }),
+        line_timeout: Duration::from_secs(flags.line_timeout),
     };
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     ctrlc::set_handler(move || {
         let _ = stop_tx.try_send(());
     })
     .context("installing the Ctrl-C/SIGTERM handler")?;
-    let server = chatd::start(config).with_context(|| format!("listening on {}", flags.listen))?;
+    let server = chatd::start(config).context("starting chatd")?;
     eprintln!(
         "chatd: listening on {} (Ctrl-C to stop)",
         server.local_addr()

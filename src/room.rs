@@ -1,11 +1,20 @@
 //! A room: its members, its recent history, its sequence counter, and the one fan-out path.
 //!
-//! [`Room::publish`] is the only code in chatd that loops over members and their sessions.
-//! It runs entirely under the room's lock: assigning the seq, recording the message and
-//! queueing it for every session happen as one step, so every session sees a room's messages
-//! in seq order and a member who joins sees exactly the messages after their join. Queueing
-//! is a `try_send` into each session's bounded queue, which never blocks and never touches a
-//! socket, so the lock is held for microseconds even when a recipient is stalled.
+//! Posting a message has two steps, both under the room's lock:
+//!
+//! 1. [`Room::publish`] assigns the next seq and queues the message for the store, in seq
+//!    order. The poster then waits (outside the lock) until the store says it is durable.
+//! 2. [`Room::settle`] (run by whichever poster gets there first) takes the messages at the
+//!    front of the queue that are durable, in seq order, and fans each out: the poster's
+//!    `OK SEND`, then the `MSG` line (encoded once, shared) to every session of every member.
+//!
+//! Step 2 is the only loop over members and their sessions in chatd. Because it runs under
+//! the lock and in seq order, every session sees a room's messages in seq order, and a member
+//! who joins sees exactly the messages settled after their join. Queueing is a `try_send`
+//! into each session's bounded queue, which never blocks and never touches a socket.
+//!
+//! A message whose write fails is never acknowledged nor fanned out: its poster gets
+//! `ERR store-failed` and its seq stays unused, which SYNC reports as a `GAP`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,7 +28,8 @@ use crate::message::Message;
 use crate::protocol::{reply, ClientError, ErrorCode};
 use crate::session::Session;
 use crate::stats::Stats;
-use crate::transport::outbox::Line;
+use crate::store::{Store, Ticket, Write};
+use crate::transport::outbox::{Line, Outbox};
 use crate::typing::Typing;
 use crate::user::User;
 
@@ -40,19 +50,35 @@ pub struct Room {
     /// Lock rank 3: taken after a user's presence and client-id locks, before users' state
     /// locks. Never two rooms at once.
     state: Mutex<RoomState>,
+    store: Arc<dyn Store>,
     stats: Arc<Stats>,
 }
 
 struct RoomState {
     members: BTreeMap<Arc<str>, Arc<User>>,
-    /// The last `recent_capacity` messages, oldest first.
+    /// The last `recent_capacity` settled messages, oldest first. Older ones are in the
+    /// store (if it is durable).
     recent: VecDeque<Arc<Message>>,
     recent_capacity: usize,
-    /// The seq of the last message published (0: none yet).
-    seq: u64,
+    /// The last seq assigned.
+    assigned: u64,
+    /// The last seq settled: fanned out, or failed. Everything up to here is final; this is
+    /// the `seq` clients see.
+    settled: u64,
+    /// Posted messages waiting for the store, in seq order.
+    pending: VecDeque<Pending>,
     /// Each member's read position: they have read everything up to this seq.
     read: HashMap<Arc<str>, u64>,
     typing: Typing,
+}
+
+/// A message waiting to become durable before it is acknowledged and fanned out.
+struct Pending {
+    message: Arc<Message>,
+    /// The poster's `OK`, queued just before the message's `MSG`.
+    ack: Arc<Line>,
+    origin: Arc<Outbox>,
+    ticket: Ticket,
 }
 
 /// A page of history, with the room's position at the time it was read.
@@ -69,20 +95,63 @@ pub struct MemberStatus {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
-impl Room {
-    pub fn new(name: Arc<str>, kind: RoomKind, recent_capacity: usize, stats: Arc<Stats>) -> Room {
-        Room {
+/// How a room starts: new, or as it was stored.
+pub struct RoomSetup {
+    pub name: Arc<str>,
+    pub kind: RoomKind,
+    pub epoch: Arc<str>,
+    pub seq: u64,
+    pub members: Vec<Arc<User>>,
+    pub reads: Vec<(Arc<str>, u64)>,
+    pub recent: Vec<Message>,
+    pub recent_capacity: usize,
+}
+
+impl RoomSetup {
+    /// A room that did not exist before, with a fresh epoch.
+    pub fn new(name: Arc<str>, kind: RoomKind, recent_capacity: usize) -> RoomSetup {
+        RoomSetup {
             name,
             kind,
             epoch: Uuid::new_v4().simple().to_string()[..16].into(),
+            seq: 0,
+            members: Vec::new(),
+            reads: Vec::new(),
+            recent: Vec::new(),
+            recent_capacity,
+        }
+    }
+}
+
+impl Room {
+    pub fn new(setup: RoomSetup, store: Arc<dyn Store>, stats: Arc<Stats>) -> Room {
+        let members = setup
+            .members
+            .into_iter()
+            .map(|user| {
+                user.add_room(&setup.name);
+                (Arc::clone(&user.name), user)
+            })
+            .collect();
+        let mut recent: VecDeque<Arc<Message>> = setup.recent.into_iter().map(Arc::new).collect();
+        while recent.len() > setup.recent_capacity {
+            recent.pop_front();
+        }
+        Room {
+            name: setup.name,
+            kind: setup.kind,
+            epoch: setup.epoch,
             state: Mutex::new(RoomState {
-                members: BTreeMap::new(),
-                recent: VecDeque::new(),
-                recent_capacity,
-                seq: 0,
-                read: HashMap::new(),
+                members,
+                recent,
+                recent_capacity: setup.recent_capacity,
+                assigned: setup.seq,
+                settled: setup.seq,
+                pending: VecDeque::new(),
+                read: setup.reads.into_iter().collect(),
                 typing: Typing::default(),
             }),
+            store,
             stats,
         }
     }
@@ -104,33 +173,26 @@ impl Room {
     pub fn summary(&self, user: &str) -> (u64, usize, u64) {
         let state = self.state.lock();
         let read = state.read.get(user).copied().unwrap_or(0);
-        (state.seq, state.members.len(), read)
+        (state.settled, state.members.len(), read)
     }
 
     /// Adds the session's user (if not yet a member), tells the other members' sessions and
     /// the user's other devices with `JOINED`, and queues `OK JOIN` to the joining session,
-    /// all under the lock so the OK precedes every message published after the join.
+    /// all under the lock so the OK precedes every message settled after the join.
     pub fn join(&self, session: &Session, label: Option<&str>) {
         let user = &session.user;
         let mut state = self.state.lock();
+        let seq = state.settled;
         if !state.members.contains_key(&user.name) {
-            state
-                .members
-                .insert(Arc::clone(&user.name), Arc::clone(user));
-            user.add_room(&self.name);
-            let joined = Line::at(reply::joined(&self.name, &user.name), &self.name, state.seq);
+            self.add_member(&mut state, user);
+            let joined = Line::at(reply::joined(&self.name, &user.name), &self.name, seq);
             for member in state.members.values() {
                 member.deliver_except(&joined, Some(session.id));
             }
         }
-        let ok = reply::ok_join(
-            label,
-            &self.name,
-            state.seq,
-            &self.epoch,
-            state.members.len(),
-        );
-        session.deliver(&Line::at(ok, &self.name, state.seq));
+        let members = state.members.len();
+        let ok = reply::ok_join(label, &self.name, seq, &self.epoch, members);
+        session.deliver(&Line::at(ok, &self.name, seq));
     }
 
     /// Makes `users` members without announcing it: a direct room's two members are there
@@ -139,12 +201,18 @@ impl Room {
         let mut state = self.state.lock();
         for user in users {
             if !state.members.contains_key(&user.name) {
-                state
-                    .members
-                    .insert(Arc::clone(&user.name), Arc::clone(user));
-                user.add_room(&self.name);
+                self.add_member(&mut state, user);
             }
         }
+    }
+
+    fn add_member(&self, state: &mut RoomState, user: &Arc<User>) {
+        state
+            .members
+            .insert(Arc::clone(&user.name), Arc::clone(user));
+        user.add_room(&self.name);
+        let (room, user) = (Arc::clone(&self.name), Arc::clone(&user.name));
+        self.store.write(Write::Join { room, user }, None);
     }
 
     /// Removes the session's user; the remaining members and the user's other devices get
@@ -159,6 +227,8 @@ impl Room {
         state.members.remove(&user.name);
         state.read.remove(&user.name);
         user.remove_room(&self.name);
+        let (room, name) = (Arc::clone(&self.name), Arc::clone(&user.name));
+        self.store.write(Write::Leave { room, user: name }, None);
         let left = Line::new(reply::left(&self.name, &user.name));
         for member in state.members.values() {
             member.deliver(&left);
@@ -168,58 +238,107 @@ impl Room {
         Ok(())
     }
 
-    /// Posts a message: assigns the next seq, queues `ack` (the sender's OK line, built from
-    /// the new message) to the sending session, then the encoded `MSG` line, encoded once and
-    /// shared, to every session of every member, the sender's own devices included.
+    /// Posts a message and returns once it is settled: acknowledged to the poster (`ack` is
+    /// its OK line, built from the new message) and fanned out to every session of every
+    /// member, the poster's own devices included. `client_id` is stored with the message.
     pub fn publish(
         &self,
         session: &Session,
         body: &str,
+        client_id: Option<&str>,
         ack: impl FnOnce(&Message) -> String,
     ) -> Result<Arc<Message>, ClientError> {
-        let mut state = self.state.lock();
-        if !state.members.contains_key(&session.user.name) {
-            return Err(not_member(&self.name));
+        let ticket = Ticket::new();
+        let message = {
+            let mut state = self.state.lock();
+            if !state.members.contains_key(&session.user.name) {
+                return Err(not_member(&self.name));
+            }
+            self.stop_typing_locked(&mut state, &session.user.name);
+            state.assigned += 1;
+            let message = Arc::new(Message {
+                id: Uuid::now_v7(),
+                room: Arc::clone(&self.name),
+                seq: state.assigned,
+                sender: Arc::clone(&session.user.name),
+                body: body.into(),
+                sent_at: Utc::now(),
+            });
+            let client_id = client_id.map(|cid| (Arc::clone(&session.user.name), Box::from(cid)));
+            // Queued under the lock so the store receives each room's messages in seq order
+            // and a crash can never keep seq n + 1 without seq n.
+            let write = Write::Message {
+                message: Arc::clone(&message),
+                client_id,
+            };
+            self.store.write(write, Some(ticket.clone()));
+            state.pending.push_back(Pending {
+                ack: Line::new(ack(&message)),
+                message: Arc::clone(&message),
+                origin: Arc::clone(&session.outbox),
+                ticket: ticket.clone(),
+            });
+            self.settle(&mut state);
+            message
+        };
+        if let Err(e) = ticket.wait() {
+            self.settle(&mut self.state.lock());
+            return Err(ClientError::new(
+                ErrorCode::StoreFailed,
+                format!("the message could not be stored, so it was not sent ({e})"),
+            ));
         }
-        self.stop_typing_locked(&mut state, &session.user.name);
-        state.seq += 1;
-        let message = Arc::new(Message {
-            id: Uuid::now_v7(),
-            room: Arc::clone(&self.name),
-            seq: state.seq,
-            sender: Arc::clone(&session.user.name),
-            body: body.into(),
-            sent_at: Utc::now(),
-        });
-        session.deliver(&Line::new(ack(&message)));
-        let line = Line::at(reply::msg(None, &message), &self.name, message.seq);
-        let mut deliveries = 0;
-        for member in state.members.values() {
-            deliveries += member.deliver(&line);
+        if self.store.is_durable() {
+            self.settle(&mut self.state.lock());
         }
-        // Whoever posts has read the room up to their own message. Recorded silently: a READ
-        // event per message would double the fan-out.
-        state
-            .read
-            .insert(Arc::clone(&session.user.name), message.seq);
-        if state.recent.len() == state.recent_capacity {
-            state.recent.pop_front();
-        }
-        if state.recent_capacity > 0 {
-            state.recent.push_back(Arc::clone(&message));
-        }
-        drop(state);
-        Stats::add(&self.stats.messages, 1);
-        Stats::add(&self.stats.deliveries, deliveries);
         Ok(message)
     }
 
+    /// Fans out, in seq order, every message at the front of the queue whose store write has
+    /// finished. The only loop over recipients in chatd.
+    fn settle(&self, state: &mut RoomState) {
+        let mut messages = 0;
+        let mut deliveries = 0;
+        while let Some(outcome) = state.pending.front().and_then(|p| p.ticket.outcome()) {
+            let Some(post) = state.pending.pop_front() else {
+                break;
+            };
+            state.settled = post.message.seq;
+            if outcome.is_err() {
+                continue;
+            }
+            post.origin.deliver(&post.ack);
+            let message = post.message;
+            let line = Line::at(reply::msg(None, &message), &self.name, message.seq);
+            for member in state.members.values() {
+                deliveries += member.deliver(&line);
+            }
+            // Whoever posts has read the room up to their own message. Recorded silently: a
+            // READ event per message would double the fan-out.
+            state.read.insert(Arc::clone(&message.sender), message.seq);
+            if state.recent.len() == state.recent_capacity {
+                state.recent.pop_front();
+            }
+            if state.recent_capacity > 0 {
+                state.recent.push_back(message);
+            }
+            messages += 1;
+        }
+        if messages > 0 {
+            Stats::add(&self.stats.messages, messages);
+            Stats::add(&self.stats.deliveries, deliveries);
+        }
+    }
+
     /// Replays to the session every message after `after`, as one reply queued under the
-    /// room's lock: every message published before the replay is in it, every message after
-    /// it is queued live behind it, so replay and live stream meet with no gap and in seq
-    /// order. An `epoch` other than the room's restarts the replay from 0 (after an `EPOCH`
-    /// line); messages no longer held are announced with `GAP` instead of skipped silently.
-    /// At most `limit` messages: then the `OK SYNC` line says `more` and the client pages.
+    /// room's lock: every message settled before the replay is in it, every message settled
+    /// after it is queued live behind it, so replay and live stream meet with no gap and in
+    /// seq order. An `epoch` other than the room's restarts the replay from 0 (after an
+    /// `EPOCH` line); messages that cannot be replayed are announced with `GAP`, never
+    /// skipped silently. At most `limit` messages: then `OK SYNC` says `more`.
+    ///
+    /// Messages older than the recent log are read from the store first, outside the lock;
+    /// if the log moved on meanwhile, the read is repeated (a few times, then under the lock).
     pub fn sync(
         &self,
         session: &Session,
@@ -227,33 +346,95 @@ impl Room {
         epoch: Option<&str>,
         limit: usize,
         label: Option<&str>,
-    ) {
-        let state = self.state.lock();
+    ) -> Result<(), ClientError> {
+        let reset = epoch.is_some_and(|epoch| epoch != &*self.epoch);
+        let after = if reset { 0 } else { after };
+        const ATTEMPTS_OUTSIDE_LOCK: usize = 3;
+        for attempt in 0..=ATTEMPTS_OUTSIDE_LOCK {
+            let (held_from, settled) = {
+                let state = self.state.lock();
+                (oldest_held(&state), state.settled)
+            };
+            let stored_until = held_from.min(settled + 1);
+            let read_stored = |bound: u64| {
+                if after + 1 < bound {
+                    self.store
+                        .messages(&self.name, after, bound, limit)
+                        .map_err(store_error)
+                } else {
+                    Ok(Vec::new())
+                }
+            };
+            let stored = if attempt < ATTEMPTS_OUTSIDE_LOCK {
+                read_stored(stored_until)?
+            } else {
+                Vec::new()
+            };
+            let state = self.state.lock();
+            let stored = if attempt == ATTEMPTS_OUTSIDE_LOCK {
+                read_stored(oldest_held(&state).min(state.settled + 1))?
+            } else if oldest_held(&state) != held_from && stored.len() < limit {
+                continue; // the recent log moved on while we read: what we read may end short
+            } else {
+                stored
+            };
+            let out = self.replay(&state, after, reset, &stored, limit, label);
+            session.deliver(&out);
+            return Ok(());
+        }
+        unreachable!("the last attempt always replies")
+    }
+
+    /// Builds the SYNC reply from stored messages and the recent log; see [`Room::sync`].
+    fn replay(
+        &self,
+        state: &RoomState,
+        after: u64,
+        reset: bool,
+        stored: &[Message],
+        limit: usize,
+        label: Option<&str>,
+    ) -> Arc<Line> {
         let mut out = String::new();
-        let mut after = after;
-        if epoch.is_some_and(|epoch| epoch != &*self.epoch) {
+        if reset {
             out.push_str(&reply::epoch_reset(label, &self.name, &self.epoch));
-            after = 0;
         }
-        let oldest_held = state.recent.front().map_or(state.seq + 1, |m| m.seq);
-        if after + 1 < oldest_held && after < state.seq {
-            let gap_end = (oldest_held - 1).min(state.seq);
-            out.push_str(&reply::gap(label, &self.name, after + 1, gap_end));
-        }
-        let mut replayed = after.min(state.seq);
+        let mut expected = after + 1;
         let mut more = false;
-        for (count, message) in state.recent.iter().filter(|m| m.seq > after).enumerate() {
+        let held = state
+            .recent
+            .iter()
+            .map(|m| &**m)
+            .filter(|m| m.seq > stored.last().map_or(after, |s| s.seq));
+        let replayable = stored.iter().chain(held).filter(|m| m.seq > after);
+        for (count, message) in replayable.enumerate() {
+            if message.seq > state.settled {
+                break;
+            }
             if count == limit {
                 more = true;
                 break;
             }
+            if message.seq > expected {
+                out.push_str(&reply::gap(label, &self.name, expected, message.seq - 1));
+            }
             out.push_str(&reply::msg(label, message));
-            replayed = message.seq;
+            expected = message.seq + 1;
         }
-        let (seq, epoch) = (state.seq, &self.epoch);
-        out.push_str(&reply::ok_sync(label, &self.name, seq, epoch, more));
-        let cursor = if more { replayed } else { seq };
-        session.deliver(&Line::at(out, &self.name, cursor));
+        if !more && expected <= state.settled {
+            out.push_str(&reply::gap(label, &self.name, expected, state.settled));
+            expected = state.settled + 1;
+        }
+        let settled = state.settled;
+        out.push_str(&reply::ok_sync(
+            label,
+            &self.name,
+            settled,
+            &self.epoch,
+            more,
+        ));
+        let cursor = if more { expected - 1 } else { settled };
+        Line::at(out, &self.name, cursor)
     }
 
     /// The session's user is typing (or stopped). Returns when `reconcile_typing` is due.
@@ -324,7 +505,7 @@ impl Room {
         if !state.members.contains_key(&user.name) {
             return Err(not_member(&self.name));
         }
-        let seq = seq.min(state.seq);
+        let seq = seq.min(state.settled);
         let position = state.read.entry(Arc::clone(&user.name)).or_insert(0);
         let moved = seq > *position;
         if moved {
@@ -332,6 +513,13 @@ impl Room {
         }
         let position = *position;
         if moved {
+            let (room, name) = (Arc::clone(&self.name), Arc::clone(&user.name));
+            let write = Write::Read {
+                room,
+                user: name,
+                seq: position,
+            };
+            self.store.write(write, None);
             let line = Line::new(reply::read(&self.name, &user.name, position));
             user.deliver_except(&line, Some(session.id));
             if user.shares_receipts() {
@@ -359,30 +547,62 @@ impl Room {
             .collect()
     }
 
-    /// Up to `limit` of the most recent messages with seq < `before`, oldest first.
-    pub fn history(&self, limit: usize, before: Option<u64>) -> HistoryPage {
-        let state = self.state.lock();
-        let before = before.unwrap_or(u64::MAX);
-        let mut page: Vec<Arc<Message>> = state
-            .recent
-            .iter()
-            .rev()
-            .filter(|m| m.seq < before)
-            .take(limit)
-            .cloned()
-            .collect();
+    /// Up to `limit` of the most recent messages with seq < `before`, oldest first: from the
+    /// recent log, and from the store for what is older than the log.
+    pub fn history(&self, limit: usize, before: Option<u64>) -> Result<HistoryPage, ClientError> {
+        let (mut page, seq, oldest_held) = {
+            let state = self.state.lock();
+            let before = before.unwrap_or(u64::MAX);
+            let page: Vec<Arc<Message>> = state
+                .recent
+                .iter()
+                .rev()
+                .filter(|m| m.seq < before)
+                .take(limit)
+                .cloned()
+                .collect();
+            (page, state.settled, oldest_held(&state))
+        };
         page.reverse();
-        HistoryPage {
-            messages: page,
-            seq: state.seq,
-            epoch: Arc::clone(&self.epoch),
+        let wanted = limit - page.len();
+        let bound = page
+            .first()
+            .map_or(before.unwrap_or(u64::MAX).min(oldest_held), |m| m.seq);
+        if wanted > 0 && bound > 1 {
+            // Everything below the recent log is settled and in the store: read the newest
+            // `wanted` of them. The store returns oldest first from `after`, so start there.
+            let after = bound.saturating_sub(wanted as u64 + 1);
+            let older = self
+                .store
+                .messages(&self.name, after, bound, wanted)
+                .map_err(store_error)?;
+            let mut combined: Vec<Arc<Message>> = older.into_iter().map(Arc::new).collect();
+            combined.extend(page);
+            page = combined;
         }
+        Ok(HistoryPage {
+            messages: page,
+            seq,
+            epoch: Arc::clone(&self.epoch),
+        })
     }
+}
+
+/// The seq of the oldest message in the recent log (one past the last settled if empty).
+fn oldest_held(state: &RoomState) -> u64 {
+    state.recent.front().map_or(state.settled + 1, |m| m.seq)
 }
 
 fn not_member(room: &str) -> ClientError {
     ClientError::new(
         ErrorCode::NotMember,
         format!("you are not a member of {room}; JOIN it first"),
+    )
+}
+
+fn store_error(e: crate::store::StoreError) -> ClientError {
+    ClientError::new(
+        ErrorCode::StoreFailed,
+        format!("reading history failed ({e})"),
     )
 }

@@ -11,12 +11,16 @@ use parking_lot::RwLock;
 
 use crate::client_ids::Published;
 use crate::config::Config;
+use crate::config::StoreConfig;
 use crate::message::Message;
 use crate::protocol::name::{dm_room_name, is_dm_room};
 use crate::protocol::{reply, ClientError, ErrorCode};
-use crate::room::{HistoryPage, MemberStatus, Room, RoomKind};
+use crate::room::{HistoryPage, MemberStatus, Room, RoomKind, RoomSetup};
 use crate::session::Session;
 use crate::stats::Stats;
+use crate::store::memory::MemoryStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError, Write};
 use crate::timers::{Due, Task, Timers};
 use crate::transport::outbox::{CloseReason, Line, Outbox};
 use crate::user::{Departure, User};
@@ -28,6 +32,7 @@ pub struct ChatServer {
     users: RwLock<HashMap<Arc<str>, Arc<User>>>,
     /// Leaf lock, like `users`.
     rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
+    store: Arc<dyn Store>,
     timers: Timers,
 }
 
@@ -48,14 +53,54 @@ pub enum Target<'a> {
 }
 
 impl ChatServer {
-    pub fn new(config: Config) -> Arc<ChatServer> {
-        Arc::new_cyclic(|server| ChatServer {
+    /// Opens the configured store, restores users and rooms from it, and starts the timer
+    /// thread.
+    pub fn open(config: Config) -> Result<Arc<ChatServer>, StoreError> {
+        let store: Arc<dyn Store> = match &config.store {
+            StoreConfig::Memory => Arc::new(MemoryStore),
+            StoreConfig::Sqlite(options) => Arc::new(SqliteStore::open(options.clone())?),
+        };
+        let snapshot = store.load(config.recent_per_room)?;
+        let stats = Arc::new(Stats::default());
+        let mut users = HashMap::new();
+        for stored in snapshot.users {
+            let name: Arc<str> = Arc::from(stored.name);
+            let user = User::new(Arc::clone(&name), &config);
+            user.restore(stored.last_seen, stored.share_receipts);
+            users.insert(name, Arc::new(user));
+        }
+        let mut rooms = HashMap::new();
+        for stored in snapshot.rooms {
+            let name: Arc<str> = Arc::from(stored.name);
+            let setup = RoomSetup {
+                name: Arc::clone(&name),
+                kind: stored.kind,
+                epoch: Arc::from(stored.epoch),
+                seq: stored.seq,
+                members: stored
+                    .members
+                    .iter()
+                    .filter_map(|member| users.get(member.as_str()).cloned())
+                    .collect(),
+                reads: stored
+                    .reads
+                    .into_iter()
+                    .map(|(user, seq)| (Arc::from(user), seq))
+                    .collect(),
+                recent: stored.recent,
+                recent_capacity: config.recent_per_room,
+            };
+            let room = Room::new(setup, Arc::clone(&store), Arc::clone(&stats));
+            rooms.insert(name, Arc::new(room));
+        }
+        Ok(Arc::new_cyclic(|server| ChatServer {
             config,
-            stats: Arc::new(Stats::default()),
-            users: RwLock::new(HashMap::new()),
-            rooms: RwLock::new(HashMap::new()),
+            stats,
+            users: RwLock::new(users),
+            rooms: RwLock::new(rooms),
+            store,
             timers: Timers::start(server.clone()),
-        })
+        }))
     }
 
     /// Logs a connection in as `name`. The user is created on first login. A session with
@@ -104,7 +149,11 @@ impl ChatServer {
                 Stats::sub(&self.stats.sessions, 1);
                 return;
             }
-            Departure::LastSession { generation } => generation,
+            Departure::LastSession { generation, at } => {
+                let name = Arc::clone(&user.name);
+                self.store.write(Write::LastSeen { user: name, at }, None);
+                generation
+            }
         };
         Stats::sub(&self.stats.sessions, 1);
         // Nobody is typing on a user with no device.
@@ -169,6 +218,14 @@ impl ChatServer {
             // The schedule is full: stop the indicator now rather than leave it stuck on.
             room.stop_typing(user);
         }
+    }
+
+    /// SET receipts on|off.
+    pub fn share_receipts(&self, user: &User, share: bool) {
+        user.set_share_receipts(share);
+        let name = Arc::clone(&user.name);
+        self.store
+            .write(Write::ShareReceipts { user: name, share }, None);
     }
 
     /// READ: moves the user's read position forward (see `Room::read`).
@@ -252,15 +309,25 @@ impl ChatServer {
     ) -> Result<(), ClientError> {
         let user = &session.user;
         let Some(cid) = client_id else {
-            return self.publish(session, &target, body, label).map(drop);
+            return self.publish(session, &target, body, label, None).map(drop);
         };
         let mut client_ids = user.lock_client_ids();
         let now = Instant::now();
-        if let Some(original) = client_ids.get(cid, now) {
-            session.deliver(&Line::new(ok_for(label, original)));
+        // Recent ids are in memory; older ones (or ones from before a restart) in the store.
+        let original = match client_ids.get(cid, now) {
+            Some(original) => Some(original.clone()),
+            None => self.store.client_id(&user.name, cid).map_err(|e| {
+                ClientError::new(
+                    ErrorCode::StoreFailed,
+                    format!("checking the cid failed ({e})"),
+                )
+            })?,
+        };
+        if let Some(original) = original {
+            session.deliver(&Line::new(ok_for(label, &original)));
             return Ok(());
         }
-        let message = self.publish(session, &target, body, label)?;
+        let message = self.publish(session, &target, body, label, Some(cid))?;
         let to = match target {
             Target::User(to) => Some(Arc::from(to)),
             Target::Room(_) => None,
@@ -281,17 +348,18 @@ impl ChatServer {
         target: &Target<'_>,
         body: &str,
         label: Option<&str>,
+        client_id: Option<&str>,
     ) -> Result<Arc<Message>, ClientError> {
         match *target {
             Target::Room(room_name) => {
                 let room = self.visible_room(room_name, &session.user)?;
-                room.publish(session, body, |m| {
+                room.publish(session, body, client_id, |m| {
                     reply::ok_send(label, &m.room, m.seq, &m.id)
                 })
             }
             Target::User(to) => {
                 let room = self.direct_room(session, to)?;
-                room.publish(session, body, |m| {
+                room.publish(session, body, client_id, |m| {
                     reply::ok_dm(label, to, &m.room, m.seq, &m.id)
                 })
             }
@@ -354,7 +422,7 @@ impl ChatServer {
         before: Option<u64>,
     ) -> Result<HistoryPage, ClientError> {
         let room = self.member_room(session, room_name)?;
-        Ok(room.history(limit.min(self.config.recent_per_room.max(1)), before))
+        room.history(limit.min(self.config.recent_per_room.max(1)), before)
     }
 
     /// Replays what the session missed in a room (see `Room::sync`); only members may.
@@ -367,8 +435,7 @@ impl ChatServer {
         label: Option<&str>,
     ) -> Result<(), ClientError> {
         let room = self.member_room(session, room_name)?;
-        room.sync(session, after, epoch, self.config.sync_limit, label);
-        Ok(())
+        room.sync(session, after, epoch, self.config.sync_limit, label)
     }
 
     pub fn user_count(&self) -> usize {
@@ -388,10 +455,15 @@ impl ChatServer {
             return user;
         }
         let mut users = self.users.write();
-        let user = users
-            .entry(Arc::from(name))
-            .or_insert_with_key(|name| Arc::new(User::new(Arc::clone(name), &self.config)));
-        Arc::clone(user)
+        if let Some(user) = users.get(name) {
+            return Arc::clone(user);
+        }
+        let name: Arc<str> = Arc::from(name);
+        let user = Arc::new(User::new(Arc::clone(&name), &self.config));
+        users.insert(Arc::clone(&name), Arc::clone(&user));
+        drop(users);
+        self.store.write(Write::User { name }, None);
+        user
     }
 
     fn room(&self, name: &str) -> Option<Arc<Room>> {
@@ -403,15 +475,25 @@ impl ChatServer {
             return room;
         }
         let mut rooms = self.rooms.write();
-        let room = rooms.entry(Arc::from(name)).or_insert_with_key(|name| {
-            Arc::new(Room::new(
-                Arc::clone(name),
-                kind,
-                self.config.recent_per_room,
-                Arc::clone(&self.stats),
-            ))
-        });
-        Arc::clone(room)
+        if let Some(room) = rooms.get(name) {
+            return Arc::clone(room);
+        }
+        let setup = RoomSetup::new(Arc::from(name), kind, self.config.recent_per_room);
+        let room = Arc::new(Room::new(
+            setup,
+            Arc::clone(&self.store),
+            Arc::clone(&self.stats),
+        ));
+        rooms.insert(Arc::clone(&room.name), Arc::clone(&room));
+        // Queued before the map lock is released, so the room's row is written before any
+        // membership or message of it.
+        let write = Write::Room {
+            name: Arc::clone(&room.name),
+            kind,
+            epoch: Arc::clone(&room.epoch),
+        };
+        self.store.write(write, None);
+        room
     }
 
     /// The room, if it exists and `user` may know it does. Missing rooms and other people's

@@ -86,7 +86,9 @@ impl Typing {
         }
         if typist.shown {
             // Shown typing: the expiry is the next thing that can change it.
-            outcome.recheck_at = outcome.recheck_at.min(typist.until).or(typist.until);
+            if let Some(until) = typist.until {
+                outcome.recheck_at = Some(outcome.recheck_at.map_or(until, |at| at.min(until)));
+            }
         } else if !typing {
             self.typists.remove(user);
         }

@@ -61,7 +61,7 @@ pub enum Departure {
     StillOnline,
     /// That was the last session. Offline is announced when `mark_offline(generation)`
     /// succeeds, after the grace period.
-    LastSession { generation: u64 },
+    LastSession { generation: u64, at: DateTime<Utc> },
 }
 
 impl User {
@@ -82,6 +82,13 @@ impl User {
                 share_receipts: true,
             }),
         }
+    }
+
+    /// Restores what the store kept of a user at start-up.
+    pub fn restore(&self, last_seen: Option<DateTime<Utc>>, share_receipts: bool) {
+        let mut state = self.state.lock();
+        state.last_seen = last_seen;
+        state.share_receipts = share_receipts;
     }
 
     /// Holds this user's presence steady while a session is added or removed and the change
@@ -158,9 +165,11 @@ impl User {
         } else if !state.sessions.is_empty() {
             Departure::StillOnline
         } else {
-            state.last_seen = Some(Utc::now());
+            let at = Utc::now();
+            state.last_seen = Some(at);
             Departure::LastSession {
                 generation: state.generation,
+                at,
             }
         }
     }

@@ -23,6 +23,12 @@ pub enum ErrorCode {
     NotMember,
     NotPermitted,
     ServerFull,
+    /// Too many connections from the client's address (`--max-per-ip`); sent instead of HELLO.
+    TooManyConnections,
+    /// The session is over its command rate (`--rate-burst`, `--rate-per-second`).
+    RateLimited,
+    /// The store could not write (disk full, file unwritable): the message was not sent.
+    StoreFailed,
 }
 
 impl ErrorCode {
@@ -44,6 +50,9 @@ impl ErrorCode {
             ErrorCode::NotMember => "not-member",
             ErrorCode::NotPermitted => "not-permitted",
             ErrorCode::ServerFull => "server-full",
+            ErrorCode::StoreFailed => "store-failed",
+            ErrorCode::TooManyConnections => "too-many-connections",
+            ErrorCode::RateLimited => "rate-limited",
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The accept loop and the life of a connection's two threads.
 //!
 //! One `chatd-accept` thread blocks in `accept`. For each connection it checks the session
-//! ceiling *before* spawning anything, so a refused connection costs one `write` and one
-//! `close`, and then starts a writer thread and a reader thread. A thread that cannot be
-//! spawned is a refused connection, never a crash.
+//! ceiling and the per-address cap *before* spawning anything, so a refused connection costs
+//! one `write` and one `close`, and then starts a writer thread and a reader thread. A thread
+//! that cannot be spawned is a refused connection, never a crash.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -18,6 +18,7 @@ use parking_lot::{Condvar, Mutex};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 use super::capacity;
+use super::limits::{AddressSlot, AddressTable};
 use super::outbox::{CloseReason, Outbox};
 use super::{reader, writer};
 use crate::config::Config;
@@ -56,12 +57,15 @@ struct Shared {
     /// Leaf lock: the number of connections whose threads are still running; `all_gone`
     /// is signalled when it reaches zero.
     live: Mutex<usize>,
+    /// Open connections per client address, for `--max-per-ip` (its lock is a leaf lock).
+    addresses: Arc<AddressTable>,
     all_gone: Condvar,
 }
 
 /// Binds and starts serving. Port 0 picks a free port; see [`ServerHandle::local_addr`].
 pub fn start(config: Config) -> io::Result<ServerHandle> {
-    let listener = bind(config.listen)?;
+    let listener = bind(config.listen)
+        .map_err(|e| io::Error::new(e.kind(), format!("listening on {}: {e}", config.listen)))?;
     let local_addr = listener.local_addr()?;
     let computed = capacity::compute();
     let capacity = match config.max_sessions {
@@ -79,13 +83,15 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
         "chatd: capacity {}; serving at most {capacity}",
         computed.explanation
     );
+    let addresses = AddressTable::new(config.max_per_ip, config.per_ip_loopback);
     let shared = Arc::new(Shared {
-        server: ChatServer::new(config),
+        server: ChatServer::open(config).map_err(io::Error::other)?,
         capacity,
         stopping: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
         connections: Mutex::new(HashMap::new()),
         live: Mutex::new(0),
+        addresses,
         all_gone: Condvar::new(),
     });
     let accept_shared = Arc::clone(&shared);
@@ -187,18 +193,31 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             break;
         }
         match stream {
-            Ok(stream) => {
-                if *shared.live.lock() >= shared.capacity {
-                    refuse(stream, &shared);
-                } else if let Err(stream) = start_connection(stream, &shared) {
-                    refuse(stream, &shared);
-                }
-            }
+            Ok(stream) => admit(stream, &shared),
             // Out of descriptors or memory for a moment: back off rather than spin on a
             // listener that will fail again immediately.
             Err(e) if is_resource_exhaustion(&e) => thread::sleep(Duration::from_millis(50)),
             Err(_) => {}
         }
+    }
+}
+
+/// Decides at the door, with no thread spawned yet: over the session ceiling or over the
+/// client address's share, the connection is refused; otherwise its threads start.
+fn admit(stream: TcpStream, shared: &Arc<Shared>) {
+    if *shared.live.lock() >= shared.capacity {
+        return refuse(stream, shared, CloseReason::ServerFull);
+    }
+    let address_slot = match stream.peer_addr() {
+        Ok(peer) => match shared.addresses.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(_) => return refuse(stream, shared, CloseReason::TooManyConnections),
+        },
+        // Already reset by the peer: nothing to serve.
+        Err(_) => return,
+    };
+    if let Err(stream) = start_connection(stream, address_slot, shared) {
+        refuse(stream, shared, CloseReason::ServerFull);
     }
 }
 
@@ -210,10 +229,10 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 }
 
 /// Turns a connection away without spawning anything: one non-blocking write, then close.
-fn refuse(stream: TcpStream, shared: &Shared) {
+fn refuse(stream: TcpStream, shared: &Shared, reason: CloseReason) {
     Stats::add(&shared.server.stats.refused, 1);
     let _ = stream.set_nonblocking(true);
-    if let Some(line) = CloseReason::ServerFull.farewell(&[]) {
+    if let Some(line) = reason.farewell(&[]) {
         let _ = (&stream).write_all(line.as_bytes());
     }
     let _ = stream.shutdown(Shutdown::Write);
@@ -224,6 +243,8 @@ fn refuse(stream: TcpStream, shared: &Shared) {
 struct ConnectionGuard {
     id: u64,
     shared: Arc<Shared>,
+    /// The connection's place in its address's count, given back with the guard.
+    _address_slot: Option<AddressSlot>,
 }
 
 impl Drop for ConnectionGuard {
@@ -240,7 +261,11 @@ impl Drop for ConnectionGuard {
 
 /// Starts the writer and reader threads of a new connection. Gives the stream back if not
 /// even the writer could start, so the caller can refuse it.
-fn start_connection(stream: TcpStream, shared: &Arc<Shared>) -> Result<(), TcpStream> {
+fn start_connection(
+    stream: TcpStream,
+    address_slot: Option<AddressSlot>,
+    shared: &Arc<Shared>,
+) -> Result<(), TcpStream> {
     let config = &shared.server.config;
     configure_socket(&stream, config.write_timeout, config.dead_peer_timeout);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -258,6 +283,7 @@ fn start_connection(stream: TcpStream, shared: &Arc<Shared>) -> Result<(), TcpSt
     let guard = Arc::new(ConnectionGuard {
         id,
         shared: Arc::clone(shared),
+        _address_slot: address_slot,
     });
 
     let writer_guard = Arc::clone(&guard);

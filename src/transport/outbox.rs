@@ -98,6 +98,13 @@ pub enum CloseReason {
     LoginTimeout,
     /// Refused at the door: the server is at its session capacity.
     ServerFull,
+    /// Refused at the door: the client's address already holds `--max-per-ip` connections.
+    TooManyConnections,
+    /// Kept sending commands after being told it was rate-limited (see `transport::limits`).
+    Flooding,
+    /// A line was still incomplete `--line-timeout` after its first byte arrived: the
+    /// slow-loris guard.
+    LineTimeout,
     /// The peer closed or reset the connection, or a write failed: nothing more can be sent.
     Gone,
 }
@@ -127,6 +134,20 @@ impl CloseReason {
             CloseReason::ServerFull => {
                 "ERR server-full :the server is at capacity; try again later\n".to_owned()
             }
+            CloseReason::TooManyConnections => {
+                "ERR too-many-connections :too many connections from your address; close one first\n"
+                    .to_owned()
+            }
+            CloseReason::Flooding => bye(
+                "flooding",
+                "",
+                "too many commands refused as rate-limited; wait for `retry in` before sending",
+            ),
+            CloseReason::LineTimeout => bye(
+                "line-timeout",
+                "",
+                "a line took too long to arrive; send whole lines",
+            ),
             CloseReason::Hangup | CloseReason::Gone => return None,
         })
     }

@@ -8,46 +8,89 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::commands::Connection;
-use crate::protocol::{parse_request, reply, ClientError, ErrorCode};
+use crate::protocol::{parse_request, reply, ClientError, Command, ErrorCode};
 use crate::server::ChatServer;
+use crate::transport::limits::{Admission, CommandLimiter};
 use crate::transport::outbox::{CloseReason, Outbox};
 
 pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, socket: Arc<TcpStream>) {
     let config = &server.config;
     let login_deadline = Instant::now() + config.login_timeout;
     let (max_line, max_body) = (config.max_line, config.max_body);
+    let line_timeout = config.line_timeout;
+    let mut limiter = config
+        .rate_limit
+        .map(|limit| CommandLimiter::new(&limit, Instant::now()));
     let mut connection = Connection::new(Arc::clone(&server), Arc::clone(&outbox));
     connection.reply(reply::GREETING.to_owned());
     let mut lines = LineReader::new(&*socket, max_line);
-    let mut deadline_armed = true;
+    // When the first bytes of the line now being assembled arrived (the slow-loris guard).
+    let mut line_started: Option<Instant> = None;
+    let mut timeout_armed = false;
     loop {
-        if !connection.logged_in() {
-            // Re-armed before every read, so trickling bytes does not extend the deadline.
-            let left = login_deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                outbox.close(CloseReason::LoginTimeout);
+        // The nearest deadline that applies (logging in, finishing the current line) bounds
+        // the next read. It is re-armed before every read, and `LineReader` returns after
+        // every read that leaves a line unfinished, so trickling bytes extends neither.
+        let now = Instant::now();
+        let login =
+            (!connection.logged_in()).then_some((login_deadline, CloseReason::LoginTimeout));
+        let line = line_started.map(|started| (started + line_timeout, CloseReason::LineTimeout));
+        match [login, line]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+        {
+            Some((at, reason)) if at <= now => {
+                outbox.close(reason);
                 break;
             }
-            let _ = socket.set_read_timeout(Some(left));
-        } else if deadline_armed {
-            let _ = socket.set_read_timeout(None);
-            deadline_armed = false;
+            Some((at, _)) => {
+                let _ = socket.set_read_timeout(Some(at - now));
+                timeout_armed = true;
+            }
+            None if timeout_armed => {
+                let _ = socket.set_read_timeout(None);
+                timeout_armed = false;
+            }
+            None => {}
         }
         match lines.next_line() {
-            Ok(ReadLine::Line(line)) => match parse_request(line, max_body) {
-                Ok(Some(request)) => connection.execute(request),
-                Ok(None) => {}
-                Err(rejection) => {
-                    connection.reply_error(rejection.label.as_deref(), &rejection.error)
+            Ok(ReadLine::Line(line)) => {
+                line_started = None;
+                match parse_request(line, max_body) {
+                    // A blank line is ignored, so it costs nothing and is not charged.
+                    Ok(None) => {}
+                    Ok(Some(request)) => {
+                        // QUIT is never refused: all it can do is end the connection.
+                        let free = matches!(request.command, Command::Quit);
+                        let label = request.label.as_deref();
+                        if free || charge(&mut limiter, &connection, &outbox, label) {
+                            connection.execute(request);
+                        }
+                    }
+                    Err(rejection) => {
+                        let label = rejection.label.as_deref();
+                        if charge(&mut limiter, &connection, &outbox, label) {
+                            connection.reply_error(label, &rejection.error);
+                        }
+                    }
                 }
-            },
-            Ok(ReadLine::TooLong) => connection.reply_error(
-                None,
-                &ClientError::new(
-                    ErrorCode::LineTooLong,
-                    format!("lines are at most {max_line} bytes; the line was discarded"),
-                ),
-            ),
+            }
+            Ok(ReadLine::TooLong) => {
+                line_started = None;
+                if charge(&mut limiter, &connection, &outbox, None) {
+                    connection.reply_error(
+                        None,
+                        &ClientError::new(
+                            ErrorCode::LineTooLong,
+                            format!("lines are at most {max_line} bytes; the line was discarded"),
+                        ),
+                    );
+                }
+            }
+            Ok(ReadLine::Incomplete) => {
+                line_started.get_or_insert_with(Instant::now);
+            }
             Ok(ReadLine::End) => {
                 outbox.close(CloseReason::Hangup);
                 break;
@@ -65,21 +108,58 @@ pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, socket: Arc<TcpStream>)
     connection.end();
 }
 
+/// Charges one command to the session's rate limit and says whether to carry it out. A
+/// refused command is answered here (with the command's label, so a client matching replies
+/// by label sees which command was dropped); a flooding session is closed.
+fn charge(
+    limiter: &mut Option<CommandLimiter>,
+    connection: &Connection,
+    outbox: &Outbox,
+    label: Option<&str>,
+) -> bool {
+    let Some(limiter) = limiter else {
+        return true;
+    };
+    match limiter.admit(Instant::now()) {
+        Admission::Allowed => true,
+        Admission::Refused { retry_in } => {
+            let text = format!("retry in {}ms", retry_in.as_millis());
+            connection.reply_error(label, &ClientError::new(ErrorCode::RateLimited, text));
+            false
+        }
+        Admission::Flooding => {
+            outbox.close(CloseReason::Flooding);
+            false
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
 pub enum ReadLine<'a> {
     /// A complete line without its `\n`.
     Line(&'a [u8]),
     /// A line longer than the limit ended; its bytes were discarded as they arrived.
     TooLong,
+    /// A read delivered part of a line and no line end. Call again for the rest; the caller
+    /// gets control back after every such read so it can enforce deadlines.
+    Incomplete,
     /// End of stream.
     End,
 }
 
 /// Splits a byte stream into lines while holding at most `max_line` bytes of any one line, so
 /// a client cannot make the server buffer an endless line.
+///
+/// A line in progress survives an error (such as a read timeout): calling `next_line` again
+/// carries on where the last call stopped.
 pub struct LineReader<R> {
     input: BufReader<R>,
     line: Vec<u8>,
     max_line: usize,
+    /// Bytes of a line have been taken from `input` but not yet its end.
+    in_line: bool,
+    /// The line in progress passed `max_line`: its bytes are skipped until its end.
+    discarding: bool,
 }
 
 /// Read buffer per connection. Lines longer than this are assembled in `line`.
@@ -91,12 +171,16 @@ impl<R: io::Read> LineReader<R> {
             input: BufReader::with_capacity(READ_BUFFER, input),
             line: Vec::new(),
             max_line,
+            in_line: false,
+            discarding: false,
         }
     }
 
     pub fn next_line(&mut self) -> io::Result<ReadLine<'_>> {
-        self.line.clear();
-        let mut too_long = false;
+        if !self.in_line {
+            self.line.clear();
+            self.discarding = false;
+        }
         loop {
             let available = match self.input.fill_buf() {
                 Ok(bytes) => bytes,
@@ -105,32 +189,38 @@ impl<R: io::Read> LineReader<R> {
             };
             if available.is_empty() {
                 // A last line without `\n` still counts, so `printf QUIT | nc` works.
-                return Ok(if self.line.is_empty() || too_long {
-                    ReadLine::End
-                } else {
+                let unfinished = self.in_line && !self.discarding;
+                self.in_line = false;
+                return Ok(if unfinished {
                     ReadLine::Line(&self.line)
+                } else {
+                    ReadLine::End
                 });
             }
             let (chunk, found_end) = match available.iter().position(|&b| b == b'\n') {
                 Some(i) => (&available[..i], true),
                 None => (available, false),
             };
-            if !too_long && self.line.len() + chunk.len() > self.max_line {
-                too_long = true;
+            if !self.discarding && self.line.len() + chunk.len() > self.max_line {
+                self.discarding = true;
+                // Give the memory back: a long line's buffer is not kept for the next one.
                 self.line = Vec::new();
             }
-            if !too_long {
+            if !self.discarding {
                 self.line.extend_from_slice(chunk);
             }
             let used = chunk.len() + usize::from(found_end);
             self.input.consume(used);
             if found_end {
-                return Ok(if too_long {
+                self.in_line = false;
+                return Ok(if self.discarding {
                     ReadLine::TooLong
                 } else {
                     ReadLine::Line(&self.line)
                 });
             }
+            self.in_line = true;
+            return Ok(ReadLine::Incomplete);
         }
     }
 }
@@ -146,6 +236,7 @@ mod tests {
             match reader.next_line().unwrap() {
                 ReadLine::Line(l) => out.push(String::from_utf8_lossy(l).into_owned()),
                 ReadLine::TooLong => out.push("<too long>".into()),
+                ReadLine::Incomplete => {}
                 ReadLine::End => return out,
             }
         }
@@ -165,5 +256,51 @@ mod tests {
             lines(b"12345678\n123456789\n", 8),
             ["12345678", "<too long>"]
         );
+    }
+
+    /// Reads as scripted: each step is some bytes or an error of the given kind.
+    struct Script(std::collections::VecDeque<Result<&'static [u8], ErrorKind>>);
+
+    impl io::Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.0.pop_front() {
+                None => Ok(0),
+                Some(Ok(bytes)) => {
+                    buf[..bytes.len()].copy_from_slice(bytes);
+                    Ok(bytes.len())
+                }
+                Some(Err(kind)) => Err(kind.into()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_in_progress_survives_a_timeout_and_is_reported_incomplete() {
+        let script = Script(
+            [
+                Ok(&b"SEND ro"[..]),
+                Err(ErrorKind::WouldBlock),
+                Ok(b"om hi\nPI"),
+                Ok(b"NG\n"),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let mut reader = LineReader::new(script, 100);
+        assert_eq!(reader.next_line().unwrap(), ReadLine::Incomplete);
+        assert_eq!(
+            reader.next_line().unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        assert_eq!(reader.next_line().unwrap(), ReadLine::Line(b"SEND room hi"));
+        assert_eq!(reader.next_line().unwrap(), ReadLine::Incomplete);
+        assert_eq!(reader.next_line().unwrap(), ReadLine::Line(b"PING"));
+        assert_eq!(reader.next_line().unwrap(), ReadLine::End);
+        assert_eq!(reader.next_line().unwrap(), ReadLine::End);
+    }
+
+    #[test]
+    fn an_overlong_line_at_end_of_stream_is_dropped_silently() {
+        assert_eq!(lines(b"ok\n0123456789abc", 8), ["ok"]);
     }
 }

@@ -1,0 +1,33 @@
+//! The memory store: persists nothing. Every write is "durable" at once in the only sense
+//! that applies (it is in memory), so posting never waits.
+
+use super::{Snapshot, Store, StoreError, Ticket, Write};
+use crate::client_ids::Published;
+use crate::message::Message;
+
+#[derive(Debug, Default)]
+pub struct MemoryStore;
+
+impl Store for MemoryStore {
+    fn load(&self, _recent_per_room: usize) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+
+    fn write(&self, _write: Write, ticket: Option<Ticket>) {
+        if let Some(ticket) = ticket {
+            ticket.resolve(Ok(()));
+        }
+    }
+
+    fn messages(&self, _: &str, _: u64, _: u64, _: usize) -> Result<Vec<Message>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn client_id(&self, _user: &str, _cid: &str) -> Result<Option<Published>, StoreError> {
+        Ok(None)
+    }
+
+    fn is_durable(&self) -> bool {
+        false
+    }
+}

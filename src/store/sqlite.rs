@@ -1,0 +1,545 @@
+//! The SQLite store: one database file in WAL mode, one writer thread doing group commit, and
+//! a small pool of read connections for the reader threads.
+//!
+//! Durability: with `--sync full` (the default) every batch's commit is fsynced before any
+//! ticket in it resolves, so an acknowledged message survives a process crash *and* a power
+//! loss. With `--sync normal` the WAL is fsynced only at checkpoints: an acknowledged message
+//! survives a process crash (the OS has the data) but the last batches before a power loss
+//! may be lost. Both keep the database consistent.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use uuid::Uuid;
+
+use super::{Snapshot, Store, StoreError, StoredRoom, StoredUser, Ticket, Write};
+use crate::client_ids::Published;
+use crate::message::Message;
+use crate::protocol::name::is_dm_room;
+use crate::room::RoomKind;
+
+/// The schema version this build writes. A database with a higher version was written by a
+/// newer chatd and is refused rather than risk damaging it.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations, in order: `MIGRATIONS[n]` takes a database from version n to n + 1.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        last_seen INTEGER,                      -- ms since the epoch, UTC
+        share_receipts INTEGER NOT NULL DEFAULT 1
+    ) WITHOUT ROWID;
+    CREATE TABLE rooms (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,                     -- 'public' | 'direct'
+        epoch TEXT NOT NULL,
+        seq INTEGER NOT NULL DEFAULT 0          -- last seq assigned and stored
+    ) WITHOUT ROWID;
+    CREATE TABLE members (
+        room TEXT NOT NULL,
+        user TEXT NOT NULL,
+        PRIMARY KEY (room, user)
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        room TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        id BLOB NOT NULL,                       -- UUIDv7, 16 bytes
+        sender TEXT NOT NULL,
+        body TEXT NOT NULL,
+        sent_at INTEGER NOT NULL,               -- ms since the epoch, UTC
+        PRIMARY KEY (room, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_by_time ON messages (sent_at);
+    CREATE TABLE client_ids (
+        user TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        room TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        msg_id BLOB NOT NULL,
+        at INTEGER NOT NULL,                    -- ms since the epoch, UTC
+        PRIMARY KEY (user, cid)
+    ) WITHOUT ROWID;
+    CREATE INDEX client_ids_by_time ON client_ids (at);
+    CREATE TABLE reads (
+        room TEXT NOT NULL,
+        user TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (room, user)
+    ) WITHOUT ROWID;
+"#];
+
+/// Writes waiting for the writer thread. Deep enough to absorb bursts from thousands of
+/// posters; when full, posters wait (backpressure from the disk).
+const QUEUE_CAPACITY: usize = 16_384;
+/// Most writes committed in one transaction, so one batch cannot hold its tickets forever.
+const MAX_BATCH: usize = 8_192;
+
+/// How often `--sync` applies: `Full` fsyncs every commit, `Normal` only at checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    Full,
+    Normal,
+}
+
+/// What the background retention pass deletes. `None` keeps everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_per_room: Option<u64>,
+    /// Client ids older than this are forgotten (the idempotency window).
+    pub client_id_ttl: Duration,
+    /// How often the pass runs.
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub sync: SyncMode,
+    pub retention: Retention,
+    /// Caps the database size in pages; only tests set it, to make the disk "full".
+    pub max_pages: Option<u64>,
+}
+
+pub struct SqliteStore {
+    queue: Sender<(Write, Option<Ticket>)>,
+    /// Leaf lock: idle read connections, taken by reader threads for HISTORY, SYNC and
+    /// client-id look-ups, and put back after.
+    readers: Mutex<Vec<Connection>>,
+    path: PathBuf,
+    client_id_ttl: Duration,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database, then starts the writer thread.
+    pub fn open(options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let mut writer = open_connection(&options.path, options.sync)?;
+        migrate(&mut writer)?;
+        if let Some(pages) = options.max_pages {
+            writer
+                .pragma_update(None, "max_page_count", pages as i64)
+                .map_err(|e| fail(&options.path, "limiting the size of", e))?;
+        }
+        let (queue, queued) = bounded(QUEUE_CAPACITY);
+        let path = options.path.clone();
+        let retention = options.retention;
+        thread::Builder::new()
+            .name("chatd-store".into())
+            .spawn(move || write_loop(writer, queued, retention, &path))
+            .map_err(|e| StoreError(format!("starting the store writer thread: {e}")))?;
+        Ok(SqliteStore {
+            queue,
+            readers: Mutex::new(Vec::new()),
+            path: options.path,
+            client_id_ttl: options.retention.client_id_ttl,
+        })
+    }
+
+    fn with_reader<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().pop();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => open_connection(&self.path, SyncMode::Normal)?,
+        };
+        let result = read(&connection).map_err(|e| fail(&self.path, "reading", e));
+        self.readers.lock().push(connection);
+        result
+    }
+}
+
+fn fail(path: &Path, doing: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("{doing} {}: {e}", path.display()))
+}
+
+fn open_connection(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection =
+        Connection::open_with_flags(path, flags).map_err(|e| fail(path, "opening", e))?;
+    let sync = match sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    // journal_mode is the first statement that reads the file, so a file that is not a
+    // database (or is damaged) is reported here.
+    let setup = || -> rusqlite::Result<()> {
+        connection.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(rusqlite::Error::InvalidQuery);
+        }
+        connection.pragma_update(None, "synchronous", sync)?;
+        Ok(())
+    };
+    setup().map_err(|e| fail(path, "setting up (is it a chatd database?)", e))?;
+    Ok(connection)
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`], refusing a newer one.
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = connection
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| StoreError(format!("reading the schema version: {e}")))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError(format!(
+            "the database has schema version {version}, newer than this chatd understands \
+             ({SCHEMA_VERSION}); refusing to open it rather than risk damaging it"
+        )));
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let apply = |connection: &mut Connection| -> rusqlite::Result<()> {
+            let tx = connection.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", from as i64 + 1)?;
+            tx.commit()
+        };
+        apply(connection).map_err(|e| {
+            StoreError(format!("migrating the schema to version {}: {e}", from + 1))
+        })?;
+    }
+    Ok(())
+}
+
+fn millis(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn kind_name(kind: RoomKind) -> &'static str {
+    match kind {
+        RoomKind::Public => "public",
+        RoomKind::Direct => "direct",
+    }
+}
+
+fn message_from_row(room: &Arc<str>, row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let id: Vec<u8> = row.get(1)?;
+    let sender: String = row.get(2)?;
+    let body: String = row.get(3)?;
+    Ok(Message {
+        id: Uuid::from_slice(&id).unwrap_or_default(),
+        room: Arc::clone(room),
+        seq: row.get::<_, i64>(0)? as u64,
+        sender: Arc::from(sender),
+        body: body.into_boxed_str(),
+        sent_at: from_millis(row.get(4)?),
+    })
+}
+
+impl Store for SqliteStore {
+    fn load(&self, recent_per_room: usize) -> Result<Snapshot, StoreError> {
+        self.with_reader(|db| {
+            let mut users = Vec::new();
+            let mut statement = db.prepare("SELECT name, last_seen, share_receipts FROM users")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                users.push(StoredUser {
+                    name: row.get(0)?,
+                    last_seen: row.get::<_, Option<i64>>(1)?.map(from_millis),
+                    share_receipts: row.get::<_, i64>(2)? != 0,
+                });
+            }
+            let mut rooms = Vec::new();
+            let mut statement = db.prepare("SELECT name, kind, epoch, seq FROM rooms")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let kind: String = row.get(1)?;
+                rooms.push(StoredRoom {
+                    name: row.get(0)?,
+                    kind: if kind == "direct" {
+                        RoomKind::Direct
+                    } else {
+                        RoomKind::Public
+                    },
+                    epoch: row.get(2)?,
+                    seq: row.get::<_, i64>(3)? as u64,
+                    members: Vec::new(),
+                    reads: Vec::new(),
+                    recent: Vec::new(),
+                });
+            }
+            let mut members = db.prepare_cached("SELECT user FROM members WHERE room = ?1")?;
+            let mut reads = db.prepare_cached("SELECT user, seq FROM reads WHERE room = ?1")?;
+            let mut recent = db.prepare_cached(
+                "SELECT seq, id, sender, body, sent_at FROM messages
+                 WHERE room = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            for room in &mut rooms {
+                room.members = members
+                    .query_map([&room.name], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                room.reads = reads
+                    .query_map([&room.name], |r| {
+                        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let name: Arc<str> = Arc::from(room.name.as_str());
+                let mut messages: Vec<Message> = recent
+                    .query_map(params![room.name, recent_per_room as i64], |r| {
+                        message_from_row(&name, r)
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                messages.reverse();
+                room.recent = messages;
+            }
+            Ok(Snapshot { users, rooms })
+        })
+    }
+
+    fn write(&self, write: Write, ticket: Option<Ticket>) {
+        if let Err(e) = self.queue.send((write, ticket)) {
+            // Only if the writer thread died; say so rather than leave the poster waiting.
+            let (_, ticket) = e.into_inner();
+            if let Some(ticket) = ticket {
+                ticket.resolve(Err(StoreError("the store writer has stopped".into())));
+            }
+        }
+    }
+
+    fn messages(
+        &self,
+        room: &str,
+        after: u64,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let name: Arc<str> = Arc::from(room);
+        let before = before.min(i64::MAX as u64) as i64;
+        self.with_reader(|db| {
+            let mut statement = db.prepare_cached(
+                "SELECT seq, id, sender, body, sent_at FROM messages
+                 WHERE room = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4",
+            )?;
+            let rows = statement
+                .query_map(params![room, after as i64, before, limit as i64], |r| {
+                    message_from_row(&name, r)
+                })?;
+            rows.collect()
+        })
+    }
+
+    fn client_id(&self, user: &str, cid: &str) -> Result<Option<Published>, StoreError> {
+        let oldest = millis(&Utc::now()) - self.client_id_ttl.as_millis() as i64;
+        self.with_reader(|db| {
+            db.query_row(
+                "SELECT room, seq, msg_id FROM client_ids WHERE user = ?1 AND cid = ?2 AND at >= ?3",
+                params![user, cid, oldest],
+                |row| {
+                    let room: String = row.get(0)?;
+                    let id: Vec<u8> = row.get(2)?;
+                    let to = is_dm_room(&room).then(|| {
+                        let other = room[3..].split(':').find(|name| *name != user);
+                        Arc::from(other.unwrap_or(user))
+                    });
+                    Ok(Published {
+                        room: Arc::from(room),
+                        seq: row.get::<_, i64>(1)? as u64,
+                        id: Uuid::from_slice(&id).unwrap_or_default(),
+                        to,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+}
+
+/// The writer thread: takes whatever is queued (up to MAX_BATCH), commits it as one
+/// transaction, resolves the tickets; runs the retention pass when due. Ends when the store
+/// is dropped (the queue disconnects).
+fn write_loop(
+    mut db: Connection,
+    queued: Receiver<(Write, Option<Ticket>)>,
+    retention: Retention,
+    path: &Path,
+) {
+    let mut next_retention = Instant::now();
+    let mut batch: Vec<(Write, Option<Ticket>)> = Vec::new();
+    loop {
+        if Instant::now() >= next_retention {
+            if let Err(e) = apply_retention(&db, &retention) {
+                eprintln!("chatd: store: retention pass on {}: {e}", path.display());
+            }
+            next_retention = Instant::now() + retention.interval;
+        }
+        let wait = next_retention.saturating_duration_since(Instant::now());
+        match queued.recv_timeout(wait) {
+            Ok(first) => batch.push(first),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        while batch.len() < MAX_BATCH {
+            match queued.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut db, &mut batch, path);
+    }
+}
+
+/// Commits the batch as one transaction. If that fails, retries each write alone, so one bad
+/// write (or a full disk that frees up) fails only the writes it must.
+fn commit_batch(db: &mut Connection, batch: &mut Vec<(Write, Option<Ticket>)>, path: &Path) {
+    let writes: Vec<&Write> = batch.iter().map(|(write, _)| write).collect();
+    let outcome = apply_in_transaction(db, &writes);
+    if outcome.is_ok() || batch.len() == 1 {
+        if let Err(e) = &outcome {
+            eprintln!("chatd: store: writing {}: {e}", path.display());
+        }
+        for (_, ticket) in batch.drain(..) {
+            if let Some(ticket) = ticket {
+                ticket.resolve(outcome.clone());
+            }
+        }
+        return;
+    }
+    for (write, ticket) in batch.drain(..) {
+        let outcome = apply_in_transaction(db, &[&write]);
+        if let Err(e) = &outcome {
+            eprintln!("chatd: store: writing {}: {e}", path.display());
+        }
+        if let Some(ticket) = ticket {
+            ticket.resolve(outcome);
+        }
+    }
+}
+
+fn apply_in_transaction(db: &mut Connection, writes: &[&Write]) -> Result<(), StoreError> {
+    let run = |db: &mut Connection| -> rusqlite::Result<()> {
+        let tx = db.transaction()?;
+        // Once per batch rather than per message: each room's seq, and each poster's read
+        // position (posting marks the room read up to one's own message).
+        let mut room_seqs: HashMap<&str, u64> = HashMap::new();
+        let mut poster_reads: HashMap<(&str, &str), u64> = HashMap::new();
+        for write in writes {
+            apply(&tx, write)?;
+            if let Write::Message { message, .. } = write {
+                let seq = room_seqs.entry(&message.room).or_default();
+                *seq = (*seq).max(message.seq);
+                let read = poster_reads
+                    .entry((&message.room, &message.sender))
+                    .or_default();
+                *read = (*read).max(message.seq);
+            }
+        }
+        let mut update =
+            tx.prepare_cached("UPDATE rooms SET seq = max(seq, ?2) WHERE name = ?1")?;
+        for (room, seq) in &room_seqs {
+            update.execute(params![room, *seq as i64])?;
+        }
+        let mut read = tx.prepare_cached(UPSERT_READ)?;
+        for ((room, user), seq) in &poster_reads {
+            read.execute(params![room, user, *seq as i64])?;
+        }
+        drop((update, read));
+        tx.commit()
+    };
+    run(db).map_err(|e| StoreError(e.to_string()))
+}
+
+/// Read positions only move forward.
+const UPSERT_READ: &str = "INSERT INTO reads (room, user, seq) VALUES (?1, ?2, ?3)
+     ON CONFLICT (room, user) DO UPDATE SET seq = max(seq, excluded.seq)";
+
+fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<()> {
+    match write {
+        Write::User { name } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO users (name) VALUES (?1)")?
+                .execute([name])?;
+        }
+        Write::Room { name, kind, epoch } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO rooms (name, kind, epoch) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![name, kind_name(*kind), epoch])?;
+        }
+        Write::Join { room, user } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO members (room, user) VALUES (?1, ?2)")?
+                .execute([room, user])?;
+        }
+        Write::Leave { room, user } => {
+            tx.prepare_cached("DELETE FROM members WHERE room = ?1 AND user = ?2")?
+                .execute([room, user])?;
+            tx.prepare_cached("DELETE FROM reads WHERE room = ?1 AND user = ?2")?
+                .execute([room, user])?;
+        }
+        Write::Message { message, client_id } => {
+            tx.prepare_cached(
+                "INSERT INTO messages (room, seq, id, sender, body, sent_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                message.room,
+                message.seq as i64,
+                message.id.as_bytes().as_slice(),
+                message.sender,
+                message.body,
+                millis(&message.sent_at),
+            ])?;
+            if let Some((user, cid)) = client_id {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO client_ids (user, cid, room, seq, msg_id, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    user,
+                    cid,
+                    message.room,
+                    message.seq as i64,
+                    message.id.as_bytes().as_slice(),
+                    millis(&Utc::now()),
+                ])?;
+            }
+        }
+        Write::Read { room, user, seq } => {
+            tx.prepare_cached(UPSERT_READ)?
+                .execute(params![room, user, *seq as i64])?;
+        }
+        Write::LastSeen { user, at } => {
+            tx.prepare_cached("UPDATE users SET last_seen = ?2 WHERE name = ?1")?
+                .execute(params![user, millis(at)])?;
+        }
+        Write::ShareReceipts { user, share } => {
+            tx.prepare_cached("UPDATE users SET share_receipts = ?2 WHERE name = ?1")?
+                .execute(params![user, i64::from(*share)])?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes messages past the age or per-room count limits, and expired client ids.
+fn apply_retention(db: &Connection, retention: &Retention) -> rusqlite::Result<()> {
+    let now = millis(&Utc::now());
+    if let Some(age) = retention.max_age {
+        let cutoff = now - age.as_millis() as i64;
+        db.execute("DELETE FROM messages WHERE sent_at < ?1", [cutoff])?;
+    }
+    if let Some(keep) = retention.max_per_room {
+        db.execute(
+            "DELETE FROM messages WHERE seq <= (SELECT seq FROM rooms WHERE rooms.name = messages.room) - ?1",
+            [keep as i64],
+        )?;
+    }
+    let cutoff = now - retention.client_id_ttl.as_millis() as i64;
+    db.execute("DELETE FROM client_ids WHERE at < ?1", [cutoff])?;
+    Ok(())
+}

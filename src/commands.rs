@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::{reply, ClientError, Command, ErrorCode, Request, Setting};
+use crate::protocol::{reply, ClientError, Command, ErrorCode, Password, Request, Setting};
 use crate::server::{ChatServer, Target};
 use crate::session::Session;
 use crate::stats::Stats;
@@ -68,7 +68,35 @@ impl Connection {
         command: Command,
     ) -> Result<(), ClientError> {
         match command {
-            Command::Login { user, device } => self.login(label, &user, device.as_deref()),
+            Command::Login {
+                user,
+                device,
+                password,
+            } => self.login(label, &user, device.as_deref(), password.as_ref()),
+            Command::Register { password } => {
+                let session = self.session()?;
+                self.server.register(session, &password)?;
+                self.reply(reply::ok_register(label, &session.user.name));
+                Ok(())
+            }
+            Command::ChangePassword {
+                password,
+                end_sessions,
+            } => {
+                let session = self.session()?;
+                self.server
+                    .change_password(session, &password, end_sessions)?;
+                self.reply(reply::ok_password(label, &session.user.name));
+                Ok(())
+            }
+            Command::Private { room, private } => {
+                self.server
+                    .set_private(self.session()?, &room, private, label)
+            }
+            Command::Invite { room, user } => {
+                self.server.invite(self.session()?, &room, &user, label)
+            }
+            Command::Kick { room, user } => self.server.kick(self.session()?, &room, &user, label),
             Command::Join { room } => self.server.join(self.session()?, &room, label),
             Command::Leave { room } => self.server.leave(self.session()?, &room, label),
             Command::Send { room, body } => {
@@ -126,6 +154,7 @@ impl Connection {
         label: Option<&str>,
         user: &str,
         device: Option<&str>,
+        password: Option<&Password>,
     ) -> Result<(), ClientError> {
         if let Some(session) = &self.session {
             return Err(ClientError::new(
@@ -136,6 +165,8 @@ impl Connection {
                 ),
             ));
         }
+        self.server
+            .authenticate(user, password, self.outbox.peer_ip())?;
         // The OK goes first so it precedes any event the new session receives.
         self.reply(reply::ok_login(label, user));
         self.session = Some(self.server.login(&self.outbox, user, device));

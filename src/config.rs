@@ -12,6 +12,9 @@ pub struct Config {
     /// Where rooms, members and messages are kept. The library defaults to memory (tests and
     /// tools start throwaway servers); the `chatd` binary defaults to SQLite in ./chatd.db.
     pub store: StoreConfig,
+    /// Refuse names without an account (a password). Off by default, so anyone can try the
+    /// server with `nc` and a name.
+    pub require_account: bool,
     /// Sessions beyond this are refused with `ERR server-full`. `None`: the ceiling computed
     /// from the OS limits at start-up (see `transport::capacity`).
     pub max_sessions: Option<usize>,
@@ -89,6 +92,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             store: StoreConfig::Memory,
+            require_account: false,
             max_sessions: None,
             channel_capacity: 1024,
             recent_per_room: 1000,

@@ -19,7 +19,7 @@
 //! | [`message`] | `Message`: id, room, seq, sender, body, time |
 //! | [`commands`] | carrying out each client command for one connection |
 //! | [`protocol`] | parsing client lines into typed commands; formatting every server line |
-//! | [`transport`] | accept loop, reader and writer threads, outboxes, capacity from OS limits |
+//! | [`transport`] | accept loop, reader and writer threads, outboxes, capacity from OS limits, abuse limits (per-address cap, rate limit) |
 //! | [`timers`] | one thread for deferred work: presence grace, typing expiry |
 //! | [`client_ids`], [`typing`] | idempotent-send window; typing indicator rules |
 //! | [`config`], [`stats`] | tunables; counters |
@@ -27,8 +27,8 @@
 //! # Concurrency model
 //!
 //! Threads:
-//! - `chatd-accept`: blocks in `accept`; refuses connections over capacity without
-//!   spawning anything; otherwise starts the connection's two threads.
+//! - `chatd-accept`: blocks in `accept`; refuses connections over capacity or over their
+//!   address's share without spawning anything; otherwise starts the connection's two threads.
 //! - `chatd-r<id>` (reader, one per connection): reads a line, parses it, carries it out by
 //!   calling into `ChatServer`/`Room`. All state changes happen on reader threads.
 //! - `chatd-w<id>` (writer, one per connection): drains the connection's queue into its
@@ -51,9 +51,11 @@
 //! 4. `User::state` — sessions, room set, presence as shown (never two users at once)
 //! 5. `Outbox::closing` — why the connection is closing
 //!
-//! Leaf locks, never held while taking another: `ChatServer`'s user and room maps, and the
-//! listener's connection registry and live count. No lock is ever held across socket I/O.
+//! Leaf locks, never held while taking another: `ChatServer`'s user and room maps, the
+//! listener's connection registry and live count, and the per-address connection counts
+//! (`transport::limits::AddressTable`). No lock is ever held across socket I/O.
 
+pub mod accounts;
 pub mod client_ids;
 pub mod commands;
 pub mod config;

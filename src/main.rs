@@ -28,6 +28,10 @@ struct Flags {
     /// loss; faster).
     #[arg(long, value_enum, default_value_t = SyncKind::Full)]
     sync: SyncKind,
+    /// Refuse names that have no account. A name gets one with its first
+    /// `LOGIN <name> password=<password>` (or REGISTER once logged in).
+    #[arg(long)]
+    require_account: bool,
     /// Delete stored messages older than this many days (default: keep forever).
     #[arg(long)]
     retention_days: Option<u64>,
@@ -150,6 +154,7 @@ fn main() -> anyhow::Result<()> {
     let config = chatd::Config {
         listen: flags.listen,
         store,
+        require_account: flags.require_account,
         max_sessions: flags.max_sessions,
         channel_capacity: flags.channel_capacity as usize,
         recent_per_room: flags.recent,

@@ -16,7 +16,7 @@
 //! A message whose write fails is never acknowledged nor fanned out: its poster gets
 //! `ERR store-failed` and its seq stays unused, which SYNC reports as a `GAP`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,17 @@ struct RoomState {
     /// Each member's read position: they have read everything up to this seq.
     read: HashMap<Arc<str>, u64>,
     typing: Typing,
+    access: Access,
+}
+
+/// Who may see and join a room.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The user who created the room; only they may change its access. `None` for direct rooms.
+    pub owner: Option<Arc<str>>,
+    /// Invite-only: non-members who are not invited cannot see it exists.
+    pub private: bool,
+    pub invited: BTreeSet<Arc<str>>,
 }
 
 /// A message waiting to become durable before it is acknowledged and fanned out.
@@ -105,11 +116,17 @@ pub struct RoomSetup {
     pub reads: Vec<(Arc<str>, u64)>,
     pub recent: Vec<Message>,
     pub recent_capacity: usize,
+    pub access: Access,
 }
 
 impl RoomSetup {
     /// A room that did not exist before, with a fresh epoch.
-    pub fn new(name: Arc<str>, kind: RoomKind, recent_capacity: usize) -> RoomSetup {
+    pub fn new(
+        name: Arc<str>,
+        kind: RoomKind,
+        owner: Option<Arc<str>>,
+        recent_capacity: usize,
+    ) -> RoomSetup {
         RoomSetup {
             name,
             kind,
@@ -119,6 +136,10 @@ impl RoomSetup {
             reads: Vec::new(),
             recent: Vec::new(),
             recent_capacity,
+            access: Access {
+                owner,
+                ..Access::default()
+            },
         }
     }
 }
@@ -150,15 +171,18 @@ impl Room {
                 pending: VecDeque::new(),
                 read: setup.reads.into_iter().collect(),
                 typing: Typing::default(),
+                access: setup.access,
             }),
             store,
             stats,
         }
     }
 
-    /// Whether `user` may learn that this room exists.
+    /// Whether `user` may learn that this room exists: a public room that is not
+    /// invite-only, or one they are in or invited to. Everyone else gets `no-such-room`.
     pub fn visible_to(&self, user: &str) -> bool {
-        self.kind == RoomKind::Public || self.is_member(user)
+        let state = self.state.lock();
+        may_see(self.kind, &state, user)
     }
 
     pub fn is_member(&self, user: &str) -> bool {
@@ -178,10 +202,15 @@ impl Room {
 
     /// Adds the session's user (if not yet a member), tells the other members' sessions and
     /// the user's other devices with `JOINED`, and queues `OK JOIN` to the joining session,
-    /// all under the lock so the OK precedes every message settled after the join.
-    pub fn join(&self, session: &Session, label: Option<&str>) {
+    /// all under the lock so the OK precedes every message settled after the join. An
+    /// invite-only room admits only the invited (checked here, under the lock, so it cannot
+    /// change between the check and the join).
+    pub fn join(&self, session: &Session, label: Option<&str>) -> Result<(), ClientError> {
         let user = &session.user;
         let mut state = self.state.lock();
+        if !may_see(self.kind, &state, &user.name) {
+            return Err(no_such_room(&self.name));
+        }
         let seq = state.settled;
         if !state.members.contains_key(&user.name) {
             self.add_member(&mut state, user);
@@ -193,6 +222,101 @@ impl Room {
         let members = state.members.len();
         let ok = reply::ok_join(label, &self.name, seq, &self.epoch, members);
         session.deliver(&Line::at(ok, &self.name, seq));
+        Ok(())
+    }
+
+    /// Owner only: make the room invite-only, or public again.
+    pub fn set_private(
+        &self,
+        session: &Session,
+        private: bool,
+        label: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let mut state = self.state.lock();
+        self.check_owner(&state, &session.user.name)?;
+        state.access.private = private;
+        let room = Arc::clone(&self.name);
+        self.store.write(Write::RoomAccess { room, private }, None);
+        session.deliver(&Line::new(reply::ok_private(label, &self.name, private)));
+        Ok(())
+    }
+
+    /// Owner only: `invitee` may now join; their sessions are told with `INVITED`.
+    pub fn invite(
+        &self,
+        session: &Session,
+        invitee: &User,
+        label: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let mut state = self.state.lock();
+        self.check_owner(&state, &session.user.name)?;
+        if state.access.invited.insert(Arc::clone(&invitee.name)) {
+            let (room, user) = (Arc::clone(&self.name), Arc::clone(&invitee.name));
+            self.store.write(Write::Invite { room, user }, None);
+        }
+        invitee.deliver(&Line::new(reply::invited(&self.name, &session.user.name)));
+        session.deliver(&Line::new(reply::ok_invite(
+            label,
+            &self.name,
+            &invitee.name,
+        )));
+        Ok(())
+    }
+
+    /// Owner only: removes `target`'s membership and invitation. They get `KICKED`, the
+    /// remaining members `LEFT`.
+    pub fn kick(
+        &self,
+        session: &Session,
+        target: &User,
+        label: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let mut state = self.state.lock();
+        self.check_owner(&state, &session.user.name)?;
+        if target.name == session.user.name {
+            return Err(ClientError::new(
+                ErrorCode::BadArgument,
+                "the owner cannot kick themselves; LEAVE instead",
+            ));
+        }
+        let was_invited = state.access.invited.remove(&target.name);
+        let was_member = state.members.contains_key(&target.name);
+        if !was_invited && !was_member {
+            return Err(ClientError::new(
+                ErrorCode::NotMember,
+                format!(
+                    "{} is neither a member of nor invited to {}",
+                    target.name, self.name
+                ),
+            ));
+        }
+        let (room, user) = (Arc::clone(&self.name), Arc::clone(&target.name));
+        self.store.write(Write::Uninvite { room, user }, None);
+        if was_member {
+            self.remove_member(&mut state, target);
+            let left = Line::new(reply::left(&self.name, &target.name));
+            for member in state.members.values() {
+                member.deliver(&left);
+            }
+        }
+        target.deliver(&Line::new(reply::kicked(&self.name, &session.user.name)));
+        session.deliver(&Line::new(reply::ok_kick(label, &self.name, &target.name)));
+        Ok(())
+    }
+
+    /// Owner-only actions on a room: its owner may; a member who is not gets `not-permitted`;
+    /// anyone who cannot see the room gets `no-such-room`.
+    fn check_owner(&self, state: &RoomState, user: &str) -> Result<(), ClientError> {
+        if state.access.owner.as_deref() == Some(user) {
+            Ok(())
+        } else if may_see(self.kind, state, user) {
+            Err(ClientError::new(
+                ErrorCode::NotPermitted,
+                format!("only the owner of {} can do that", self.name),
+            ))
+        } else {
+            Err(no_such_room(&self.name))
+        }
     }
 
     /// Makes `users` members without announcing it: a direct room's two members are there
@@ -204,6 +328,15 @@ impl Room {
                 self.add_member(&mut state, user);
             }
         }
+    }
+
+    fn remove_member(&self, state: &mut RoomState, user: &User) {
+        self.stop_typing_locked(state, &user.name);
+        state.members.remove(&user.name);
+        state.read.remove(&user.name);
+        user.remove_room(&self.name);
+        let (room, name) = (Arc::clone(&self.name), Arc::clone(&user.name));
+        self.store.write(Write::Leave { room, user: name }, None);
     }
 
     fn add_member(&self, state: &mut RoomState, user: &Arc<User>) {
@@ -223,12 +356,7 @@ impl Room {
         if !state.members.contains_key(&user.name) {
             return Err(not_member(&self.name));
         }
-        self.stop_typing_locked(&mut state, &user.name);
-        state.members.remove(&user.name);
-        state.read.remove(&user.name);
-        user.remove_room(&self.name);
-        let (room, name) = (Arc::clone(&self.name), Arc::clone(&user.name));
-        self.store.write(Write::Leave { room, user: name }, None);
+        self.remove_member(&mut state, user);
         let left = Line::new(reply::left(&self.name, &user.name));
         for member in state.members.values() {
             member.deliver(&left);
@@ -586,6 +714,18 @@ impl Room {
             epoch: Arc::clone(&self.epoch),
         })
     }
+}
+
+fn may_see(kind: RoomKind, state: &RoomState, user: &str) -> bool {
+    let public = kind == RoomKind::Public && !state.access.private;
+    public
+        || state.members.contains_key(user)
+        || state.access.invited.contains(user)
+        || state.access.owner.as_deref() == Some(user)
+}
+
+fn no_such_room(room: &str) -> ClientError {
+    ClientError::new(ErrorCode::NoSuchRoom, format!("there is no room {room}"))
 }
 
 /// The seq of the oldest message in the recent log (one past the last settled if empty).

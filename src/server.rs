@@ -4,18 +4,22 @@
 //! itself (fan-out belongs to `Room`, device handling to `User`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::thread;
 use std::time::Instant;
 
 use parking_lot::RwLock;
 
+use crate::accounts::{hash_password, verify_password, LoginThrottle};
 use crate::client_ids::Published;
 use crate::config::Config;
 use crate::config::StoreConfig;
 use crate::message::Message;
 use crate::protocol::name::{dm_room_name, is_dm_room};
+use crate::protocol::Password;
 use crate::protocol::{reply, ClientError, ErrorCode};
-use crate::room::{HistoryPage, MemberStatus, Room, RoomKind, RoomSetup};
+use crate::room::{Access, HistoryPage, MemberStatus, Room, RoomKind, RoomSetup};
 use crate::session::Session;
 use crate::stats::Stats;
 use crate::store::memory::MemoryStore;
@@ -33,6 +37,7 @@ pub struct ChatServer {
     /// Leaf lock, like `users`.
     rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
     store: Arc<dyn Store>,
+    throttle: LoginThrottle,
     timers: Timers,
 }
 
@@ -66,7 +71,11 @@ impl ChatServer {
         for stored in snapshot.users {
             let name: Arc<str> = Arc::from(stored.name);
             let user = User::new(Arc::clone(&name), &config);
-            user.restore(stored.last_seen, stored.share_receipts);
+            user.restore(
+                stored.last_seen,
+                stored.share_receipts,
+                stored.password_hash,
+            );
             users.insert(name, Arc::new(user));
         }
         let mut rooms = HashMap::new();
@@ -89,6 +98,11 @@ impl ChatServer {
                     .collect(),
                 recent: stored.recent,
                 recent_capacity: config.recent_per_room,
+                access: Access {
+                    owner: stored.owner.map(Arc::from),
+                    private: stored.private,
+                    invited: stored.invited.into_iter().map(Arc::from).collect(),
+                },
             };
             let room = Room::new(setup, Arc::clone(&store), Arc::clone(&stats));
             rooms.insert(name, Arc::new(room));
@@ -99,6 +113,7 @@ impl ChatServer {
             users: RwLock::new(users),
             rooms: RwLock::new(rooms),
             store,
+            throttle: LoginThrottle::default(),
             timers: Timers::start(server.clone()),
         }))
     }
@@ -220,6 +235,155 @@ impl ChatServer {
         }
     }
 
+    /// Checks a LOGIN's credentials before any session exists. A registered name needs its
+    /// password; an unregistered name with a password is registered with it; an unregistered
+    /// name without one is refused under `--require-account`. Failures are logged (never the
+    /// password) and slow the next attempt for that name and from that address: this
+    /// connection's own reader thread waits out the delay, nobody else.
+    pub fn authenticate(
+        &self,
+        name: &str,
+        password: Option<&Password>,
+        peer: Option<IpAddr>,
+    ) -> Result<(), ClientError> {
+        let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let delay = self.throttle.delay(name, peer, Instant::now());
+        if !delay.is_zero() {
+            thread::sleep(delay);
+        }
+        let stored = self.user(name).and_then(|user| user.password_hash());
+        match (stored, password) {
+            (Some(hash), Some(password)) if verify_password(&password.0, &hash) => {
+                self.throttle.succeeded(name);
+                Ok(())
+            }
+            (Some(_), given) => {
+                self.throttle.failed(name, peer, Instant::now());
+                let what = if given.is_some() {
+                    "wrong password"
+                } else {
+                    "no password"
+                };
+                eprintln!("chatd: failed login for {name} from {peer}: {what}");
+                Err(ClientError::new(
+                    ErrorCode::BadPassword,
+                    format!("{name} is registered: LOGIN {name} password=<password>"),
+                ))
+            }
+            (None, Some(password)) => {
+                let user = self.user_or_create(name);
+                if self.set_password(&user, password, true)? {
+                    Ok(())
+                } else {
+                    // Someone registered the name a moment ago: check against theirs.
+                    self.authenticate(name, Some(password), Some(peer))
+                }
+            }
+            (None, None) if self.config.require_account => Err(ClientError::new(
+                ErrorCode::AccountRequired,
+                format!(
+                    "this server needs an account: LOGIN {name} password=<password> creates one"
+                ),
+            )),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// REGISTER: gives the session's name a password, if it has none.
+    pub fn register(&self, session: &Session, password: &Password) -> Result<(), ClientError> {
+        if self.set_password(&session.user, password, true)? {
+            Ok(())
+        } else {
+            Err(ClientError::new(
+                ErrorCode::NotPermitted,
+                format!(
+                    "{} is already registered; use PASSWORD to change it",
+                    session.user.name
+                ),
+            ))
+        }
+    }
+
+    /// PASSWORD: sets a new password; optionally ends the user's other sessions.
+    pub fn change_password(
+        &self,
+        session: &Session,
+        password: &Password,
+        end_sessions: bool,
+    ) -> Result<(), ClientError> {
+        self.set_password(&session.user, password, false)?;
+        if end_sessions {
+            session
+                .user
+                .close_other_sessions(session.id, CloseReason::PasswordChanged);
+        }
+        Ok(())
+    }
+
+    fn set_password(
+        &self,
+        user: &User,
+        password: &Password,
+        only_if_none: bool,
+    ) -> Result<bool, ClientError> {
+        let hash: Arc<str> = hash_password(&password.0)
+            .map_err(|e| ClientError::new(ErrorCode::StoreFailed, e))?
+            .into();
+        if !user.set_password_hash(Arc::clone(&hash), only_if_none) {
+            return Ok(false);
+        }
+        let name = Arc::clone(&user.name);
+        self.store.write(Write::Password { user: name, hash }, None);
+        Ok(true)
+    }
+
+    /// PRIVATE: the owner makes a room invite-only or public.
+    pub fn set_private(
+        &self,
+        session: &Session,
+        room_name: &str,
+        private: bool,
+        label: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let room = self.visible_room(room_name, &session.user)?;
+        room.set_private(session, private, label)
+    }
+
+    /// INVITE: the owner lets a user join.
+    pub fn invite(
+        &self,
+        session: &Session,
+        room_name: &str,
+        invitee: &str,
+        label: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let room = self.visible_room(room_name, &session.user)?;
+        let invitee = self.known_user(invitee)?;
+        room.invite(session, &invitee, label)
+    }
+
+    /// KICK: the owner removes a member or an invitation.
+    pub fn kick(
+        &self,
+        session: &Session,
+        room_name: &str,
+        target: &str,
+        label: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let room = self.visible_room(room_name, &session.user)?;
+        let target = self.known_user(target)?;
+        room.kick(session, &target, label)
+    }
+
+    fn known_user(&self, name: &str) -> Result<Arc<User>, ClientError> {
+        self.user(name).ok_or_else(|| {
+            ClientError::new(
+                ErrorCode::NoSuchUser,
+                format!("nobody called {name} has logged in"),
+            )
+        })
+    }
+
     /// SET receipts on|off.
     pub fn share_receipts(&self, user: &User, share: bool) {
         user.set_share_receipts(share);
@@ -274,10 +438,9 @@ impl ChatServer {
             // Direct rooms come into being with their first DM; JOIN only re-confirms one.
             self.visible_room(room_name, &session.user)?
         } else {
-            self.room_or_create(room_name, RoomKind::Public)
+            self.room_or_create(room_name, RoomKind::Public, Some(&session.user.name))
         };
-        room.join(session, label);
-        Ok(())
+        room.join(session, label)
     }
 
     pub fn leave(
@@ -374,13 +537,9 @@ impl ChatServer {
                 "you cannot DM yourself",
             ));
         }
-        let recipient = self.user(to).ok_or_else(|| {
-            ClientError::new(
-                ErrorCode::NoSuchUser,
-                format!("nobody called {to} has logged in"),
-            )
-        })?;
-        let room = self.room_or_create(&dm_room_name(&session.user.name, to), RoomKind::Direct);
+        let recipient = self.known_user(to)?;
+        let name = dm_room_name(&session.user.name, to);
+        let room = self.room_or_create(&name, RoomKind::Direct, None);
         room.ensure_members(&[&session.user, &recipient]);
         Ok(room)
     }
@@ -470,7 +629,8 @@ impl ChatServer {
         self.rooms.read().get(name).cloned()
     }
 
-    fn room_or_create(&self, name: &str, kind: RoomKind) -> Arc<Room> {
+    /// The room, created (owned by `owner`) if it does not exist.
+    fn room_or_create(&self, name: &str, kind: RoomKind, owner: Option<&Arc<str>>) -> Arc<Room> {
         if let Some(room) = self.room(name) {
             return room;
         }
@@ -478,7 +638,13 @@ impl ChatServer {
         if let Some(room) = rooms.get(name) {
             return Arc::clone(room);
         }
-        let setup = RoomSetup::new(Arc::from(name), kind, self.config.recent_per_room);
+        let owner = owner.cloned();
+        let setup = RoomSetup::new(
+            Arc::from(name),
+            kind,
+            owner.clone(),
+            self.config.recent_per_room,
+        );
         let room = Arc::new(Room::new(
             setup,
             Arc::clone(&self.store),
@@ -491,6 +657,7 @@ impl ChatServer {
             name: Arc::clone(&room.name),
             kind,
             epoch: Arc::clone(&room.epoch),
+            owner,
         };
         self.store.write(write, None);
         room

@@ -13,7 +13,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::client_ids::ClientIds;
 use crate::config::Config;
 use crate::session::Session;
-use crate::transport::outbox::Line;
+use crate::transport::outbox::{CloseReason, Line};
 
 pub struct User {
     /// Lower-cased, validated; the user's key everywhere.
@@ -43,6 +43,8 @@ struct UserState {
     last_seen: Option<DateTime<Utc>>,
     /// Whether other members see this user's read receipts (`SET receipts on|off`).
     share_receipts: bool,
+    /// The argon2id hash of the user's password; `None`: no account, anyone may use the name.
+    password_hash: Option<Arc<str>>,
 }
 
 /// What adding a session changed.
@@ -80,15 +82,46 @@ impl User {
                 generation: 0,
                 last_seen: None,
                 share_receipts: true,
+                password_hash: None,
             }),
         }
     }
 
     /// Restores what the store kept of a user at start-up.
-    pub fn restore(&self, last_seen: Option<DateTime<Utc>>, share_receipts: bool) {
+    pub fn restore(
+        &self,
+        last_seen: Option<DateTime<Utc>>,
+        share_receipts: bool,
+        password_hash: Option<String>,
+    ) {
         let mut state = self.state.lock();
         state.last_seen = last_seen;
         state.share_receipts = share_receipts;
+        state.password_hash = password_hash.map(Arc::from);
+    }
+
+    pub fn password_hash(&self) -> Option<Arc<str>> {
+        self.state.lock().password_hash.clone()
+    }
+
+    /// Sets the password hash. With `only_if_none`, does nothing if one is set already (two
+    /// first logins racing to register a name: the first wins). Returns whether it was set.
+    pub fn set_password_hash(&self, hash: Arc<str>, only_if_none: bool) -> bool {
+        let mut state = self.state.lock();
+        if only_if_none && state.password_hash.is_some() {
+            return false;
+        }
+        state.password_hash = Some(hash);
+        true
+    }
+
+    /// Closes every session but one (after a password change that asked for it).
+    pub fn close_other_sessions(&self, keep: u64, reason: CloseReason) {
+        for session in &self.state.lock().sessions {
+            if session.id != keep {
+                session.outbox.close(reason);
+            }
+        }
     }
 
     /// Holds this user's presence steady while a session is added or removed and the change

@@ -41,6 +41,32 @@ pub enum Command {
     Login {
         user: String,
         device: Option<String>,
+        /// Required for a registered name; for an unregistered one, it registers the name.
+        password: Option<Password>,
+    },
+    /// Sets a password for the logged-in name, which must not have one yet.
+    Register {
+        password: Password,
+    },
+    /// Changes the logged-in name's password; `end_sessions` closes the user's other sessions.
+    ChangePassword {
+        password: Password,
+        end_sessions: bool,
+    },
+    /// Owner only: make a room invite-only (`true`) or public again.
+    Private {
+        room: String,
+        private: bool,
+    },
+    /// Owner only: let `user` join an invite-only room.
+    Invite {
+        room: String,
+        user: String,
+    },
+    /// Owner only: remove `user` from the room (and their invitation).
+    Kick {
+        room: String,
+        user: String,
     },
     Join {
         room: String,
@@ -108,6 +134,20 @@ impl Command {
     }
 }
 
+/// A password as the client sent it. Its `Debug` does not show it, so it cannot leak into a
+/// log or a panic message by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+/// Longest password accepted: enough for a passphrase, short enough to hash cheaply.
+pub const MAX_PASSWORD_LEN: usize = 128;
+
 /// Settings a user can change with SET.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Setting {
@@ -126,7 +166,9 @@ pub struct Rejection {
 /// The usage line of every command, in the order HELP lists them. The parser quotes these in
 /// `missing-argument` errors, so the help and the errors cannot drift apart.
 pub const USAGE: &[(&str, &str)] = &[
-    ("LOGIN", "LOGIN <user> [device=<id>]"),
+    ("LOGIN", "LOGIN <user> [device=<id>] [password=<password>]"),
+    ("REGISTER", "REGISTER <password>"),
+    ("PASSWORD", "PASSWORD <new password> [end-sessions]"),
     ("JOIN", "JOIN <room>"),
     ("LEAVE", "LEAVE <room>"),
     ("SEND", "SEND <room> <body>"),
@@ -135,6 +177,9 @@ pub const USAGE: &[(&str, &str)] = &[
     ("ROOMS", "ROOMS"),
     ("HISTORY", "HISTORY <room> [<limit>] [before=<seq>]"),
     ("SYNC", "SYNC <room> <after_seq> [epoch=<epoch>]"),
+    ("PRIVATE", "PRIVATE <room> on|off"),
+    ("INVITE", "INVITE <room> <user>"),
+    ("KICK", "KICK <room> <user>"),
     ("TYPING", "TYPING <room> [stop]"),
     ("READ", "READ <room> <seq>"),
     ("SET", "SET receipts on|off"),
@@ -190,12 +235,53 @@ fn parse_command(verb: &str, fields: &mut Fields, max_body: usize) -> Result<Com
     let command = match verb_upper.as_str() {
         "LOGIN" => {
             let user = parse_name(args.required()?, "user")?;
-            let device = match args.optional() {
-                Some(option) => Some(parse_name(args.keyed(option, "device")?, "device")?),
-                None => None,
-            };
-            Command::Login { user, device }
+            let mut device = None;
+            let mut password = None;
+            while let Some(option) = args.optional() {
+                if let Ok(value) = args.keyed(option, "device") {
+                    device = Some(parse_name(value, "device")?);
+                } else if let Ok(value) = args.keyed(option, "password") {
+                    password = Some(parse_password(value)?);
+                } else {
+                    // Not quoted: it might be a mistyped password.
+                    return Err(args.unexpected("option"));
+                }
+            }
+            Command::Login {
+                user,
+                device,
+                password,
+            }
         }
+        "REGISTER" => Command::Register {
+            password: parse_password(args.required()?)?,
+        },
+        "PASSWORD" => {
+            let password = parse_password(args.required()?)?;
+            let end_sessions = match args.optional() {
+                None => false,
+                Some(word) if word.eq_ignore_ascii_case("end-sessions") => true,
+                Some(_) => return Err(args.unexpected("option")),
+            };
+            Command::ChangePassword {
+                password,
+                end_sessions,
+            }
+        }
+        "PRIVATE" => {
+            let room = parse_room(args.required()?)?;
+            let value = args.required()?;
+            let private = parse_on_off(&args, value)?;
+            Command::Private { room, private }
+        }
+        "INVITE" => Command::Invite {
+            room: parse_room(args.required()?)?,
+            user: parse_name(args.required()?, "user")?,
+        },
+        "KICK" => Command::Kick {
+            room: parse_room(args.required()?)?,
+            user: parse_name(args.required()?, "user")?,
+        },
         "JOIN" => Command::Join {
             room: parse_room(args.required()?)?,
         },
@@ -284,11 +370,7 @@ fn parse_command(verb: &str, fields: &mut Fields, max_body: usize) -> Result<Com
             if !key.eq_ignore_ascii_case("receipts") {
                 return Err(args.unexpected(key));
             }
-            let share = match value.to_ascii_lowercase().as_str() {
-                "on" => true,
-                "off" => false,
-                _ => return Err(args.unexpected(value)),
-            };
+            let share = parse_on_off(&args, value)?;
             Command::Set {
                 setting: Setting::ShareReceipts(share),
             }
@@ -375,6 +457,25 @@ fn parse_body(body: &str, max_body: usize) -> Result<String, ClientError> {
         ));
     }
     Ok(body.to_owned())
+}
+
+fn parse_on_off(args: &Args<'_, '_>, value: &str) -> Result<bool, ClientError> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(args.unexpected(value)),
+    }
+}
+
+/// 1-128 printable characters without spaces. Errors never quote it.
+fn parse_password(raw: &str) -> Result<Password, ClientError> {
+    if raw.is_empty() || raw.len() > MAX_PASSWORD_LEN || raw.chars().any(char::is_control) {
+        return Err(ClientError::new(
+            ErrorCode::BadArgument,
+            format!("a password is 1-{MAX_PASSWORD_LEN} printable characters without spaces"),
+        ));
+    }
+    Ok(Password(raw.to_owned()))
 }
 
 fn parse_number(raw: &str, what: &str) -> Result<u64, ClientError> {
@@ -485,14 +586,50 @@ mod tests {
             command("LOGIN Alice device=Laptop"),
             Command::Login {
                 user: "alice".into(),
-                device: Some("laptop".into())
+                device: Some("laptop".into()),
+                password: None
             }
         );
         assert_eq!(
-            command("login bob"),
+            command("login bob password=s3cr=t! DEVICE=phone"),
             Command::Login {
                 user: "bob".into(),
-                device: None
+                device: Some("phone".into()),
+                password: Some(Password("s3cr=t!".into()))
+            }
+        );
+        assert_eq!(
+            command("REGISTER hunter2"),
+            Command::Register {
+                password: Password("hunter2".into())
+            }
+        );
+        assert_eq!(
+            command("PASSWORD n3w END-SESSIONS"),
+            Command::ChangePassword {
+                password: Password("n3w".into()),
+                end_sessions: true
+            }
+        );
+        assert_eq!(
+            command("PRIVATE team on"),
+            Command::Private {
+                room: "team".into(),
+                private: true
+            }
+        );
+        assert_eq!(
+            command("INVITE team Carol"),
+            Command::Invite {
+                room: "team".into(),
+                user: "carol".into()
+            }
+        );
+        assert_eq!(
+            command("KICK team carol"),
+            Command::Kick {
+                room: "team".into(),
+                user: "carol".into()
             }
         );
         assert_eq!(
@@ -693,6 +830,27 @@ mod tests {
     }
 
     #[test]
+    fn passwords_are_never_quoted_in_errors() {
+        for line in [
+            "LOGIN alice pasword=topsecret",
+            "LOGIN alice topsecret",
+            "PASSWORD topsecret now",
+            "REGISTER top\u{1}secret",
+        ] {
+            let rejection = parse(line).unwrap_err();
+            assert!(
+                !rejection.error.text.contains("topsecret"),
+                "{line}: {}",
+                rejection.error.text
+            );
+        }
+        assert_eq!(
+            format!("{:?}", Password("topsecret".into())),
+            "Password(..)"
+        );
+    }
+
+    #[test]
     fn unknown_verbs_are_quoted_safely() {
         let rejection = parse("\x1b[31mEVIL").unwrap_err();
         assert_eq!(rejection.error.code, ErrorCode::UnknownCommand);
@@ -723,7 +881,7 @@ mod tests {
             #[test]
             fn protocolish_lines_never_panic(
                 tag in "(@[a-z0-9;=]{0,12} )?",
-                verb in "(LOGIN|JOIN|LEAVE|SEND|DM|WHO|ROOMS|HISTORY|SYNC|TYPING|READ|SET|PING|HELP|QUIT|STATS|login|x)",
+                verb in "(LOGIN|REGISTER|PASSWORD|PRIVATE|INVITE|KICK|JOIN|LEAVE|SEND|DM|WHO|ROOMS|HISTORY|SYNC|TYPING|READ|SET|PING|HELP|QUIT|STATS|login|x)",
                 args in "( [ -~\t\u{80}-\u{10ffff}]{0,20}){0,4}",
             ) {
                 let line = format!("{tag}{verb}{args}");

@@ -27,6 +27,10 @@ pub enum ErrorCode {
     TooManyConnections,
     /// The session is over its command rate (`--rate-burst`, `--rate-per-second`).
     RateLimited,
+    /// The name is registered and the password is missing or wrong.
+    BadPassword,
+    /// The server requires an account (`--require-account`) and the name has none.
+    AccountRequired,
     /// The store could not write (disk full, file unwritable): the message was not sent.
     StoreFailed,
 }
@@ -51,6 +55,8 @@ impl ErrorCode {
             ErrorCode::NotPermitted => "not-permitted",
             ErrorCode::ServerFull => "server-full",
             ErrorCode::StoreFailed => "store-failed",
+            ErrorCode::BadPassword => "bad-password",
+            ErrorCode::AccountRequired => "account-required",
             ErrorCode::TooManyConnections => "too-many-connections",
             ErrorCode::RateLimited => "rate-limited",
         }

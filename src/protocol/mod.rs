@@ -6,5 +6,5 @@ pub mod error;
 pub mod name;
 pub mod reply;
 
-pub use command::{parse_request, Command, Rejection, Request, Setting};
+pub use command::{parse_request, Command, Password, Rejection, Request, Setting};
 pub use error::{ClientError, ErrorCode};

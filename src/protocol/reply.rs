@@ -41,6 +41,37 @@ pub fn ok_login(label: Option<&str>, user: &str) -> String {
     format!("{}OK LOGIN {user}\n", start(label))
 }
 
+pub fn ok_register(label: Option<&str>, user: &str) -> String {
+    format!("{}OK REGISTER {user}\n", start(label))
+}
+
+pub fn ok_password(label: Option<&str>, user: &str) -> String {
+    format!("{}OK PASSWORD {user}\n", start(label))
+}
+
+pub fn ok_private(label: Option<&str>, room: &str, private: bool) -> String {
+    let state = if private { "on" } else { "off" };
+    format!("{}OK PRIVATE {room} {state}\n", start(label))
+}
+
+pub fn ok_invite(label: Option<&str>, room: &str, user: &str) -> String {
+    format!("{}OK INVITE {room} {user}\n", start(label))
+}
+
+pub fn ok_kick(label: Option<&str>, room: &str, user: &str) -> String {
+    format!("{}OK KICK {room} {user}\n", start(label))
+}
+
+/// To the invitee's sessions: `INVITED <room> <by>`.
+pub fn invited(room: &str, by: &str) -> String {
+    format!("INVITED {room} {by}\n")
+}
+
+/// To the removed user's sessions: `KICKED <room> <by>`.
+pub fn kicked(room: &str, by: &str) -> String {
+    format!("KICKED {room} {by}\n")
+}
+
 pub fn ok_join(label: Option<&str>, room: &str, seq: u64, epoch: &str, members: usize) -> String {
     format!(
         "{}OK JOIN {room} seq={seq} epoch={epoch} members={members}\n",

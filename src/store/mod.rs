@@ -47,6 +47,24 @@ pub enum Write {
         name: Arc<str>,
         kind: RoomKind,
         epoch: Arc<str>,
+        owner: Option<Arc<str>>,
+    },
+    RoomAccess {
+        room: Arc<str>,
+        private: bool,
+    },
+    Invite {
+        room: Arc<str>,
+        user: Arc<str>,
+    },
+    Uninvite {
+        room: Arc<str>,
+        user: Arc<str>,
+    },
+    /// A new argon2id hash (PHC string) for the user's password.
+    Password {
+        user: Arc<str>,
+        hash: Arc<str>,
     },
     Join {
         room: Arc<str>,
@@ -88,6 +106,7 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct StoredUser {
     pub name: String,
+    pub password_hash: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub share_receipts: bool,
 }
@@ -103,6 +122,9 @@ pub struct StoredRoom {
     pub reads: Vec<(String, u64)>,
     /// The newest messages, oldest first, at most the recent-log size.
     pub recent: Vec<Message>,
+    pub owner: Option<String>,
+    pub private: bool,
+    pub invited: Vec<String>,
 }
 
 /// The seam between the server and its persistence.

@@ -27,10 +27,11 @@ use crate::room::RoomKind;
 
 /// The schema version this build writes. A database with a higher version was written by a
 /// newer chatd and is refused rather than risk damaging it.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, in order: `MIGRATIONS[n]` takes a database from version n to n + 1.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE users (
         name TEXT PRIMARY KEY,
         last_seen INTEGER,                      -- ms since the epoch, UTC
@@ -73,7 +74,19 @@ const MIGRATIONS: &[&str] = &[r#"
         seq INTEGER NOT NULL,
         PRIMARY KEY (room, user)
     ) WITHOUT ROWID;
-"#];
+"#,
+    // 2: accounts and room access.
+    r#"
+    ALTER TABLE users ADD COLUMN password_hash TEXT;  -- argon2id PHC string; NULL: no account
+    ALTER TABLE rooms ADD COLUMN owner TEXT;          -- NULL for direct rooms
+    ALTER TABLE rooms ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE invites (
+        room TEXT NOT NULL,
+        user TEXT NOT NULL,
+        PRIMARY KEY (room, user)
+    ) WITHOUT ROWID;
+"#,
+];
 
 /// Writes waiting for the writer thread. Deep enough to absorb bursts from thousands of
 /// posters; when full, posters wait (backpressure from the disk).
@@ -244,17 +257,20 @@ impl Store for SqliteStore {
     fn load(&self, recent_per_room: usize) -> Result<Snapshot, StoreError> {
         self.with_reader(|db| {
             let mut users = Vec::new();
-            let mut statement = db.prepare("SELECT name, last_seen, share_receipts FROM users")?;
+            let mut statement =
+                db.prepare("SELECT name, last_seen, share_receipts, password_hash FROM users")?;
             let mut rows = statement.query([])?;
             while let Some(row) = rows.next()? {
                 users.push(StoredUser {
                     name: row.get(0)?,
+                    password_hash: row.get(3)?,
                     last_seen: row.get::<_, Option<i64>>(1)?.map(from_millis),
                     share_receipts: row.get::<_, i64>(2)? != 0,
                 });
             }
             let mut rooms = Vec::new();
-            let mut statement = db.prepare("SELECT name, kind, epoch, seq FROM rooms")?;
+            let mut statement =
+                db.prepare("SELECT name, kind, epoch, seq, owner, private FROM rooms")?;
             let mut rows = statement.query([])?;
             while let Some(row) = rows.next()? {
                 let kind: String = row.get(1)?;
@@ -270,8 +286,12 @@ impl Store for SqliteStore {
                     members: Vec::new(),
                     reads: Vec::new(),
                     recent: Vec::new(),
+                    owner: row.get(4)?,
+                    private: row.get::<_, i64>(5)? != 0,
+                    invited: Vec::new(),
                 });
             }
+            let mut invited = db.prepare_cached("SELECT user FROM invites WHERE room = ?1")?;
             let mut members = db.prepare_cached("SELECT user FROM members WHERE room = ?1")?;
             let mut reads = db.prepare_cached("SELECT user, seq FROM reads WHERE room = ?1")?;
             let mut recent = db.prepare_cached(
@@ -280,6 +300,9 @@ impl Store for SqliteStore {
             )?;
             for room in &mut rooms {
                 room.members = members
+                    .query_map([&room.name], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                room.invited = invited
                     .query_map([&room.name], |r| r.get(0))?
                     .collect::<rusqlite::Result<_>>()?;
                 room.reads = reads
@@ -466,11 +489,32 @@ fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<()> 
             tx.prepare_cached("INSERT OR IGNORE INTO users (name) VALUES (?1)")?
                 .execute([name])?;
         }
-        Write::Room { name, kind, epoch } => {
+        Write::Room {
+            name,
+            kind,
+            epoch,
+            owner,
+        } => {
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO rooms (name, kind, epoch) VALUES (?1, ?2, ?3)",
+                "INSERT OR IGNORE INTO rooms (name, kind, epoch, owner) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![name, kind_name(*kind), epoch])?;
+            .execute(params![name, kind_name(*kind), epoch, owner])?;
+        }
+        Write::RoomAccess { room, private } => {
+            tx.prepare_cached("UPDATE rooms SET private = ?2 WHERE name = ?1")?
+                .execute(params![room, i64::from(*private)])?;
+        }
+        Write::Invite { room, user } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO invites (room, user) VALUES (?1, ?2)")?
+                .execute([room, user])?;
+        }
+        Write::Uninvite { room, user } => {
+            tx.prepare_cached("DELETE FROM invites WHERE room = ?1 AND user = ?2")?
+                .execute([room, user])?;
+        }
+        Write::Password { user, hash } => {
+            tx.prepare_cached("UPDATE users SET password_hash = ?2 WHERE name = ?1")?
+                .execute([user, hash])?;
         }
         Write::Join { room, user } => {
             tx.prepare_cached("INSERT OR IGNORE INTO members (room, user) VALUES (?1, ?2)")?

@@ -6,7 +6,7 @@
 //! connection whose queue is full has fallen a whole queue behind: it is closed as a slow
 //! consumer rather than waited for.
 
-use std::net::{Shutdown, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +88,8 @@ pub enum CloseReason {
     Quit,
     /// The same user logged in again with the same device id.
     Replaced,
+    /// The user changed their password and asked to end their other sessions.
+    PasswordChanged,
     /// The queue filled up: the client reads slower than its rooms talk.
     SlowConsumer,
     ServerShutdown,
@@ -118,6 +120,11 @@ impl CloseReason {
         Some(match self {
             CloseReason::Quit => bye("quit", "", "goodbye"),
             CloseReason::Replaced => bye("replaced", "", "you logged in again from this device"),
+            CloseReason::PasswordChanged => bye(
+                "password-changed",
+                "",
+                "the password was changed; log in again with the new one",
+            ),
             CloseReason::SlowConsumer => {
                 let detail: Vec<String> = cursors
                     .iter()
@@ -246,6 +253,11 @@ impl Outbox {
     /// Whether the writer should still write what is queued (see `CloseReason::flushes_queue`).
     pub fn keeps_writing(&self) -> bool {
         self.closing().is_none_or(CloseReason::flushes_queue)
+    }
+
+    /// The client's address (for per-address login throttling and logs).
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        self.socket.peer_addr().ok().map(|addr| addr.ip())
     }
 
     pub fn queued(&self) -> usize {

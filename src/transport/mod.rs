@@ -2,6 +2,7 @@
 //! The rest of the crate sees a connection only as an [`outbox::Outbox`].
 
 pub mod capacity;
+pub mod doorbell;
 pub mod limits;
 pub mod listener;
 pub mod outbox;

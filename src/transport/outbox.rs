@@ -13,6 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
+use super::doorbell::Doorbell;
 use crate::stats::Stats;
 
 /// One encoded server line, shared by every recipient (a publish encodes a message once).
@@ -177,6 +178,8 @@ pub struct Outbox {
     closing: Mutex<Option<CloseReason>>,
     /// Queue length past which ephemeral lines are shed (stage 1 of backpressure).
     soft_mark: usize,
+    /// Wakes the writer thread when it sleeps; see `doorbell`.
+    pub doorbell: Doorbell,
     stats: Arc<Stats>,
 }
 
@@ -194,6 +197,7 @@ impl Outbox {
             socket,
             closing: Mutex::new(None),
             soft_mark,
+            doorbell: Doorbell::default(),
             stats,
         }
     }
@@ -206,7 +210,10 @@ impl Outbox {
             return false;
         }
         match self.queue.try_send(Arc::clone(line)) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.doorbell.ring();
+                true
+            }
             Err(TrySendError::Full(_)) => {
                 if self.close(CloseReason::SlowConsumer) {
                     Stats::add(&self.stats.slow_consumers, 1);
@@ -221,9 +228,9 @@ impl Outbox {
     /// wait for room in the queue (that only delays this client's own next command), but not
     /// longer than `patience`: a client that does not read its replies is a slow consumer too.
     pub fn reply(&self, text: String, patience: Duration) {
-        if self.queue.send_timeout(Line::new(text), patience).is_err()
-            && self.close(CloseReason::SlowConsumer)
-        {
+        if self.queue.send_timeout(Line::new(text), patience).is_ok() {
+            self.doorbell.ring();
+        } else if self.close(CloseReason::SlowConsumer) {
             Stats::add(&self.stats.slow_consumers, 1);
         }
     }
@@ -242,6 +249,7 @@ impl Outbox {
         }
         // If the queue is full the writer is busy and sees the reason after its current batch.
         let _ = self.queue.try_send(Line::wake());
+        self.doorbell.ring();
         let _ = self.socket.shutdown(Shutdown::Read);
         true
     }

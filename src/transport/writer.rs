@@ -1,14 +1,16 @@
 //! The writer thread: one per connection, the only code that writes to its socket.
 //!
-//! It blocks on the connection's queue, then takes everything else already queued (up to
-//! [`MAX_BATCH`]) and writes it with one `write`, so a burst of fan-out costs one system call,
-//! not one per line. When the queue is momentarily empty the batch is written at once, so a
-//! lone message is never held back waiting for company.
+//! It waits for the connection's queue (sleeping at once when idle, yielding briefly while
+//! busy: see `doorbell`), then takes everything else already queued (up to [`MAX_BATCH`])
+//! and writes it with one `write`, so a burst of fan-out costs one system call, not one per
+//! line. When the queue is momentarily empty the batch is written at once, so a lone
+//! message is never held back waiting for company.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -18,13 +20,19 @@ use super::outbox::{CloseReason, Cursor, Line, Outbox};
 /// that once received a burst keeps only this much buffer.
 pub const MAX_BATCH: usize = 64 * 1024;
 
+/// A writer that wrote this recently counts as busy and yields briefly before sleeping.
+const BUSY_WINDOW: Duration = Duration::from_millis(1);
+
 pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, socket: Arc<TcpStream>) {
     let mut batch: Vec<u8> = Vec::new();
     let mut cursors = Cursors::default();
+    outbox.doorbell.register_writer();
+    let mut last_write = Instant::now() - BUSY_WINDOW;
     let reason = loop {
-        // The outbox holds a sender for as long as this thread holds the outbox, so `recv`
+        // The outbox holds a sender for as long as this thread holds the outbox, so this
         // only returns lines; closing is signalled by `Outbox::close`, which queues a wake-up.
-        let Ok(first) = queue.recv() else {
+        let busy = last_write.elapsed() < BUSY_WINDOW;
+        let Ok(first) = outbox.doorbell.wait(&queue, busy) else {
             break outbox.closing().unwrap_or(CloseReason::Gone);
         };
         batch.clear();
@@ -45,6 +53,7 @@ pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, socket: Arc<TcpStrea
             break CloseReason::Gone;
         }
         cursors.commit();
+        last_write = Instant::now();
         if batch.capacity() > MAX_BATCH {
             batch = Vec::new();
         }

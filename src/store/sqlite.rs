@@ -123,6 +123,9 @@ pub struct SqliteOptions {
 
 pub struct SqliteStore {
     queue: Sender<(Write, Option<Ticket>)>,
+    /// Joined on drop, after the queue is closed, so writes queued before a clean shutdown
+    /// (last_seen of the sessions it closed, say) are committed before the process exits.
+    writer: Option<thread::JoinHandle<()>>,
     /// Leaf lock: idle read connections, taken by reader threads for HISTORY, SYNC and
     /// client-id look-ups, and put back after.
     readers: Mutex<Vec<Connection>>,
@@ -143,12 +146,13 @@ impl SqliteStore {
         let (queue, queued) = bounded(QUEUE_CAPACITY);
         let path = options.path.clone();
         let retention = options.retention;
-        thread::Builder::new()
+        let writer = thread::Builder::new()
             .name("chatd-store".into())
             .spawn(move || write_loop(writer, queued, retention, &path))
             .map_err(|e| StoreError(format!("starting the store writer thread: {e}")))?;
         Ok(SqliteStore {
             queue,
+            writer: Some(writer),
             readers: Mutex::new(Vec::new()),
             path: options.path,
             client_id_ttl: options.retention.client_id_ttl,
@@ -167,6 +171,17 @@ impl SqliteStore {
         let result = read(&connection).map_err(|e| fail(&self.path, "reading", e));
         self.readers.lock().push(connection);
         result
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Disconnect the queue (the writer commits what is left, then sees it closed).
+        let (closed, _) = bounded(0);
+        drop(std::mem::replace(&mut self.queue, closed));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 

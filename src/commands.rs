@@ -167,9 +167,8 @@ impl Connection {
         }
         self.server
             .authenticate(user, password, self.outbox.peer_ip())?;
-        // The OK goes first so it precedes any event the new session receives.
-        self.reply(reply::ok_login(label, user));
-        self.session = Some(self.server.login(&self.outbox, user, device));
+        let ok = reply::ok_login(label, user);
+        self.session = Some(self.server.login(&self.outbox, user, device, ok));
         Ok(())
     }
 

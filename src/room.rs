@@ -213,6 +213,7 @@ impl Room {
         }
         let seq = state.settled;
         if !state.members.contains_key(&user.name) {
+            self.introduce(&state, user);
             self.add_member(&mut state, user);
             let joined = Line::at(reply::joined(&self.name, &user.name), &self.name, seq);
             for member in state.members.values() {
@@ -316,6 +317,21 @@ impl Room {
             ))
         } else {
             Err(no_such_room(&self.name))
+        }
+    }
+
+    /// Presence goes to the people who share a room with a user. A member who shared none
+    /// with a joiner before learns now that the joiner is online, just before `JOINED`.
+    fn introduce(&self, state: &RoomState, joiner: &User) {
+        if joiner.last_seen().is_some() {
+            return; // not shown online
+        }
+        let joiner_rooms = joiner.rooms();
+        let online = Line::ephemeral(reply::presence_online(&joiner.name));
+        for member in state.members.values() {
+            if !member.in_any_room(&joiner_rooms) {
+                member.deliver(&online);
+            }
         }
     }
 

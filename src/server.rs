@@ -26,7 +26,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, Write};
 use crate::timers::{Due, Task, Timers};
-use crate::transport::outbox::{CloseReason, Line, Outbox};
+use crate::transport::outbox::{CloseReason, Cursor, Line, Outbox};
 use crate::user::{Departure, User};
 
 pub struct ChatServer {
@@ -121,7 +121,14 @@ impl ChatServer {
     /// Logs a connection in as `name`. The user is created on first login. A session with
     /// the same device id is replaced (it gets `BYE replaced`). If the user was shown
     /// offline, everyone who shares a room with them learns they are online.
-    pub fn login(&self, outbox: &Arc<Outbox>, name: &str, device: Option<&str>) -> Arc<Session> {
+    /// `ok` is the reply to queue the moment the session is attached.
+    pub fn login(
+        &self,
+        outbox: &Arc<Outbox>,
+        name: &str,
+        device: Option<&str>,
+        ok: String,
+    ) -> Arc<Session> {
         let user = self.user_or_create(name);
         let session = Arc::new(Session {
             id: outbox.id,
@@ -131,15 +138,18 @@ impl ChatServer {
         });
         // Each room's seq *before* the session is attached: this session is owed nothing up
         // to there, so that is where its slow-consumer cursors start.
-        let starts: Vec<(Arc<str>, u64)> = self
+        let starts: Vec<Cursor> = self
             .rooms_of(&user)
             .into_iter()
-            .map(|room| (room.name, room.seq))
+            .map(|room| Cursor {
+                room: room.name,
+                seq: room.seq,
+            })
             .collect();
         let _presence = user.lock_presence();
-        let arrival = user.add_session(Arc::clone(&session));
-        for (room, seq) in &starts {
-            session.deliver(&Line::cursor(room, *seq));
+        let arrival = user.add_session(Arc::clone(&session), &Line::new(ok));
+        if !starts.is_empty() {
+            session.deliver(&Line::cursors(starts));
         }
         match arrival.replaced {
             Some(old) => {

@@ -167,9 +167,12 @@ impl User {
         queued
     }
 
+    /// Attaches a session, first queueing `greeting` (its `OK LOGIN`) to it under the same
+    /// lock that fan-out takes, so no event can fall between the OK and the attachment.
     /// Call with the presence lock held.
-    pub fn add_session(&self, session: Arc<Session>) -> Arrival {
+    pub fn add_session(&self, session: Arc<Session>, greeting: &Arc<Line>) -> Arrival {
         let mut state = self.state.lock();
+        session.deliver(greeting);
         let came_online = !state.shown_online;
         state.shown_online = true;
         state.generation += 1;
@@ -224,6 +227,12 @@ impl User {
 
     pub fn set_share_receipts(&self, share: bool) {
         self.state.lock().share_receipts = share;
+    }
+
+    /// Whether the user is in any of `rooms`.
+    pub fn in_any_room(&self, rooms: &[Arc<str>]) -> bool {
+        let state = self.state.lock();
+        rooms.iter().any(|room| state.rooms.contains(room))
     }
 
     pub fn rooms(&self) -> Vec<Arc<str>> {

@@ -193,7 +193,7 @@ pub const USAGE: &[(&str, &str)] = &[
 pub fn parse_request(line: &[u8], max_body: usize) -> Result<Option<Request>, Rejection> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = std::str::from_utf8(line).map_err(|_| Rejection {
-        label: None,
+        label: readable_label(line),
         error: ClientError::new(ErrorCode::InvalidUtf8, "the line is not valid UTF-8"),
     })?;
     let mut fields = Fields::new(text);
@@ -217,6 +217,14 @@ pub fn parse_request(line: &[u8], max_body: usize) -> Result<Option<Request>, Re
         })),
         Err(error) => Err(Rejection { label, error }),
     }
+}
+
+/// The label of a line that cannot be parsed as a whole (invalid UTF-8 further on, or too
+/// long), if its tag block is readable, so even that error can be matched to its request.
+pub fn readable_label(line: &[u8]) -> Option<String> {
+    let block = line.split(|&b| b == b' ').next()?;
+    let tags = std::str::from_utf8(block).ok()?.strip_prefix('@')?;
+    parse_tags(tags).ok()?.0
 }
 
 fn parse_command(verb: &str, fields: &mut Fields, max_body: usize) -> Result<Command, ClientError> {
@@ -766,6 +774,15 @@ mod tests {
         assert_eq!(request.client_id.as_deref(), Some("3f9a"));
         let request = parse("@x;future=1 PING").unwrap().unwrap();
         assert_eq!(request.label.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn invalid_utf8_keeps_a_readable_label() {
+        let rejection = parse_request(b"@q1 SEND general caf\xe9", MAX_BODY).unwrap_err();
+        assert_eq!(rejection.error.code, ErrorCode::InvalidUtf8);
+        assert_eq!(rejection.label.as_deref(), Some("q1"));
+        assert_eq!(readable_label(b"\xff@q1 x"), None);
+        assert_eq!(readable_label(b"@q\xff1 x"), None);
     }
 
     #[test]

@@ -32,8 +32,11 @@ use crate::stats::Stats;
 pub const READER_STACK: usize = 256 * 1024;
 pub const WRITER_STACK: usize = 128 * 1024;
 
-/// How long shutdown waits for connections to say goodbye before giving up on them.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// How long shutdown waits for connections to say goodbye, and then, after shutting the
+/// sockets of the ones that did not, for their threads to end. Together under the 2 s a
+/// stopping server promises.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1000);
+const SHUTDOWN_FORCE_GRACE: Duration = Duration::from_millis(500);
 
 /// Keepalive probes sent before a silent peer is declared dead.
 const KEEPALIVE_PROBES: u32 = 3;
@@ -64,6 +67,15 @@ struct Shared {
 
 /// Binds and starts serving. Port 0 picks a free port; see [`ServerHandle::local_addr`].
 pub fn start(config: Config) -> io::Result<ServerHandle> {
+    if let Some(limit) = &config.rate_limit {
+        // Checked here, once, rather than failing in every connection's reader thread.
+        if limit.burst == 0 || !(limit.per_second > 0.0 && limit.per_second.is_finite()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a rate limit needs a burst of at least 1 and a positive rate: {limit:?}"),
+            ));
+        }
+    }
     let listener = bind(config.listen)
         .map_err(|e| io::Error::new(e.kind(), format!("listening on {}: {e}", config.listen)))?;
     let local_addr = listener.local_addr()?;
@@ -134,10 +146,24 @@ impl ServerHandle {
         let _ = TcpStream::connect_timeout(&wake_address(self.local_addr), Duration::from_secs(1));
         let _ = accept_thread.join();
         let outboxes: Vec<Arc<Outbox>> = self.shared.connections.lock().values().cloned().collect();
-        for outbox in outboxes {
+        for outbox in &outboxes {
             outbox.close(CloseReason::ServerShutdown);
         }
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        // Polite first: writers flush and say BYE. A writer blocked on a client that stopped
+        // reading would wait out its write timeout, so after the polite grace the sockets
+        // still open are shut outright, which fails the blocked write at once.
+        if self.wait_for_connections(Instant::now() + SHUTDOWN_GRACE) {
+            return true;
+        }
+        let stalled: Vec<Arc<Outbox>> = self.shared.connections.lock().values().cloned().collect();
+        for outbox in stalled {
+            outbox.abort();
+        }
+        self.wait_for_connections(Instant::now() + SHUTDOWN_FORCE_GRACE)
+    }
+
+    /// Waits until no connection threads are left, or `deadline`; says which came first.
+    fn wait_for_connections(&self, deadline: Instant) -> bool {
         let mut live = self.shared.live.lock();
         while *live > 0 {
             if self

@@ -26,7 +26,7 @@ pub struct Line {
     /// Set on lines queued under a room's lock (MSG, OK JOIN, JOINED): once this line is
     /// written, everything in that room up to this seq that the session was owed has been
     /// written. The writer keeps the highest per room, for `BYE slow-consumer`.
-    pub cursor: Option<Cursor>,
+    pub cursors: Box<[Cursor]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub enum LineKind {
 
 impl Line {
     pub fn new(text: String) -> Arc<Line> {
-        Line::build(text, LineKind::Reliable, None)
+        Line::build(text, LineKind::Reliable, Box::new([]))
     }
 
     /// A reliable line that also moves the session's cursor in `room` to `seq`.
@@ -57,27 +57,32 @@ impl Line {
             room: Arc::clone(room),
             seq,
         };
-        Line::build(text, LineKind::Reliable, Some(cursor))
+        Line::build(text, LineKind::Reliable, Box::new([cursor]))
     }
 
-    /// Writes nothing; only starts the session's cursor in `room` at `seq` (at login).
-    pub fn cursor(room: &Arc<str>, seq: u64) -> Arc<Line> {
-        Line::at(String::new(), room, seq)
+    /// Writes nothing; only starts the session's cursors (at login: one line for all the
+    /// user's rooms, however many, so it takes one slot of the queue).
+    pub fn cursors(cursors: Vec<Cursor>) -> Arc<Line> {
+        Line::build(
+            String::new(),
+            LineKind::Reliable,
+            cursors.into_boxed_slice(),
+        )
     }
 
     pub fn ephemeral(text: String) -> Arc<Line> {
-        Line::build(text, LineKind::Ephemeral, None)
+        Line::build(text, LineKind::Ephemeral, Box::new([]))
     }
 
     fn wake() -> Arc<Line> {
-        Line::build(String::new(), LineKind::Wake, None)
+        Line::build(String::new(), LineKind::Wake, Box::new([]))
     }
 
-    fn build(text: String, kind: LineKind, cursor: Option<Cursor>) -> Arc<Line> {
+    fn build(text: String, kind: LineKind, cursors: Box<[Cursor]>) -> Arc<Line> {
         Arc::new(Line {
             text: text.into_boxed_str(),
             kind,
-            cursor,
+            cursors,
         })
     }
 }
@@ -252,6 +257,13 @@ impl Outbox {
         self.doorbell.ring();
         let _ = self.socket.shutdown(Shutdown::Read);
         true
+    }
+
+    /// Shuts the socket both ways: a writer blocked on a peer that stopped reading fails at
+    /// once. For shutdown, after the polite close had its chance.
+    pub fn abort(&self) {
+        self.close(CloseReason::Gone);
+        let _ = self.socket.shutdown(Shutdown::Both);
     }
 
     pub fn closing(&self) -> Option<CloseReason> {

@@ -57,6 +57,12 @@ pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, socket: Arc<TcpStream>)
         match lines.next_line() {
             Ok(ReadLine::Line(line)) => {
                 line_started = None;
+                // The server closed the connection (replaced, slow consumer, shutdown): the
+                // EOF that ended this read was ours, so a half-sent last line was never
+                // finished by the client and must not be carried out.
+                if outbox.closing().is_some() {
+                    break;
+                }
                 match parse_request(line, max_body) {
                     // A blank line is ignored, so it costs nothing and is not charged.
                     Ok(None) => {}
@@ -228,6 +234,7 @@ impl<R: io::Read> LineReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Just;
 
     fn lines(input: &[u8], max: usize) -> Vec<String> {
         let mut reader = LineReader::new(input, max);
@@ -259,14 +266,14 @@ mod tests {
     }
 
     /// Reads as scripted: each step is some bytes or an error of the given kind.
-    struct Script(std::collections::VecDeque<Result<&'static [u8], ErrorKind>>);
+    struct Script(std::collections::VecDeque<Result<Vec<u8>, ErrorKind>>);
 
     impl io::Read for Script {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             match self.0.pop_front() {
                 None => Ok(0),
                 Some(Ok(bytes)) => {
-                    buf[..bytes.len()].copy_from_slice(bytes);
+                    buf[..bytes.len()].copy_from_slice(&bytes);
                     Ok(bytes.len())
                 }
                 Some(Err(kind)) => Err(kind.into()),
@@ -278,10 +285,10 @@ mod tests {
     fn a_line_in_progress_survives_a_timeout_and_is_reported_incomplete() {
         let script = Script(
             [
-                Ok(&b"SEND ro"[..]),
+                Ok(b"SEND ro".to_vec()),
                 Err(ErrorKind::WouldBlock),
-                Ok(b"om hi\nPI"),
-                Ok(b"NG\n"),
+                Ok(b"om hi\nPI".to_vec()),
+                Ok(b"NG\n".to_vec()),
             ]
             .into_iter()
             .collect(),
@@ -302,5 +309,64 @@ mod tests {
     #[test]
     fn an_overlong_line_at_end_of_stream_is_dropped_silently() {
         assert_eq!(lines(b"ok\n0123456789abc", 8), ["ok"]);
+    }
+
+    /// What `LineReader` must produce for `bytes`: split on `\n`; a line over the limit is
+    /// `TooLong`; a last line without `\n` counts if it is not empty and fits.
+    fn model(bytes: &[u8], max_line: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut parts = bytes.split(|&b| b == b'\n').peekable();
+        while let Some(part) = parts.next() {
+            let last = parts.peek().is_none();
+            if part.len() > max_line {
+                if !last {
+                    out.push("<too long>".to_owned());
+                }
+            } else if !last || !part.is_empty() {
+                out.push(String::from_utf8_lossy(part).into_owned());
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// However the bytes are cut into reads, and with timeouts between them, the lines
+        /// are the model's. (fuzz/ runs the same property under libFuzzer.)
+        #[test]
+        fn lines_do_not_depend_on_how_the_bytes_arrive(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), proptest::num::u8::ANY],
+                0..300,
+            ),
+            cuts in proptest::collection::vec((1usize..40, proptest::bool::ANY), 0..40),
+            max_line in 0usize..48,
+        ) {
+            let mut rest = &bytes[..];
+            let mut steps = std::collections::VecDeque::new();
+            for (size, time_out_first) in cuts {
+                if time_out_first {
+                    steps.push_back(Err(ErrorKind::WouldBlock));
+                }
+                let (now, later) = rest.split_at(size.min(rest.len()));
+                steps.push_back(Ok(now.to_vec()));
+                rest = later;
+            }
+            steps.push_back(Ok(rest.to_vec()));
+            let mut reader = LineReader::new(Script(steps), max_line);
+            let mut got = Vec::new();
+            loop {
+                match reader.next_line() {
+                    Ok(ReadLine::Line(l)) => {
+                        proptest::prop_assert!(l.len() <= max_line);
+                        got.push(String::from_utf8_lossy(l).into_owned());
+                    }
+                    Ok(ReadLine::TooLong) => got.push("<too long>".to_owned()),
+                    Ok(ReadLine::Incomplete) => {}
+                    Ok(ReadLine::End) => break,
+                    Err(e) => proptest::prop_assert_eq!(e.kind(), ErrorKind::WouldBlock),
+                }
+            }
+            proptest::prop_assert_eq!(got, model(&bytes, max_line));
+        }
     }
 }

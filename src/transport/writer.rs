@@ -80,9 +80,7 @@ struct Cursors {
 impl Cursors {
     fn take(&mut self, line: &Line, batch: &mut Vec<u8>) {
         batch.extend_from_slice(line.text.as_bytes());
-        if let Some(cursor) = &line.cursor {
-            self.pending.push(cursor.clone());
-        }
+        self.pending.extend(line.cursors.iter().cloned());
     }
 
     fn commit(&mut self) {

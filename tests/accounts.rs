@@ -126,10 +126,17 @@ fn outsiders_see_nothing_of_direct_and_private_rooms() {
         let nowhere = template.replace("{}", "nowhere");
         carol.send(&nowhere);
         let expected = carol.next_line().replace("nowhere", "ROOM");
-        assert_eq!(expected, "ERR no-such-room :there is no room ROOM", "{nowhere}");
+        assert_eq!(
+            expected, "ERR no-such-room :there is no room ROOM",
+            "{nowhere}"
+        );
         for room in ["dm:alice:bob", "team"] {
             carol.send(&template.replace("{}", room));
-            assert_eq!(carol.next_line().replace(room, "ROOM"), expected, "{template} on {room}");
+            assert_eq!(
+                carol.next_line().replace(room, "ROOM"),
+                expected,
+                "{template} on {room}"
+            );
         }
     }
     // JOIN of a free name creates the room, so it is the one command that cannot answer like
@@ -159,9 +166,9 @@ fn owner_kicks_and_members_cannot_change_access() {
     for member in [&mut bob, &mut carol] {
         member.join("team");
     }
-    alice.expect("JOINED team bob");
-    alice.expect("JOINED team carol");
-    bob.expect("JOINED team carol");
+    alice.expect_introduced("team", "bob");
+    alice.expect_introduced("team", "carol");
+    bob.expect_introduced("team", "carol");
     bob.send("PRIVATE team on");
     bob.expect("ERR not-permitted :only the owner of team can do that");
     alice.send("PRIVATE team on");

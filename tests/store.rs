@@ -171,7 +171,7 @@ fn restart_keeps_everything() {
     let mut bob = server.login("bob");
     let join = alice.join("general");
     bob.join("general");
-    alice.expect("JOINED general bob");
+    alice.expect_introduced("general", "bob");
     alice.say("general", "one");
     bob.expect_msg();
     alice.send("@c1;cid=first SEND general two");
@@ -434,7 +434,7 @@ fn full_disk_refuses_sends_honestly() {
     let mut bob = server.login("bob");
     alice.join("general");
     bob.join("general");
-    alice.expect("JOINED general bob");
+    alice.expect_introduced("general", "bob");
     let body = "x".repeat(2000);
     let mut delivered = 0;
     let mut failed_seq = None;

@@ -591,7 +591,8 @@ impl ChatServer {
         before: Option<u64>,
     ) -> Result<HistoryPage, ClientError> {
         let room = self.member_room(session, room_name)?;
-        room.history(limit.min(self.config.recent_per_room.max(1)), before)
+        // One reply carries at most as many messages as one SYNC page.
+        room.history(limit.min(self.config.sync_limit.max(1)), before)
     }
 
     /// Replays what the session missed in a room (see `Room::sync`); only members may.

@@ -257,10 +257,14 @@ fn history_pages_through_the_recent_log() {
     );
 }
 
-/// The recent log keeps only the last `recent_per_room` messages; seq keeps counting.
+/// With the memory store, history is the recent log: only the last `recent_per_room`
+/// messages; seq keeps counting. (With SQLite older pages come from disk: tests/store.rs.)
 #[test]
 fn history_is_bounded_by_the_recent_log() {
-    let server = TestServer::with(|config| config.recent_per_room = 3);
+    let server = TestServer::with(|config| {
+        config.recent_per_room = 3;
+        config.store = chatd::config::StoreConfig::Memory;
+    });
     let mut alice = server.login("alice");
     let epoch = alice.join("general").epoch;
     let sent: Vec<Msg> = (1..=5)

@@ -460,3 +460,36 @@ fn full_disk_refuses_sends_honestly() {
     alice.expect(&format!("GAP general {failed_seq} {failed_seq}"));
     alice.expect_prefix(&format!("OK SYNC general seq={failed_seq} "));
 }
+
+/// With SQLite, HISTORY and SYNC reach past the in-memory recent log into the database, with
+/// no gap where the two meet.
+#[test]
+fn history_and_sync_read_older_pages_from_the_store() {
+    let (_dir, data) = temp_db();
+    let server = TestServer::with(|config| {
+        config.recent_per_room = 3;
+        config.store = StoreConfig::Sqlite(SqliteOptions {
+            path: data.clone(),
+            sync: SyncMode::Normal,
+            retention: Retention {
+                client_id_ttl: Duration::from_secs(3600),
+                interval: Duration::from_secs(3600),
+                ..Retention::default()
+            },
+            max_pages: None,
+        });
+    });
+    let mut alice = server.login("alice");
+    alice.join("general");
+    let sent: Vec<Msg> = (1..=8).map(|i| alice.say("general", &format!("m{i}"))).collect();
+    alice.send("HISTORY general 5 before=7");
+    for msg in &sent[1..6] {
+        assert_eq!(alice.expect_msg(), *msg, "seq {} from the store or the log", msg.seq);
+    }
+    alice.expect_prefix("OK HISTORY general 5 seq=8 ");
+    alice.send("SYNC general 1");
+    for msg in &sent[1..] {
+        assert_eq!(alice.expect_msg(), *msg);
+    }
+    alice.expect_prefix("OK SYNC general seq=8 ");
+}

@@ -13,6 +13,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use chatd::config::{Retention, SqliteOptions, StoreConfig, SyncMode};
 use chatd::{Config, ServerHandle};
 use chrono::{DateTime, Utc};
 
@@ -26,6 +27,32 @@ pub const GREETING: &str = "HELLO chatd 0.1 :type HELP for commands";
 /// A chatd serving on an ephemeral port of 127.0.0.1 for the duration of one test.
 pub struct TestServer {
     handle: ServerHandle,
+    /// The SQLite database's directory, removed when the test ends.
+    _data: Option<tempfile::TempDir>,
+}
+
+/// Which store test servers use: `CHATD_TEST_STORE=memory` or `sqlite` (the default, as for
+/// the `chatd` binary). CI runs the whole suite with each.
+fn test_store() -> (StoreConfig, Option<tempfile::TempDir>) {
+    match std::env::var("CHATD_TEST_STORE").as_deref() {
+        Ok("memory") => (StoreConfig::Memory, None),
+        Ok("sqlite") | Err(_) => {
+            let dir = tempfile::tempdir().expect("temp dir for the test database");
+            let store = StoreConfig::Sqlite(SqliteOptions {
+                path: dir.path().join("chatd.db"),
+                // Tests check behaviour, not power-loss durability (tests/store.rs does).
+                sync: SyncMode::Normal,
+                retention: Retention {
+                    client_id_ttl: Duration::from_secs(24 * 3600),
+                    interval: Duration::from_secs(3600),
+                    ..Retention::default()
+                },
+                max_pages: None,
+            });
+            (store, Some(dir))
+        }
+        Ok(other) => panic!("CHATD_TEST_STORE={other}: expected memory or sqlite"),
+    }
 }
 
 impl TestServer {
@@ -37,8 +64,10 @@ impl TestServer {
     /// A server whose configuration `configure` adjusts; the listen address is always
     /// 127.0.0.1:0.
     pub fn with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let (store, data) = test_store();
         let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store,
             // Offline is announced at once, so tests read it instead of waiting out a grace.
             presence_grace: Duration::ZERO,
             // Floods are how these tests load the fan-out; the rate limiter has its own tests.
@@ -47,7 +76,10 @@ impl TestServer {
         };
         configure(&mut config);
         let handle = chatd::start(config).expect("chatd::start on 127.0.0.1:0");
-        TestServer { handle }
+        TestServer {
+            handle,
+            _data: data,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

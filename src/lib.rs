@@ -15,11 +15,13 @@
 //! | [`server`] | `ChatServer`: the directory of users and rooms; login, logout, join, send, presence |
 //! | [`user`] | `User`: one identity, its rooms, its sessions, `last_seen` |
 //! | [`session`] | `Session`: one logged-in device of a user, holding its outbox |
-//! | [`room`] | `Room`: members, recent history, seq counter, and **the only fan-out loop** |
+//! | [`room`] | `Room`: members, recent history, seqs, access, and **the only fan-out loop** |
 //! | [`message`] | `Message`: id, room, seq, sender, body, time |
 //! | [`commands`] | carrying out each client command for one connection |
 //! | [`protocol`] | parsing client lines into typed commands; formatting every server line |
 //! | [`transport`] | accept loop, reader and writer threads, outboxes, capacity from OS limits, abuse limits (per-address cap, rate limit) |
+//! | [`store`] | the `Store` trait; `memory` and `sqlite` (group commit on one writer thread) |
+//! | [`accounts`] | argon2id password hashes; the failed-login throttle |
 //! | [`timers`] | one thread for deferred work: presence grace, typing expiry |
 //! | [`client_ids`], [`typing`] | idempotent-send window; typing indicator rules |
 //! | [`config`], [`stats`] | tunables; counters |
@@ -32,7 +34,10 @@
 //! - `chatd-r<id>` (reader, one per connection): reads a line, parses it, carries it out by
 //!   calling into `ChatServer`/`Room`. All state changes happen on reader threads.
 //! - `chatd-w<id>` (writer, one per connection): drains the connection's queue into its
-//!   socket, batching whatever is queued into one write.
+//!   socket, batching whatever is queued into one write; parks at once when idle
+//!   (`transport::doorbell`).
+//! - `chatd-store` (SQLite only): commits every queued write as one transaction, then
+//!   resolves the writes' tickets; posters wait on their ticket, outside every room lock.
 //! - `chatd-timers`: sleeps until the next due item (an offline announcement after the
 //!   presence grace period, a typing expiry), re-checks it against current state, acts.
 //!
@@ -40,20 +45,23 @@
 //! [`Config::channel_capacity`], default 1,024). Senders: any reader thread, via fan-out
 //! (`try_send`, never blocks) or its own replies (`send_timeout`, outside all locks).
 //! Receiver: that connection's writer. A full channel marks a slow consumer, which is
-//! disconnected; nobody ever waits for another connection's socket. One more bounded
-//! channel feeds `chatd-timers` (capacity 65,536; `try_send`, and a full schedule means the
-//! item is done at once instead).
+//! disconnected; nobody ever waits for another connection's socket. One bounded channel
+//! feeds `chatd-timers` (capacity 65,536; `try_send`, and a full schedule means the item is
+//! done at once instead), and one feeds `chatd-store` (16,384 writes; `send`, the one wait a
+//! room's lock may see: backpressure from the disk, and the store never takes a room lock).
 //!
 //! Locks (`parking_lot`), in the only order in which they may be nested:
 //! 1. `User::presence` — one user's presence transitions (never two users' at once)
 //! 2. `User::client_ids` — one user's recent client message ids
-//! 3. `Room::state` — members, recent log, seq, read positions, typing (never two rooms)
+//! 3. `Room::state` — members, recent log, seqs, pending posts, reads, typing, access
+//!    (never two rooms)
 //! 4. `User::state` — sessions, room set, presence as shown (never two users at once)
 //! 5. `Outbox::closing` — why the connection is closing
 //!
 //! Leaf locks, never held while taking another: `ChatServer`'s user and room maps, the
-//! listener's connection registry and live count, and the per-address connection counts
-//! (`transport::limits::AddressTable`). No lock is ever held across socket I/O.
+//! listener's connection registry and live count, the per-address connection counts
+//! (`transport::limits::AddressTable`), the SQLite read-connection pool, the login throttle,
+//! each store `Ticket`. No lock is ever held across socket I/O.
 
 pub mod accounts;
 pub mod client_ids;

@@ -4,7 +4,7 @@
 //!
 //! 1. [`Room::publish`] assigns the next seq and queues the message for the store, in seq
 //!    order. The poster then waits (outside the lock) until the store says it is durable.
-//! 2. [`Room::settle`] (run by whichever poster gets there first) takes the messages at the
+//! 2. `Room::settle` (run by whichever poster gets there first) takes the messages at the
 //!    front of the queue that are durable, in seq order, and fans each out: the poster's
 //!    `OK SEND`, then the `MSG` line (encoded once, shared) to every session of every member.
 //!

@@ -253,6 +253,8 @@ impl Connection {
             ("slow_consumers", Stats::get(&stats.slow_consumers)),
             ("shed", Stats::get(&stats.shed)),
             ("refused", Stats::get(&stats.refused)),
+            ("rate_limited", Stats::get(&stats.rate_limited)),
+            ("flooding", Stats::get(&stats.flooding)),
         ];
         self.reply(reply::ok_stats(label, &fields));
     }

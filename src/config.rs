@@ -15,6 +15,11 @@ pub struct Config {
     /// Refuse names without an account (a password). Off by default, so anyone can try the
     /// server with `nc` and a name.
     pub require_account: bool,
+    /// Rooms (not counting direct conversations) one user may be in; JOIN past it gets
+    /// `ERR too-many-rooms`.
+    pub max_rooms_per_user: usize,
+    /// Members one room may have; JOIN past it gets `ERR room-full`.
+    pub max_members_per_room: usize,
     /// Sessions beyond this are refused with `ERR server-full`. `None`: the ceiling computed
     /// from the OS limits at start-up (see `transport::capacity`).
     pub max_sessions: Option<usize>,
@@ -93,6 +98,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             store: StoreConfig::Memory,
             require_account: false,
+            max_rooms_per_user: 200,
+            max_members_per_room: 5_000,
             max_sessions: None,
             channel_capacity: 1024,
             recent_per_room: 1000,

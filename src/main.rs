@@ -32,6 +32,12 @@ struct Flags {
     /// `LOGIN <name> password=<password>` (or REGISTER once logged in).
     #[arg(long)]
     require_account: bool,
+    /// Rooms one user may be in (direct conversations not counted).
+    #[arg(long, default_value_t = 200)]
+    max_rooms_per_user: usize,
+    /// Members one room may have.
+    #[arg(long, default_value_t = 5000)]
+    max_members_per_room: usize,
     /// Delete stored messages older than this many days (default: keep forever).
     #[arg(long)]
     retention_days: Option<u64>,
@@ -155,6 +161,8 @@ fn main() -> anyhow::Result<()> {
         listen: flags.listen,
         store,
         require_account: flags.require_account,
+        max_rooms_per_user: flags.max_rooms_per_user,
+        max_members_per_room: flags.max_members_per_room,
         max_sessions: flags.max_sessions,
         channel_capacity: flags.channel_capacity as usize,
         recent_per_room: flags.recent,

@@ -106,6 +106,12 @@ pub struct MemberStatus {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
+/// The size limits a JOIN must respect.
+pub struct JoinLimits {
+    pub max_members: usize,
+    pub max_rooms: usize,
+}
+
 /// How a room starts: new, or as it was stored.
 pub struct RoomSetup {
     pub name: Arc<str>,
@@ -205,7 +211,12 @@ impl Room {
     /// all under the lock so the OK precedes every message settled after the join. An
     /// invite-only room admits only the invited (checked here, under the lock, so it cannot
     /// change between the check and the join).
-    pub fn join(&self, session: &Session, label: Option<&str>) -> Result<(), ClientError> {
+    pub fn join(
+        &self,
+        session: &Session,
+        limits: &JoinLimits,
+        label: Option<&str>,
+    ) -> Result<(), ClientError> {
         let user = &session.user;
         let mut state = self.state.lock();
         if !may_see(self.kind, &state, &user.name) {
@@ -213,6 +224,24 @@ impl Room {
         }
         let seq = state.settled;
         if !state.members.contains_key(&user.name) {
+            if state.members.len() >= limits.max_members {
+                return Err(ClientError::new(
+                    ErrorCode::RoomFull,
+                    format!(
+                        "{} has its maximum of {} members",
+                        self.name, limits.max_members
+                    ),
+                ));
+            }
+            if user.public_room_count() >= limits.max_rooms {
+                return Err(ClientError::new(
+                    ErrorCode::TooManyRooms,
+                    format!(
+                        "you are in the maximum of {} rooms; LEAVE one first",
+                        limits.max_rooms
+                    ),
+                ));
+            }
             self.introduce(&state, user);
             self.add_member(&mut state, user);
             let joined = Line::at(reply::joined(&self.name, &user.name), &self.name, seq);

@@ -19,7 +19,7 @@ use crate::message::Message;
 use crate::protocol::name::{dm_room_name, is_dm_room};
 use crate::protocol::Password;
 use crate::protocol::{reply, ClientError, ErrorCode};
-use crate::room::{Access, HistoryPage, MemberStatus, Room, RoomKind, RoomSetup};
+use crate::room::{Access, HistoryPage, JoinLimits, MemberStatus, Room, RoomKind, RoomSetup};
 use crate::session::Session;
 use crate::stats::Stats;
 use crate::store::memory::MemoryStore;
@@ -450,7 +450,11 @@ impl ChatServer {
         } else {
             self.room_or_create(room_name, RoomKind::Public, Some(&session.user.name))
         };
-        room.join(session, label)
+        let limits = JoinLimits {
+            max_members: self.config.max_members_per_room,
+            max_rooms: self.config.max_rooms_per_user,
+        };
+        room.join(session, &limits, label)
     }
 
     pub fn leave(

@@ -20,6 +20,10 @@ pub struct Stats {
     pub shed: AtomicU64,
     /// Connections turned away: over capacity, or a thread could not be started.
     pub refused: AtomicU64,
+    /// Commands refused with `ERR rate-limited`.
+    pub rate_limited: AtomicU64,
+    /// Sessions disconnected with `BYE flooding`.
+    pub flooding: AtomicU64,
 }
 
 impl Stats {

@@ -12,6 +12,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::client_ids::ClientIds;
 use crate::config::Config;
+use crate::protocol::name::is_dm_room;
 use crate::session::Session;
 use crate::transport::outbox::{CloseReason, Line};
 
@@ -227,6 +228,12 @@ impl User {
 
     pub fn set_share_receipts(&self, share: bool) {
         self.state.lock().share_receipts = share;
+    }
+
+    /// Rooms the user is in, not counting direct conversations.
+    pub fn public_room_count(&self) -> usize {
+        let state = self.state.lock();
+        state.rooms.iter().filter(|room| !is_dm_room(room)).count()
     }
 
     /// Whether the user is in any of `rooms`.

@@ -600,3 +600,37 @@ fn a_rate_limit_that_admits_nothing_is_refused_at_start() {
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
     }
 }
+
+/// A user can be in at most `max_rooms_per_user` rooms (direct conversations not counted);
+/// leaving one makes room for another.
+#[test]
+fn rooms_per_user_are_capped() {
+    let server = support::TestServer::with(|config| config.max_rooms_per_user = 2);
+    let mut alice = server.login("alice");
+    let _bob = server.login("bob");
+    alice.join("one");
+    alice.join("two");
+    alice.send("DM bob a direct conversation does not count");
+    alice.expect_prefix("OK DM bob ");
+    alice.expect_msg();
+    alice.send("JOIN three");
+    alice.expect("ERR too-many-rooms :you are in the maximum of 2 rooms; LEAVE one first");
+    alice.send("LEAVE one");
+    alice.expect("OK LEAVE one");
+    alice.join("three");
+}
+
+/// A room can have at most `max_members_per_room` members; members rejoining are not refused.
+#[test]
+fn members_per_room_are_capped() {
+    let server = support::TestServer::with(|config| config.max_members_per_room = 2);
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    let mut carol = server.login("carol");
+    alice.join("small");
+    bob.join("small");
+    carol.send("JOIN small");
+    carol.expect("ERR room-full :small has its maximum of 2 members");
+    bob.send("JOIN small");
+    bob.expect_prefix("OK JOIN small ");
+}

@@ -31,6 +31,10 @@ pub enum ErrorCode {
     BadPassword,
     /// The server requires an account (`--require-account`) and the name has none.
     AccountRequired,
+    /// JOIN would put the user in more rooms than `--max-rooms-per-user`.
+    TooManyRooms,
+    /// JOIN would give the room more members than `--max-members-per-room`.
+    RoomFull,
     /// The store could not write (disk full, file unwritable): the message was not sent.
     StoreFailed,
 }
@@ -55,6 +59,8 @@ impl ErrorCode {
             ErrorCode::NotPermitted => "not-permitted",
             ErrorCode::ServerFull => "server-full",
             ErrorCode::StoreFailed => "store-failed",
+            ErrorCode::TooManyRooms => "too-many-rooms",
+            ErrorCode::RoomFull => "room-full",
             ErrorCode::BadPassword => "bad-password",
             ErrorCode::AccountRequired => "account-required",
             ErrorCode::TooManyConnections => "too-many-connections",

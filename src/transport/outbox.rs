@@ -280,6 +280,10 @@ impl Outbox {
         self.socket.peer_addr().ok().map(|addr| addr.ip())
     }
 
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.len()
     }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::commands::Connection;
 use crate::protocol::{parse_request, reply, ClientError, Command, ErrorCode};
 use crate::server::ChatServer;
+use crate::stats::Stats;
 use crate::transport::limits::{Admission, CommandLimiter};
 use crate::transport::outbox::{CloseReason, Outbox};
 
@@ -129,11 +130,13 @@ fn charge(
     match limiter.admit(Instant::now()) {
         Admission::Allowed => true,
         Admission::Refused { retry_in } => {
+            Stats::add(&outbox.stats().rate_limited, 1);
             let text = format!("retry in {}ms", retry_in.as_millis());
             connection.reply_error(label, &ClientError::new(ErrorCode::RateLimited, text));
             false
         }
         Admission::Flooding => {
+            Stats::add(&outbox.stats().flooding, 1);
             outbox.close(CloseReason::Flooding);
             false
         }

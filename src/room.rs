@@ -244,14 +244,14 @@ impl Room {
             }
             self.introduce(&state, user);
             self.add_member(&mut state, user);
-            let joined = Line::at(reply::joined(&self.name, &user.name), &self.name, seq);
+            let joined = Line::start(reply::joined(&self.name, &user.name), &self.name, seq);
             for member in state.members.values() {
                 member.deliver_except(&joined, Some(session.id));
             }
         }
         let members = state.members.len();
         let ok = reply::ok_join(label, &self.name, seq, &self.epoch, members);
-        session.deliver(&Line::at(ok, &self.name, seq));
+        session.deliver(&Line::start(ok, &self.name, seq));
         Ok(())
     }
 

@@ -144,6 +144,7 @@ impl ChatServer {
             .map(|room| Cursor {
                 room: room.name,
                 seq: room.seq,
+                start: true,
             })
             .collect();
         let _presence = user.lock_presence();

@@ -213,7 +213,7 @@ fn a_replaced_session_does_not_act_on_a_half_sent_line() {
 fn ok_login_means_the_session_gets_every_later_event() {
     // Here another device of alice joins a room right after the OK; a miss is a race, hence
     // the rounds.
-    let server = TestServer::start();
+    let server = TestServer::with(|config| config.max_rooms_per_user = 2000);
     let mut laptop = server.login_device("alice", "laptop");
     for round in 0..2000 {
         let mut phone = server.connect();

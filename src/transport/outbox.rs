@@ -7,6 +7,8 @@
 //! consumer rather than waited for.
 
 use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +35,9 @@ pub struct Line {
 pub struct Cursor {
     pub room: Arc<str>,
     pub seq: u64,
+    /// A start (at login or join: nothing before `seq` is owed to this session) counts even
+    /// if its line was never written; progress (a MSG, a SYNC replay) only once written.
+    pub start: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,11 +56,22 @@ impl Line {
         Line::build(text, LineKind::Reliable, Box::new([]))
     }
 
-    /// A reliable line that also moves the session's cursor in `room` to `seq`.
+    /// A reliable line that, once written, moves the session's cursor in `room` to `seq`
+    /// (a MSG, a SYNC replay).
     pub fn at(text: String, room: &Arc<str>, seq: u64) -> Arc<Line> {
+        Line::with_cursor(text, room, seq, false)
+    }
+
+    /// A reliable line that starts the session's cursor in `room` at `seq` (OK JOIN, JOINED).
+    pub fn start(text: String, room: &Arc<str>, seq: u64) -> Arc<Line> {
+        Line::with_cursor(text, room, seq, true)
+    }
+
+    fn with_cursor(text: String, room: &Arc<str>, seq: u64, start: bool) -> Arc<Line> {
         let cursor = Cursor {
             room: Arc::clone(room),
             seq,
+            start,
         };
         Line::build(text, LineKind::Reliable, Box::new([cursor]))
     }
@@ -185,6 +201,8 @@ pub struct Outbox {
     soft_mark: usize,
     /// Wakes the writer thread when it sleeps; see `doorbell`.
     pub doorbell: Doorbell,
+    /// Mirrors `closing.is_some()` for fan-out, which checks it on every line without a lock.
+    closed: AtomicBool,
     stats: Arc<Stats>,
 }
 
@@ -203,6 +221,7 @@ impl Outbox {
             closing: Mutex::new(None),
             soft_mark,
             doorbell: Doorbell::default(),
+            closed: AtomicBool::new(false),
             stats,
         }
     }
@@ -210,6 +229,10 @@ impl Outbox {
     /// Queues a line without blocking; called by fan-out while it holds a room's lock.
     /// A full queue closes the connection as a slow consumer. Returns whether it was queued.
     pub fn deliver(&self, line: &Arc<Line>) -> bool {
+        // A closing connection takes nothing more (its writer may already have stopped).
+        if self.closed.load(Relaxed) {
+            return false;
+        }
         if line.kind == LineKind::Ephemeral && self.queue.len() >= self.soft_mark {
             Stats::add(&self.stats.shed, 1);
             return false;
@@ -242,7 +265,7 @@ impl Outbox {
 
     /// Starts closing the connection. Never blocks and never writes: it records the reason,
     /// wakes the writer (which sends the farewell) and shuts the socket's read side so the
-    /// reader thread's blocking `read` returns and it cleans up the session.
+    /// reader thread's blocking `read` returns and it logs the session out at once.
     /// Returns true for the call that actually started the close.
     pub fn close(&self, reason: CloseReason) -> bool {
         {
@@ -252,6 +275,7 @@ impl Outbox {
             }
             *closing = Some(reason);
         }
+        self.closed.store(true, Relaxed);
         // If the queue is full the writer is busy and sees the reason after its current batch.
         let _ = self.queue.try_send(Line::wake());
         self.doorbell.ring();
@@ -259,8 +283,8 @@ impl Outbox {
         true
     }
 
-    /// Shuts the socket both ways: a writer blocked on a peer that stopped reading fails at
-    /// once. For shutdown, after the polite close had its chance.
+    /// Shuts the socket both ways: a blocked write fails at once. For shutdown, after the
+    /// polite close had its chance.
     pub fn abort(&self) {
         self.close(CloseReason::Gone);
         let _ = self.socket.shutdown(Shutdown::Both);

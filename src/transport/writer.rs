@@ -7,7 +7,7 @@
 //! message is never held back waiting for company.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,11 +63,71 @@ pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, socket: Arc<TcpStrea
             }
         }
     };
+    // Lines left unwritten (a slow consumer's queue is dropped): their start cursors still
+    // hold, since nothing before a start was owed to this connection.
+    while let Ok(line) = queue.try_recv() {
+        cursors.note_starts(&line);
+    }
     if let Some(farewell) = reason.farewell(&cursors.written()) {
         let _ = (&*socket).write_all(farewell.as_bytes());
+        linger(&socket, reason);
     }
     let _ = socket.shutdown(Shutdown::Both);
 }
+
+/// How long a closing connection waits for the client to read its farewell and hang up.
+const LINGER: Duration = Duration::from_secs(1);
+/// How often the lingering writer looks again.
+const LINGER_STEP: Duration = Duration::from_millis(10);
+
+/// A lingering close. Closing a socket while input sits unread in its receive queue makes
+/// the kernel answer with a reset, and a reset can destroy the farewell before the client
+/// reads it (a client that was still sending commands when it was cut off, say). So for at
+/// most [`LINGER`] the writer discards whatever input arrives, until the client hangs up.
+/// (`Outbox::close` shut the read side, so these reads never block: they return what is
+/// queued, then 0.)
+///
+/// Only after QUIT does it half-close first, so the client sees EOF at once: the client asked
+/// to leave and sends nothing more. Otherwise the client may still be sending, and data that
+/// arrives after our FIN on a socket whose read side is shut is answered with a reset
+/// (RFC 1122), so the FIN waits for the final close.
+fn linger(socket: &TcpStream, reason: CloseReason) {
+    if reason == CloseReason::Quit {
+        let _ = socket.shutdown(Shutdown::Write);
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut scratch = [0u8; 4096];
+    loop {
+        while matches!((&*socket).read(&mut scratch), Ok(n) if n > 0) {}
+        if peer_hung_up(socket) || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(LINGER_STEP);
+    }
+}
+
+/// Whether the client has closed its side: the connection's TCP state says its FIN arrived.
+fn peer_hung_up(socket: &TcpStream) -> bool {
+    // SAFETY: getsockopt(TCP_INFO) writes at most `len` bytes into `info`, a plain C struct.
+    let state = unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+        let info_ptr = (&mut info as *mut libc::tcp_info).cast::<libc::c_void>();
+        if libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, info_ptr, &mut len) != 0 {
+            return true; // cannot tell: do not hold the connection open
+        }
+        info.tcpi_state
+    };
+    // ESTABLISHED (or, after our FIN, FIN_WAIT1/2) until the client's FIN arrives; then
+    // CLOSE_WAIT (or CLOSING/TIME_WAIT); CLOSE if it reset.
+    !matches!(state, TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2)
+}
+
+/// TCP states from the kernel's `tcp_states.h` (the numbering of `tcp_info.tcpi_state`).
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_FIN_WAIT1: u8 = 4;
+const TCP_FIN_WAIT2: u8 = 5;
 
 /// Per room, the highest seq whose line has been written to the socket. Cursors of a batch
 /// count only once the batch's write succeeded.
@@ -81,6 +141,16 @@ impl Cursors {
     fn take(&mut self, line: &Line, batch: &mut Vec<u8>) {
         batch.extend_from_slice(line.text.as_bytes());
         self.pending.extend(line.cursors.iter().cloned());
+    }
+
+    /// A line that will never be written: only its start cursors count, and only for rooms
+    /// with no progress written.
+    fn note_starts(&mut self, line: &Line) {
+        for cursor in line.cursors.iter().filter(|c| c.start) {
+            self.written
+                .entry(Arc::clone(&cursor.room))
+                .or_insert(cursor.seq);
+        }
     }
 
     fn commit(&mut self) {

@@ -481,10 +481,17 @@ fn history_and_sync_read_older_pages_from_the_store() {
     });
     let mut alice = server.login("alice");
     alice.join("general");
-    let sent: Vec<Msg> = (1..=8).map(|i| alice.say("general", &format!("m{i}"))).collect();
+    let sent: Vec<Msg> = (1..=8)
+        .map(|i| alice.say("general", &format!("m{i}")))
+        .collect();
     alice.send("HISTORY general 5 before=7");
     for msg in &sent[1..6] {
-        assert_eq!(alice.expect_msg(), *msg, "seq {} from the store or the log", msg.seq);
+        assert_eq!(
+            alice.expect_msg(),
+            *msg,
+            "seq {} from the store or the log",
+            msg.seq
+        );
     }
     alice.expect_prefix("OK HISTORY general 5 seq=8 ");
     alice.send("SYNC general 1");

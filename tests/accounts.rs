@@ -195,16 +195,7 @@ fn owner_kicks_and_members_cannot_change_access() {
 #[test]
 fn accounts_and_access_are_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let store = chatd::config::StoreConfig::Sqlite(chatd::config::SqliteOptions {
-        path: dir.path().join("chatd.db"),
-        sync: chatd::config::SyncMode::Normal,
-        retention: chatd::config::Retention {
-            client_id_ttl: std::time::Duration::from_secs(3600),
-            interval: std::time::Duration::from_secs(3600),
-            ..Default::default()
-        },
-        max_pages: None,
-    });
+    let store = support::sqlite_store(dir.path().join("chatd.db"), None);
     let first = TestServer::with(|config| config.store = store.clone());
     let mut alice = first.connect();
     alice.send("LOGIN alice password=pw1");

@@ -15,7 +15,6 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chatd::config::{Retention, SqliteOptions, StoreConfig, SyncMode};
 use support::{Client, Msg, TestServer};
 
 /// A `chatd` process serving a database file.
@@ -417,17 +416,8 @@ fn refuses_an_unwritable_location() {
 fn full_disk_refuses_sends_honestly() {
     let (_dir, data) = temp_db();
     let server = TestServer::with(|config| {
-        config.store = StoreConfig::Sqlite(SqliteOptions {
-            path: data.clone(),
-            sync: SyncMode::Normal,
-            retention: Retention {
-                client_id_ttl: Duration::from_secs(3600),
-                interval: Duration::from_secs(3600),
-                ..Retention::default()
-            },
-            // A few pages: the schema fits, a few dozen 2 KiB messages do not.
-            max_pages: Some(24),
-        });
+        // A few pages: the schema fits, a few dozen 2 KiB messages do not.
+        config.store = support::sqlite_store(data.clone(), Some(24));
         config.rate_limit = None;
     });
     let mut alice = server.login("alice");
@@ -468,16 +458,7 @@ fn history_and_sync_read_older_pages_from_the_store() {
     let (_dir, data) = temp_db();
     let server = TestServer::with(|config| {
         config.recent_per_room = 3;
-        config.store = StoreConfig::Sqlite(SqliteOptions {
-            path: data.clone(),
-            sync: SyncMode::Normal,
-            retention: Retention {
-                client_id_ttl: Duration::from_secs(3600),
-                interval: Duration::from_secs(3600),
-                ..Retention::default()
-            },
-            max_pages: None,
-        });
+        config.store = support::sqlite_store(data.clone(), None);
     });
     let mut alice = server.login("alice");
     alice.join("general");

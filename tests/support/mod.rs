@@ -38,21 +38,27 @@ fn test_store() -> (StoreConfig, Option<tempfile::TempDir>) {
         Ok("memory") => (StoreConfig::Memory, None),
         Ok("sqlite") | Err(_) => {
             let dir = tempfile::tempdir().expect("temp dir for the test database");
-            let store = StoreConfig::Sqlite(SqliteOptions {
-                path: dir.path().join("chatd.db"),
-                // Tests check behaviour, not power-loss durability (tests/store.rs does).
-                sync: SyncMode::Normal,
-                retention: Retention {
-                    client_id_ttl: Duration::from_secs(24 * 3600),
-                    interval: Duration::from_secs(3600),
-                    ..Retention::default()
-                },
-                max_pages: None,
-            });
+            let store = sqlite_store(dir.path().join("chatd.db"), None);
             (store, Some(dir))
         }
         Ok(other) => panic!("CHATD_TEST_STORE={other}: expected memory or sqlite"),
     }
+}
+
+/// An SQLite store at `path`, as tests use it: `--sync normal` (tests check behaviour, not
+/// power-loss durability; tests/store.rs runs the binary with the default), no retention,
+/// and optionally a size cap in pages (to make the disk "full").
+pub fn sqlite_store(path: std::path::PathBuf, max_pages: Option<u64>) -> StoreConfig {
+    StoreConfig::Sqlite(SqliteOptions {
+        path,
+        sync: SyncMode::Normal,
+        retention: Retention {
+            client_id_ttl: Duration::from_secs(24 * 3600),
+            interval: Duration::from_secs(3600),
+            ..Retention::default()
+        },
+        max_pages,
+    })
 }
 
 impl TestServer {

@@ -290,6 +290,12 @@ impl Outbox {
         let _ = self.socket.shutdown(Shutdown::Both);
     }
 
+    /// Whether the connection is closing, without taking the lock (the writer asks once per
+    /// batch).
+    pub fn is_closing(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
     pub fn closing(&self) -> Option<CloseReason> {
         *self.closing.lock()
     }

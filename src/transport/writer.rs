@@ -44,7 +44,7 @@ pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, socket: Arc<TcpStrea
                 Err(_) => break,
             }
         }
-        if !outbox.keeps_writing() {
+        if outbox.is_closing() && !outbox.keeps_writing() {
             break outbox.closing().unwrap_or(CloseReason::Gone);
         }
         // Blocks while the peer's receive window is full, at most the socket's write timeout.
@@ -57,10 +57,8 @@ pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, socket: Arc<TcpStrea
         if batch.capacity() > MAX_BATCH {
             batch = Vec::new();
         }
-        if let Some(reason) = outbox.closing() {
-            if queue.is_empty() {
-                break reason;
-            }
+        if outbox.is_closing() && queue.is_empty() {
+            break outbox.closing().unwrap_or(CloseReason::Gone);
         }
     };
     // Lines left unwritten (a slow consumer's queue is dropped): their start cursors still
@@ -138,9 +136,19 @@ struct Cursors {
 }
 
 impl Cursors {
+    /// Adds a line to the batch. This runs once per delivered line, so consecutive cursors of
+    /// one room (a burst of one room's messages) collapse into one entry by a pointer
+    /// comparison, rather than costing a hash-map update each.
     fn take(&mut self, line: &Line, batch: &mut Vec<u8>) {
         batch.extend_from_slice(line.text.as_bytes());
-        self.pending.extend(line.cursors.iter().cloned());
+        for cursor in line.cursors.iter() {
+            match self.pending.last_mut() {
+                Some(last) if Arc::ptr_eq(&last.room, &cursor.room) => {
+                    last.seq = last.seq.max(cursor.seq);
+                }
+                _ => self.pending.push(cursor.clone()),
+            }
+        }
     }
 
     /// A line that will never be written: only its start cursors count, and only for rooms

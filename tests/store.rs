@@ -106,6 +106,16 @@ impl Chatd {
     }
 }
 
+/// A test that fails half-way must not leave its server running.
+impl Drop for Chatd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# A/B comparison of chatd binaries: alternates them, ROUNDS times, on one fan-out scenario, so
+# both see the same machine (two cores are noisy: compare medians and ratios from one run).
+#
+#   bench/ab.sh /tmp/chatd-before target/release/chatd
+#   MEMBERS=1000 ROUNDS=5 bench/ab.sh A B
+#
+# Each run starts the binary on 127.0.0.1 (memory store, no rate limit), runs
+# `chatd-bench fanout --members $MEMBERS --senders 10` for $DURATION seconds, stops it.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$ROOT/target/release/chatd-bench
+MEMBERS=${MEMBERS:-100}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-3}
+PORT=${PORT:-17900}
+[[ $# -ge 2 ]] || { echo "usage: $0 BINARY BINARY..." >&2; exit 2; }
+cargo build --release --quiet -p chatd-bench --manifest-path "$ROOT/Cargo.toml"
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+for round in $(seq 1 "$ROUNDS"); do
+    for binary in "$@"; do
+        "$binary" --listen "127.0.0.1:$PORT" --store memory --no-rate-limit 2>/dev/null &
+        pid=$!
+        sleep 0.5
+        "$BENCH" --addr "127.0.0.1:$PORT" --server-pid "$pid" --duration "$DURATION" --warmup 1 \
+            --json fanout --members "$MEMBERS" --senders 10 >"$OUT/run.json" || true
+        kill "$pid"
+        wait "$pid" 2>/dev/null || true
+        python3 - "$binary" "$round" "$OUT/run.json" <<'PY'
+import json, sys
+binary, round_, path = sys.argv[1:]
+d = json.load(open(path)); t = d["traffic"]; s = d["server"]
+print(f"{binary} round {round_}: {t['deliveries_per_s'] / 1e6:.2f}M deliveries/s, "
+      f"p99 {t['latency']['p99_ms']:.1f} ms, lost {t['lost']}, "
+      f"server CPU {s['cpu_pct']:.0f}%, {s['cpu_us_per_delivery']:.3f} us/delivery")
+PY
+    done
+done

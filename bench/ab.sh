@@ -24,7 +24,7 @@ for round in $(seq 1 "$ROUNDS"); do
         pid=$!
         sleep 0.5
         "$BENCH" --addr "127.0.0.1:$PORT" --server-pid "$pid" --duration "$DURATION" --warmup 1 \
-            --json fanout --members "$MEMBERS" --senders 10 >"$OUT/run.json" || true
+            --json fanout --members "$MEMBERS" --senders 10 >"$OUT/run.json" 2>/dev/null || true
         kill "$pid"
         wait "$pid" 2>/dev/null || true
         python3 - "$binary" "$round" "$OUT/run.json" <<'PY'

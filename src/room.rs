@@ -29,6 +29,7 @@ use crate::protocol::{reply, ClientError, ErrorCode};
 use crate::session::Session;
 use crate::stats::Stats;
 use crate::store::{Store, Ticket, Write};
+use crate::transport::doorbell::WakeBatch;
 use crate::transport::outbox::{Line, Outbox};
 use crate::typing::Typing;
 use crate::user::User;
@@ -423,6 +424,9 @@ impl Room {
     ) -> Result<Arc<Message>, ClientError> {
         let ticket = Ticket::new();
         let message = {
+            // Declared before the lock, so dropped after it: writers woken by this fan-out
+            // are unparked once the lock is released.
+            let _wakes = WakeBatch::start();
             let mut state = self.state.lock();
             if !state.members.contains_key(&session.user.name) {
                 return Err(not_member(&self.name));
@@ -455,6 +459,7 @@ impl Room {
             message
         };
         if let Err(e) = ticket.wait() {
+            let _wakes = WakeBatch::start();
             self.settle(&mut self.state.lock());
             return Err(ClientError::new(
                 ErrorCode::StoreFailed,
@@ -462,6 +467,7 @@ impl Room {
             ));
         }
         if self.store.is_durable() {
+            let _wakes = WakeBatch::start();
             self.settle(&mut self.state.lock());
         }
         Ok(message)

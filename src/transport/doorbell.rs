@@ -10,11 +10,51 @@
 //! Producers pay one atomic load per line; only a line for a sleeping writer costs an
 //! `unpark` (a futex wake).
 
+use std::cell::RefCell;
 use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::OnceLock;
 use std::thread::{self, Thread};
 
 use crossbeam_channel::{Receiver, TryRecvError};
+
+thread_local! {
+    /// Wake-ups held back while this thread holds a room's lock (see [`WakeBatch`]).
+    static DEFERRED: RefCell<Option<Vec<Thread>>> = const { RefCell::new(None) };
+}
+
+/// Holds back the wake-ups of sleeping writers that this thread rings, and performs them
+/// when dropped. Fan-out creates one before it takes a room's lock, so the futex wakes of a
+/// thousand sleeping writers happen after the lock is released, not while every other poster
+/// of the room waits for it.
+pub struct WakeBatch {
+    outer: bool,
+}
+
+impl WakeBatch {
+    pub fn start() -> WakeBatch {
+        let outer = DEFERRED.with(|deferred| {
+            let mut deferred = deferred.borrow_mut();
+            let outer = deferred.is_none();
+            if outer {
+                *deferred = Some(Vec::new());
+            }
+            outer
+        });
+        WakeBatch { outer }
+    }
+}
+
+impl Drop for WakeBatch {
+    fn drop(&mut self) {
+        if !self.outer {
+            return;
+        }
+        let wakes = DEFERRED.with(|deferred| deferred.borrow_mut().take());
+        for writer in wakes.into_iter().flatten() {
+            writer.unpark();
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Doorbell {
@@ -40,7 +80,10 @@ impl Doorbell {
         fence(SeqCst);
         if self.sleeping.load(SeqCst) && self.sleeping.swap(false, SeqCst) {
             if let Some(writer) = self.writer.get() {
-                writer.unpark();
+                DEFERRED.with(|deferred| match deferred.borrow_mut().as_mut() {
+                    Some(wakes) => wakes.push(writer.clone()),
+                    None => writer.unpark(),
+                });
             }
         }
     }

@@ -8,7 +8,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use chatd::config::StoreConfig;
@@ -647,8 +646,8 @@ fn a_slow_consumer_that_kept_posting_gets_its_bye() {
         cut,
         "{MAX_MESSAGES} messages never overflowed an 8-slot queue"
     );
-    // A moment for the server to finish with carol's connection before she reads.
-    thread::sleep(Duration::from_millis(500));
+    // She reads only now: what was written, the BYE, then EOF (read_until_closed waits, with
+    // its deadline, for the server to finish with the connection).
     let lines = carol.read_until_closed();
     let last = lines.last().map_or("(nothing)", String::as_str);
     assert!(

@@ -313,8 +313,4 @@ impl Outbox {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
-
-    pub fn queued(&self) -> usize {
-        self.queue.len()
-    }
 }

@@ -25,6 +25,11 @@ struct Typist {
     /// What the other members were last told.
     shown: bool,
     last_forwarded: Instant,
+    /// When the check already scheduled for this typist is due. A refresh (every few seconds
+    /// while someone types) would otherwise schedule one more timer entry each time; with
+    /// this, a typist has at most one pending check that is not earlier than needed, and that
+    /// check schedules the next.
+    check_at: Option<Instant>,
 }
 
 /// What the room must do after a change.
@@ -32,7 +37,8 @@ struct Typist {
 pub struct Outcome {
     /// Tell the other members now: `Some(true)` typing, `Some(false)` stopped.
     pub forward: Option<bool>,
-    /// Look again (`reconcile`) at this time: an expiry or a held-back event is due.
+    /// Schedule a check (`reconcile`) at this time: an expiry or a held-back event is due.
+    /// `None` also when a check due no later is already scheduled.
     pub recheck_at: Option<Instant>,
 }
 
@@ -55,20 +61,29 @@ impl Typing {
                         until,
                         shown: false,
                         last_forwarded: now - FORWARD_INTERVAL,
+                        check_at: None,
                     },
                 );
             }
             None => return Outcome::default(),
         }
-        self.reconcile(user, now)
+        self.bring_up_to_date(user, now, false)
     }
 
-    /// Brings what the others were told in line with the typist's state, as far as the rate
-    /// limit allows. Idempotent: calling it early or twice does no harm.
+    /// A scheduled check is due: brings what the others were told in line with the typist's
+    /// state, as far as the rate limit allows. Idempotent: calling it early or twice does no
+    /// harm.
     pub fn reconcile(&mut self, user: &str, now: Instant) -> Outcome {
+        self.bring_up_to_date(user, now, true)
+    }
+
+    fn bring_up_to_date(&mut self, user: &str, now: Instant, check_due: bool) -> Outcome {
         let Some(typist) = self.typists.get_mut(user) else {
             return Outcome::default();
         };
+        if check_due {
+            typist.check_at = None;
+        }
         if typist.until.is_some_and(|until| until <= now) {
             typist.until = None;
         }
@@ -89,7 +104,15 @@ impl Typing {
             if let Some(until) = typist.until {
                 outcome.recheck_at = Some(outcome.recheck_at.map_or(until, |at| at.min(until)));
             }
-        } else if !typing {
+        }
+        if let Some(at) = outcome.recheck_at {
+            if typist.check_at.is_some_and(|pending| pending <= at) {
+                outcome.recheck_at = None; // the pending check comes first and reschedules
+            } else {
+                typist.check_at = Some(at);
+            }
+        }
+        if !typist.shown && !typing {
             self.typists.remove(user);
         }
         outcome
@@ -134,11 +157,16 @@ mod tests {
         typing.update(&alice, true, t0, TTL);
         let outcome = typing.update(&alice, true, t0 + ms(3000), TTL);
         assert_eq!(outcome.forward, None);
-        assert_eq!(outcome.recheck_at, Some(t0 + ms(3000) + TTL));
         assert_eq!(
-            typing.reconcile("alice", t0 + TTL).forward,
-            None,
-            "refreshed"
+            outcome.recheck_at, None,
+            "the check at the old expiry is pending"
+        );
+        let due = typing.reconcile("alice", t0 + TTL);
+        assert_eq!(due.forward, None, "refreshed");
+        assert_eq!(
+            due.recheck_at,
+            Some(t0 + ms(3000) + TTL),
+            "the check moves on"
         );
     }
 
@@ -159,6 +187,19 @@ mod tests {
             typing.reconcile("alice", t0 + FORWARD_INTERVAL).forward,
             Some(false)
         );
+    }
+
+    #[test]
+    fn refreshes_keep_one_check_pending() {
+        let (t0, alice) = (Instant::now(), Arc::from("alice"));
+        let mut typing = Typing::default();
+        let scheduled = (0..100)
+            .filter(|i| {
+                let now = t0 + ms(i * 50);
+                typing.update(&alice, true, now, TTL).recheck_at.is_some()
+            })
+            .count();
+        assert_eq!(scheduled, 1, "100 refreshes, one timer entry");
     }
 
     #[test]

@@ -8,11 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::delivery::outbox::{CloseReason, Outbox};
 use crate::protocol::{reply, ClientError, Command, ErrorCode, Password, Request, Setting};
 use crate::server::{ChatServer, Target};
 use crate::session::Session;
 use crate::stats::Stats;
-use crate::transport::outbox::{CloseReason, Outbox};
 
 /// One connection as its reader thread sees it.
 pub struct Connection {

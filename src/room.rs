@@ -24,23 +24,16 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
+use crate::delivery::doorbell::WakeBatch;
+use crate::delivery::{Line, Outbox};
 use crate::message::Message;
 use crate::protocol::{reply, ClientError, ErrorCode};
+pub use crate::room_name::RoomKind;
 use crate::session::Session;
 use crate::stats::Stats;
 use crate::store::{Store, Ticket, Write};
-use crate::transport::doorbell::WakeBatch;
-use crate::transport::outbox::{Line, Outbox};
 use crate::typing::Typing;
 use crate::user::User;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoomKind {
-    /// Anyone may join, list its members and see that it exists.
-    Public,
-    /// A direct conversation: exactly two members, invisible to everyone else.
-    Direct,
-}
 
 pub struct Room {
     pub name: Arc<str>,

@@ -15,18 +15,19 @@ use crate::accounts::{hash_password, verify_password, LoginThrottle};
 use crate::client_ids::Published;
 use crate::config::Config;
 use crate::config::StoreConfig;
+use crate::delivery::{CloseReason, Cursor, Line, Outbox};
 use crate::message::Message;
-use crate::protocol::name::{dm_room_name, is_dm_room};
 use crate::protocol::Password;
 use crate::protocol::{reply, ClientError, ErrorCode};
-use crate::room::{Access, HistoryPage, JoinLimits, MemberStatus, Room, RoomKind, RoomSetup};
+use crate::room::{Access, HistoryPage, JoinLimits, MemberStatus, Room, RoomSetup};
+use crate::room_name::RoomKind;
+use crate::room_name::{dm_room_name, is_dm_room};
 use crate::session::Session;
 use crate::stats::Stats;
 use crate::store::memory::MemoryStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, Write};
 use crate::timers::{Due, Task, Timers};
-use crate::transport::outbox::{CloseReason, Cursor, Line, Outbox};
 use crate::user::{Departure, User};
 
 pub struct ChatServer {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::transport::outbox::{Line, Outbox};
+use crate::delivery::{Line, Outbox};
 use crate::user::User;
 
 pub struct Session {

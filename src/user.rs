@@ -12,9 +12,9 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::client_ids::ClientIds;
 use crate::config::Config;
-use crate::protocol::name::is_dm_room;
+use crate::delivery::{CloseReason, Line};
+use crate::room_name::is_dm_room;
 use crate::session::Session;
-use crate::transport::outbox::{CloseReason, Line};
 
 pub struct User {
     /// Lower-cased, validated; the user's key everywhere.

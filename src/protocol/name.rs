@@ -2,13 +2,13 @@
 //!
 //! A name is 1-32 characters of `[A-Za-z0-9._-]`. Names are case-insensitive: the server
 //! lower-cases them on the way in, so `Alice` and `alice` are one person and nobody can
-//! impersonate someone by changing case. A direct-message room is named `dm:<a>:<b>` with the
-//! two user names sorted; `:` cannot appear in a plain name, so the two kinds never collide.
+//! impersonate someone by changing case. Direct-message room names (`dm:<a>:<b>`) are defined
+//! in [`crate::room_name`].
 
 use super::error::{ClientError, ErrorCode};
+use crate::room_name::DM_PREFIX;
 
 pub const MAX_NAME_LEN: usize = 32;
-const DM_PREFIX: &str = "dm:";
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
@@ -39,16 +39,6 @@ pub fn parse_room(raw: &str) -> Result<String, ClientError> {
         return Err(invalid(raw, "direct-message room"));
     }
     parse_name(raw, "room")
-}
-
-/// The canonical name of the direct-message room between two (distinct) users.
-pub fn dm_room_name(a: &str, b: &str) -> String {
-    let (first, second) = if a <= b { (a, b) } else { (b, a) };
-    format!("{DM_PREFIX}{first}:{second}")
-}
-
-pub fn is_dm_room(name: &str) -> bool {
-    name.starts_with(DM_PREFIX)
 }
 
 fn invalid(raw: &str, what: &str) -> ClientError {
@@ -92,7 +82,6 @@ mod tests {
 
     #[test]
     fn dm_rooms_are_canonical() {
-        assert_eq!(dm_room_name("bob", "alice"), "dm:alice:bob");
         assert_eq!(parse_room("DM:Alice:Bob").unwrap(), "dm:alice:bob");
         assert!(parse_room("dm:bob:alice").is_err(), "unsorted names");
         assert!(parse_room("dm:alice:alice").is_err());

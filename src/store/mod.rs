@@ -22,7 +22,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::client_ids::Published;
 use crate::message::Message;
-use crate::room::RoomKind;
+use crate::room_name::RoomKind;
 
 /// A store operation failed: the disk is full, the file is unwritable or damaged, the schema
 /// is from a newer chatd.

@@ -22,8 +22,7 @@ use uuid::Uuid;
 use super::{Snapshot, Store, StoreError, StoredRoom, StoredUser, Ticket, Write};
 use crate::client_ids::Published;
 use crate::message::Message;
-use crate::protocol::name::is_dm_room;
-use crate::room::RoomKind;
+use crate::room_name::{dm_peer, RoomKind};
 
 /// The schema version this build writes. A database with a higher version was written by a
 /// newer chatd and is refused rather than risk damaging it.
@@ -379,10 +378,7 @@ impl Store for SqliteStore {
                 |row| {
                     let room: String = row.get(0)?;
                     let id: Vec<u8> = row.get(2)?;
-                    let to = is_dm_room(&room).then(|| {
-                        let other = room[3..].split(':').find(|name| *name != user);
-                        Arc::from(other.unwrap_or(user))
-                    });
+                    let to = dm_peer(&room, user).map(Arc::from);
                     Ok(Published {
                         room: Arc::from(room),
                         seq: row.get::<_, i64>(1)? as u64,

@@ -19,9 +19,9 @@ use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 use super::capacity;
 use super::limits::{AddressSlot, AddressTable};
-use super::outbox::{CloseReason, Outbox};
 use super::{reader, writer};
 use crate::config::Config;
+use crate::delivery::outbox::{CloseReason, Outbox};
 use crate::server::ChatServer;
 use crate::stats::Stats;
 

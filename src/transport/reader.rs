@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::commands::Connection;
+use crate::delivery::outbox::{CloseReason, Outbox};
 use crate::protocol::{parse_request, reply, ClientError, Command, ErrorCode};
 use crate::server::ChatServer;
 use crate::stats::Stats;
 use crate::transport::limits::{Admission, CommandLimiter};
-use crate::transport::outbox::{CloseReason, Outbox};
 
 pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, socket: Arc<TcpStream>) {
     let config = &server.config;

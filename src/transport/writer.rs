@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::outbox::{CloseReason, Cursor, Line, Outbox};
+use crate::delivery::{CloseReason, Cursor, Line, Outbox};
 
 /// Upper bound of one write. Large enough to carry a burst, small enough that a connection
 /// that once received a burst keeps only this much buffer.

@@ -1,0 +1,10 @@
+//! The domain's delivery endpoint: what rooms and users queue to a session, and how that
+//! session's writer thread is woken. It names no socket type: a transport (TCP today) plugs
+//! in below it, and nothing here imports `transport/`.
+
+pub mod doorbell;
+pub mod line;
+pub mod outbox;
+
+pub use line::{Cursor, Line, LineKind};
+pub use outbox::{CloseReason, Outbox};

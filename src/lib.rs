@@ -10,32 +10,39 @@
 //!
 //! # Layout
 //!
+//! Listed from the top (the binary, sockets) down to the vocabulary everything shares. A module
+//! imports only modules below it: the domain never imports `transport`, and `store` imports
+//! neither the domain nor the protocol.
+//!
 //! | module | role |
 //! |---|---|
-//! | [`server`] | `ChatServer`: the directory of users and rooms; login, logout, join, send, presence |
-//! | [`user`] | `User`: one identity, its rooms, its sessions, `last_seen` |
-//! | [`session`] | `Session`: one logged-in device of a user, holding its outbox |
-//! | [`room`] | `Room`: members, recent history, seqs, access, and **the only fan-out loop** |
-//! | [`message`] | `Message`: id, room, seq, sender, body, time |
-//! | [`commands`] | carrying out each client command for one connection |
-//! | [`protocol`] | parsing client lines into typed commands; formatting every server line |
-//! | [`transport`] | accept loop, reader and writer threads, outboxes, capacity from OS limits, abuse limits (per-address cap, rate limit) |
+//! | `main.rs` | the `chatd` binary: flags (defaults from [`Config::default`]), start, shutdown |
+//! | [`transport`] | sockets and threads: the accept loop, one reader and one writer thread per connection, capacity from OS limits, abuse limits (per-address cap, rate limit) |
+//! | [`cmd`] | carrying out each command: one file per command family, each handler given a reply context |
+//! | [`server`] | `ChatServer`: the directory of users and rooms; presence (sessions arriving and leaving) and accounts beside it |
+//! | [`room`] | `Room`: members, recent history, seqs, access, and [`room`]'s `broadcast`, the one loop over a room's members |
+//! | [`user`], [`session`] | `User`: one person, their rooms and sessions; `Session`: one logged-in device |
+//! | [`delivery`] | what the domain queues to a session: `Line` (a typed event, encoded once per protocol), `Outbox` (the bounded queue, slow-consumer verdict, close), `Reply` (the reply context), `Doorbell` (waking a writer) |
+//! | [`event`] | `Event`: every reply and event the server sends, as typed values |
+//! | [`protocol`] | the chatd line protocol: the verb table and parser (lines in), the encoder (events out) |
 //! | [`store`] | the `Store` trait; `memory` and `sqlite` (group commit on one writer thread) |
-//! | [`accounts`] | argon2id password hashes; the failed-login throttle |
-//! | [`timers`] | one thread for deferred work: presence grace, typing expiry |
-//! | [`client_ids`], [`typing`] | idempotent-send window; typing indicator rules |
-//! | [`config`], [`stats`] | tunables; counters |
+//! | [`accounts`], [`timers`], [`client_ids`], [`typing`] | password hashing and the login throttle; deferred work; the idempotent-send window; typing rules |
+//! | [`message`], [`room_name`], [`config`], [`stats`] | shared vocabulary: messages, room kinds and DM names, tunables, counters |
+//!
+//! docs/design.md ends with "How to extend chatd": the files to touch to add a command, a
+//! transport or a store backend.
 //!
 //! # Concurrency model
 //!
 //! Threads:
 //! - `chatd-accept`: blocks in `accept`; refuses connections over capacity or over their
 //!   address's share without spawning anything; otherwise starts the connection's two threads.
-//! - `chatd-r<id>` (reader, one per connection): reads a line, parses it, carries it out by
-//!   calling into `ChatServer`/`Room`. All state changes happen on reader threads.
+//! - `chatd-r<id>` (reader, one per connection): reads a line, parses it, carries it out
+//!   (`cmd`), calling into `ChatServer`/`Room`. All state changes happen on reader threads.
 //! - `chatd-w<id>` (writer, one per connection): drains the connection's queue into its
-//!   socket, batching whatever is queued into one write; parks at once when idle
-//!   (`transport::doorbell`).
+//!   socket, encoding each line for the connection's protocol (once per line and protocol,
+//!   shared with every other writer) and batching whatever is queued into one write; parks at
+//!   once when idle (`delivery::doorbell`).
 //! - `chatd-store` (SQLite only): commits every queued write as one transaction, then
 //!   resolves the writes' tickets; posters wait on their ticket, outside every room lock.
 //! - `chatd-timers`: sleeps until the next due item (an offline announcement after the
@@ -65,9 +72,10 @@
 
 pub mod accounts;
 pub mod client_ids;
-pub mod commands;
+pub mod cmd;
 pub mod config;
 pub mod delivery;
+pub mod event;
 pub mod message;
 pub mod protocol;
 pub mod room;

@@ -6,28 +6,37 @@
 //!    order. The poster then waits (outside the lock) until the store says it is durable.
 //! 2. `Room::settle` (run by whichever poster gets there first) takes the messages at the
 //!    front of the queue that are durable, in seq order, and fans each out: the poster's
-//!    `OK SEND`, then the `MSG` line (encoded once, shared) to every session of every member.
+//!    `OK SEND`, then one shared `MSG` line to every session of every member.
 //!
-//! Step 2 is the only loop over members and their sessions in chatd. Because it runs under
-//! the lock and in seq order, every session sees a room's messages in seq order, and a member
-//! who joins sees exactly the messages settled after their join. Queueing is a `try_send`
-//! into each session's bounded queue, which never blocks and never touches a socket.
+//! **The seq authority** is this room's lock: `Room::publish` assigns seqs under it, and
+//! `Room::settle` is the single point where a message becomes visible to anyone. An engine
+//! that orders messages elsewhere (a cluster's shared log) would take over the first and feed
+//! the second.
+//!
+//! Every room event (MSG, JOINED, LEFT, TYPING, READ, and the presence a joiner brings)
+//! reaches members through one function, [`broadcast`], always called with the room locked.
+//! Because of that, every session sees a room's events in the order they happened there, and a
+//! member who joins sees exactly the messages settled after their join. Queueing is a
+//! `try_send` into each session's bounded queue, which never blocks and never touches a
+//! socket; the line's text is made later, by the writers, outside the lock.
 //!
 //! A message whose write fails is never acknowledged nor fanned out: its poster gets
-//! `ERR store-failed` and its seq stays unused, which SYNC reports as a `GAP`.
+//! `ERR store-failed` and its seq stays unused, which SYNC reports as a `GAP` (so seqs are
+//! increasing, with gaps only where a write failed).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::delivery::doorbell::WakeBatch;
-use crate::delivery::{Line, Outbox};
+use crate::delivery::{Line, Outbox, Reply};
+use crate::event::{Event, HistoryPage, MemberStatus, Replay, ReplayItem, RoomListing};
 use crate::message::Message;
-use crate::protocol::{reply, ClientError, ErrorCode};
+use crate::protocol::{ClientError, ErrorCode};
 pub use crate::room_name::RoomKind;
 use crate::session::Session;
 use crate::stats::Stats;
@@ -41,8 +50,8 @@ pub struct Room {
     /// Identifies this room's history. A client's seq cursor is only meaningful within one
     /// epoch; a new epoch tells it the history it knew is gone.
     pub epoch: Arc<str>,
-    /// Lock rank 3: taken after a user's presence and client-id locks, before users' state
-    /// locks. Never two rooms at once.
+    /// Lock rank 3 (see the crate docs): taken after a user's presence and client-id locks,
+    /// before users' state locks. Never two rooms at once.
     state: Mutex<RoomState>,
     store: Arc<dyn Store>,
     stats: Arc<Stats>,
@@ -86,18 +95,36 @@ struct Pending {
     ticket: Ticket,
 }
 
-/// A page of history, with the room's position at the time it was read.
-pub struct HistoryPage {
-    pub messages: Vec<Arc<Message>>,
-    /// The room's latest seq when the page was read.
-    pub seq: u64,
-    pub epoch: Arc<str>,
+/// Who among a room's members an event goes to (see [`broadcast`]).
+enum Audience<'a> {
+    /// Every session of every member.
+    Everyone,
+    /// Everyone but one session: the one that caused the event (its user's other devices are
+    /// told).
+    AllButSession(u64),
+    /// The members other than this user.
+    OthersThan(&'a str),
+    /// The members the filter picks.
+    Where(&'a dyn Fn(&User) -> bool),
 }
 
-/// A member as WHO reports them: online, or offline since `last_seen`.
-pub struct MemberStatus {
-    pub name: Arc<str>,
-    pub last_seen: Option<DateTime<Utc>>,
+/// Queues `line` to every session of the members in `audience`, without blocking. The one
+/// loop over a room's members and their sessions; called with the room locked (`state` is
+/// the lock's contents), so a room's events reach every session in one order. Returns how
+/// many sessions the line was queued for.
+fn broadcast(state: &RoomState, line: &Arc<Line>, audience: Audience<'_>) -> u64 {
+    let mut queued = 0;
+    for member in state.members.values() {
+        queued += match audience {
+            Audience::Everyone => member.deliver(line),
+            Audience::AllButSession(session) => member.deliver_except(line, Some(session)),
+            Audience::OthersThan(user) if *member.name == *user => 0,
+            Audience::OthersThan(_) => member.deliver(line),
+            Audience::Where(include) if include(member) => member.deliver(line),
+            Audience::Where(_) => 0,
+        };
+    }
+    queued
 }
 
 /// The size limits a JOIN must respect.
@@ -193,11 +220,16 @@ impl Room {
         self.state.lock().members.values().cloned().collect()
     }
 
-    /// `(seq, member count, user's read position)` right now.
-    pub fn summary(&self, user: &str) -> (u64, usize, u64) {
+    /// The room as `user` sees it in ROOMS, right now.
+    pub fn listing(&self, user: &str) -> RoomListing {
         let state = self.state.lock();
-        let read = state.read.get(user).copied().unwrap_or(0);
-        (state.settled, state.members.len(), read)
+        RoomListing {
+            name: Arc::clone(&self.name),
+            seq: state.settled,
+            epoch: Arc::clone(&self.epoch),
+            members: state.members.len(),
+            read: state.read.get(user).copied().unwrap_or(0),
+        }
     }
 
     /// Adds the session's user (if not yet a member), tells the other members' sessions and
@@ -209,7 +241,7 @@ impl Room {
         &self,
         session: &Session,
         limits: &JoinLimits,
-        label: Option<&str>,
+        reply: &Reply,
     ) -> Result<(), ClientError> {
         let user = &session.user;
         let mut state = self.state.lock();
@@ -238,14 +270,20 @@ impl Room {
             }
             self.introduce(&state, user);
             self.add_member(&mut state, user);
-            let joined = Line::start(reply::joined(&self.name, &user.name), &self.name, seq);
-            for member in state.members.values() {
-                member.deliver_except(&joined, Some(session.id));
-            }
+            let joined = Event::Joined {
+                room: Arc::clone(&self.name),
+                user: Arc::clone(&user.name),
+            };
+            let joined = Line::start(joined, None, &self.name, seq);
+            broadcast(&state, &joined, Audience::AllButSession(session.id));
         }
-        let members = state.members.len();
-        let ok = reply::ok_join(label, &self.name, seq, &self.epoch, members);
-        session.deliver(&Line::start(ok, &self.name, seq));
+        let ok = Event::OkJoin {
+            room: Arc::clone(&self.name),
+            seq,
+            epoch: Arc::clone(&self.epoch),
+            members: state.members.len(),
+        };
+        session.deliver(&reply.start(ok, &self.name, seq));
         Ok(())
     }
 
@@ -254,14 +292,15 @@ impl Room {
         &self,
         session: &Session,
         private: bool,
-        label: Option<&str>,
+        reply: &Reply,
     ) -> Result<(), ClientError> {
         let mut state = self.state.lock();
         self.check_owner(&state, &session.user.name)?;
         state.access.private = private;
         let room = Arc::clone(&self.name);
         self.store.write(Write::RoomAccess { room, private }, None);
-        session.deliver(&Line::new(reply::ok_private(label, &self.name, private)));
+        let room = Arc::clone(&self.name);
+        session.deliver(&reply.line(Event::OkPrivate { room, private }));
         Ok(())
     }
 
@@ -270,7 +309,7 @@ impl Room {
         &self,
         session: &Session,
         invitee: &User,
-        label: Option<&str>,
+        reply: &Reply,
     ) -> Result<(), ClientError> {
         let mut state = self.state.lock();
         self.check_owner(&state, &session.user.name)?;
@@ -278,23 +317,16 @@ impl Room {
             let (room, user) = (Arc::clone(&self.name), Arc::clone(&invitee.name));
             self.store.write(Write::Invite { room, user }, None);
         }
-        invitee.deliver(&Line::new(reply::invited(&self.name, &session.user.name)));
-        session.deliver(&Line::new(reply::ok_invite(
-            label,
-            &self.name,
-            &invitee.name,
-        )));
+        let (room, by) = (Arc::clone(&self.name), Arc::clone(&session.user.name));
+        invitee.deliver(&Line::event(Event::Invited { room, by }));
+        let (room, user) = (Arc::clone(&self.name), Arc::clone(&invitee.name));
+        session.deliver(&reply.line(Event::OkInvite { room, user }));
         Ok(())
     }
 
     /// Owner only: removes `target`'s membership and invitation. They get `KICKED`, the
     /// remaining members `LEFT`.
-    pub fn kick(
-        &self,
-        session: &Session,
-        target: &User,
-        label: Option<&str>,
-    ) -> Result<(), ClientError> {
+    pub fn kick(&self, session: &Session, target: &User, reply: &Reply) -> Result<(), ClientError> {
         let mut state = self.state.lock();
         self.check_owner(&state, &session.user.name)?;
         if target.name == session.user.name {
@@ -318,13 +350,17 @@ impl Room {
         self.store.write(Write::Uninvite { room, user }, None);
         if was_member {
             self.remove_member(&mut state, target);
-            let left = Line::new(reply::left(&self.name, &target.name));
-            for member in state.members.values() {
-                member.deliver(&left);
-            }
+            let (room, user) = (Arc::clone(&self.name), Arc::clone(&target.name));
+            broadcast(
+                &state,
+                &Line::event(Event::Left { room, user }),
+                Audience::Everyone,
+            );
         }
-        target.deliver(&Line::new(reply::kicked(&self.name, &session.user.name)));
-        session.deliver(&Line::new(reply::ok_kick(label, &self.name, &target.name)));
+        let (room, by) = (Arc::clone(&self.name), Arc::clone(&session.user.name));
+        target.deliver(&Line::event(Event::Kicked { room, by }));
+        let (room, user) = (Arc::clone(&self.name), Arc::clone(&target.name));
+        session.deliver(&reply.line(Event::OkKick { room, user }));
         Ok(())
     }
 
@@ -350,12 +386,11 @@ impl Room {
             return; // not shown online
         }
         let joiner_rooms = joiner.rooms();
-        let online = Line::ephemeral(reply::presence_online(&joiner.name));
-        for member in state.members.values() {
-            if !member.in_any_room(&joiner_rooms) {
-                member.deliver(&online);
-            }
-        }
+        let online = Line::ephemeral(Event::Online {
+            user: Arc::clone(&joiner.name),
+        });
+        let shares_none = |member: &User| !member.in_any_room(&joiner_rooms);
+        broadcast(state, &online, Audience::Where(&shares_none));
     }
 
     /// Makes `users` members without announcing it: a direct room's two members are there
@@ -389,19 +424,20 @@ impl Room {
 
     /// Removes the session's user; the remaining members and the user's other devices get
     /// `LEFT`, the leaving session gets `OK LEAVE`.
-    pub fn leave(&self, session: &Session, label: Option<&str>) -> Result<(), ClientError> {
+    pub fn leave(&self, session: &Session, reply: &Reply) -> Result<(), ClientError> {
         let user = &session.user;
         let mut state = self.state.lock();
         if !state.members.contains_key(&user.name) {
             return Err(not_member(&self.name));
         }
         self.remove_member(&mut state, user);
-        let left = Line::new(reply::left(&self.name, &user.name));
-        for member in state.members.values() {
-            member.deliver(&left);
-        }
+        let (room, name) = (Arc::clone(&self.name), Arc::clone(&user.name));
+        let left = Line::event(Event::Left { room, user: name });
+        broadcast(&state, &left, Audience::Everyone);
+        // No longer a member: the user's other devices are told directly.
         user.deliver_except(&left, Some(session.id));
-        session.deliver(&Line::new(reply::ok_leave(label, &self.name)));
+        let room = Arc::clone(&self.name);
+        session.deliver(&reply.line(Event::OkLeave { room }));
         Ok(())
     }
 
@@ -413,7 +449,7 @@ impl Room {
         session: &Session,
         body: &str,
         client_id: Option<&str>,
-        ack: impl FnOnce(&Message) -> String,
+        ack: impl FnOnce(&Message) -> Arc<Line>,
     ) -> Result<Arc<Message>, ClientError> {
         let ticket = Ticket::new();
         let message = {
@@ -443,7 +479,7 @@ impl Room {
             };
             self.store.write(write, Some(ticket.clone()));
             state.pending.push_back(Pending {
-                ack: Line::new(ack(&message)),
+                ack: ack(&message),
                 message: Arc::clone(&message),
                 origin: Arc::clone(&session.outbox),
                 ticket: ticket.clone(),
@@ -467,7 +503,7 @@ impl Room {
     }
 
     /// Fans out, in seq order, every message at the front of the queue whose store write has
-    /// finished. The only loop over recipients in chatd.
+    /// finished: the single point where a message becomes visible.
     fn settle(&self, state: &mut RoomState) {
         let mut messages = 0;
         let mut deliveries = 0;
@@ -481,10 +517,9 @@ impl Room {
             }
             post.origin.deliver(&post.ack);
             let message = post.message;
-            let line = Line::at(reply::msg(None, &message), &self.name, message.seq);
-            for member in state.members.values() {
-                deliveries += member.deliver(&line);
-            }
+            let event = Event::Message(Arc::clone(&message));
+            let line = Line::progress(event, None, &self.name, message.seq);
+            deliveries += broadcast(state, &line, Audience::Everyone);
             // Whoever posts has read the room up to their own message. Recorded silently: a
             // READ event per message would double the fan-out.
             state.read.insert(Arc::clone(&message.sender), message.seq);
@@ -517,7 +552,7 @@ impl Room {
         after: u64,
         epoch: Option<&str>,
         limit: usize,
-        label: Option<&str>,
+        reply: &Reply,
     ) -> Result<(), ClientError> {
         let reset = epoch.is_some_and(|epoch| epoch != &*self.epoch);
         let after = if reset { 0 } else { after };
@@ -550,33 +585,30 @@ impl Room {
             } else {
                 stored
             };
-            let out = self.replay(&state, after, reset, &stored, limit, label);
-            session.deliver(&out);
+            let (replay, cursor) = self.replay(&state, after, reset, stored, limit);
+            session.deliver(&reply.progress(Event::Replay(replay), &self.name, cursor));
             return Ok(());
         }
         unreachable!("the last attempt always replies")
     }
 
-    /// Builds the SYNC reply from stored messages and the recent log; see [`Room::sync`].
+    /// Builds the SYNC reply from stored messages and the recent log, and the seq the
+    /// session's cursor reaches once it is written; see [`Room::sync`].
     fn replay(
         &self,
         state: &RoomState,
         after: u64,
         reset: bool,
-        stored: &[Message],
+        stored: Vec<Message>,
         limit: usize,
-        label: Option<&str>,
-    ) -> Arc<Line> {
-        let mut out = String::new();
-        if reset {
-            out.push_str(&reply::epoch_reset(label, &self.name, &self.epoch));
-        }
+    ) -> (Replay, u64) {
+        let mut items = Vec::new();
+        let stored: Vec<Arc<Message>> = stored.into_iter().map(Arc::new).collect();
         let mut expected = after + 1;
         let mut more = false;
         let held = state
             .recent
             .iter()
-            .map(|m| &**m)
             .filter(|m| m.seq > stored.last().map_or(after, |s| s.seq));
         let replayable = stored.iter().chain(held).filter(|m| m.seq > after);
         for (count, message) in replayable.enumerate() {
@@ -588,25 +620,28 @@ impl Room {
                 break;
             }
             if message.seq > expected {
-                out.push_str(&reply::gap(label, &self.name, expected, message.seq - 1));
+                let (from, to) = (expected, message.seq - 1);
+                items.push(ReplayItem::Gap { from, to });
             }
-            out.push_str(&reply::msg(label, message));
+            items.push(ReplayItem::Message(Arc::clone(message)));
             expected = message.seq + 1;
         }
         if !more && expected <= state.settled {
-            out.push_str(&reply::gap(label, &self.name, expected, state.settled));
+            let (from, to) = (expected, state.settled);
+            items.push(ReplayItem::Gap { from, to });
             expected = state.settled + 1;
         }
         let settled = state.settled;
-        out.push_str(&reply::ok_sync(
-            label,
-            &self.name,
-            settled,
-            &self.epoch,
-            more,
-        ));
         let cursor = if more { expected - 1 } else { settled };
-        Line::at(out, &self.name, cursor)
+        let replay = Replay {
+            room: Arc::clone(&self.name),
+            reset,
+            items,
+            seq: settled,
+            epoch: Arc::clone(&self.epoch),
+            more,
+        };
+        (replay, cursor)
     }
 
     /// The session's user is typing (or stopped). Returns when `reconcile_typing` is due.
@@ -615,7 +650,7 @@ impl Room {
         session: &Session,
         typing: bool,
         ttl: Duration,
-        label: Option<&str>,
+        reply: &Reply,
     ) -> Result<Option<Instant>, ClientError> {
         let user = &session.user.name;
         let mut state = self.state.lock();
@@ -626,7 +661,8 @@ impl Room {
         if let Some(typing) = outcome.forward {
             self.tell_typing(&state, user, typing);
         }
-        session.deliver(&Line::new(reply::ok_typing(label, &self.name, typing)));
+        let room = Arc::clone(&self.name);
+        session.deliver(&reply.line(Event::OkTyping { room, typing }));
         Ok(outcome.recheck_at)
     }
 
@@ -654,24 +690,19 @@ impl Room {
 
     /// Typing events go to the other members only, and may be shed under backpressure.
     fn tell_typing(&self, state: &RoomState, user: &str, typing: bool) {
-        let line = Line::ephemeral(reply::typing(&self.name, user, typing));
-        for member in state.members.values() {
-            if &*member.name != user {
-                member.deliver(&line);
-            }
-        }
+        let line = Line::ephemeral(Event::Typing {
+            room: Arc::clone(&self.name),
+            user: Arc::from(user),
+            typing,
+        });
+        broadcast(state, &line, Audience::OthersThan(user));
     }
 
     /// Records that the session's user has read up to `seq` (never backwards, never past the
     /// latest message). A move is told to the user's other sessions and, if the user shares
     /// receipts, to the other members; queued under the lock, so a receipt never arrives
     /// before the message it refers to. The reply carries the stored position.
-    pub fn read(
-        &self,
-        session: &Session,
-        seq: u64,
-        label: Option<&str>,
-    ) -> Result<(), ClientError> {
+    pub fn read(&self, session: &Session, seq: u64, reply: &Reply) -> Result<(), ClientError> {
         let user = &session.user;
         let mut state = self.state.lock();
         if !state.members.contains_key(&user.name) {
@@ -692,17 +723,21 @@ impl Room {
                 seq: position,
             };
             self.store.write(write, None);
-            let line = Line::new(reply::read(&self.name, &user.name, position));
+            let line = Line::event(Event::Read {
+                room: Arc::clone(&self.name),
+                user: Arc::clone(&user.name),
+                seq: position,
+            });
             user.deliver_except(&line, Some(session.id));
             if user.shares_receipts() {
-                for member in state.members.values() {
-                    if member.name != user.name {
-                        member.deliver(&line);
-                    }
-                }
+                broadcast(&state, &line, Audience::OthersThan(&user.name));
             }
         }
-        session.deliver(&Line::new(reply::ok_read(label, &self.name, position)));
+        let room = Arc::clone(&self.name);
+        session.deliver(&reply.line(Event::OkRead {
+            room,
+            seq: position,
+        }));
         Ok(())
     }
 
@@ -753,6 +788,7 @@ impl Room {
             page = combined;
         }
         Ok(HistoryPage {
+            room: Arc::clone(&self.name),
             messages: page,
             seq,
             epoch: Arc::clone(&self.epoch),

@@ -19,14 +19,14 @@ use crate::session::Session;
 pub struct User {
     /// Lower-cased, validated; the user's key everywhere.
     pub name: Arc<str>,
-    /// Lock rank 1. Serialises this user's presence transitions (shown online, shown
+    /// Lock rank 1 (see the crate docs). Serialises this user's presence transitions (shown online, shown
     /// offline) with their announcement, so `online` and `offline` can never reach anyone in
     /// the wrong order. Never held together with another user's presence lock.
     presence: Mutex<()>,
-    /// Lock rank 2. Held across check-publish-record of a send with a client id, so two
+    /// Lock rank 2 (see the crate docs). Held across check-publish-record of a send with a client id, so two
     /// devices retrying the same id at once still publish it once.
     client_ids: Mutex<ClientIds>,
-    /// Lock rank 4: sessions, rooms, presence as shown. Taken after a room's lock during
+    /// Lock rank 4 (see the crate docs): sessions, rooms, presence as shown. Taken after a room's lock during
     /// fan-out; only outboxes (rank 5) are touched while it is held.
     state: Mutex<UserState>,
 }
@@ -46,6 +46,25 @@ struct UserState {
     share_receipts: bool,
     /// The argon2id hash of the user's password; `None`: no account, anyone may use the name.
     password_hash: Option<Arc<str>>,
+}
+
+/// Proof that one user's presence lock (rank 1) is held. `add_session`, `remove_session` and
+/// `mark_offline` require it, so "call with the presence lock held" is checked by the
+/// compiler (and, for *whose* lock, by a debug assertion).
+pub struct PresenceGuard<'a> {
+    user: &'a User,
+    _held: MutexGuard<'a, ()>,
+}
+
+impl PresenceGuard<'_> {
+    fn check(&self, user: &User) {
+        debug_assert!(
+            std::ptr::eq(self.user, user),
+            "{}'s presence changed under {}'s presence lock",
+            user.name,
+            self.user.name
+        );
+    }
 }
 
 /// What adding a session changed.
@@ -126,18 +145,16 @@ impl User {
     }
 
     /// Holds this user's presence steady while a session is added or removed and the change
-    /// is announced.
-    pub fn lock_presence(&self) -> MutexGuard<'_, ()> {
-        self.presence.lock()
+    /// is announced. The functions that change presence take the guard as proof.
+    pub fn lock_presence(&self) -> PresenceGuard<'_> {
+        PresenceGuard {
+            user: self,
+            _held: self.presence.lock(),
+        }
     }
 
     pub fn lock_client_ids(&self) -> MutexGuard<'_, ClientIds> {
         self.client_ids.lock()
-    }
-
-    /// Whether any device is connected now.
-    pub fn online(&self) -> bool {
-        !self.state.lock().sessions.is_empty()
     }
 
     /// `None` while the user is shown online; otherwise when their last session ended.
@@ -170,8 +187,13 @@ impl User {
 
     /// Attaches a session, first queueing `greeting` (its `OK LOGIN`) to it under the same
     /// lock that fan-out takes, so no event can fall between the OK and the attachment.
-    /// Call with the presence lock held.
-    pub fn add_session(&self, session: Arc<Session>, greeting: &Arc<Line>) -> Arrival {
+    pub fn add_session(
+        &self,
+        presence: &PresenceGuard<'_>,
+        session: Arc<Session>,
+        greeting: &Arc<Line>,
+    ) -> Arrival {
+        presence.check(self);
         let mut state = self.state.lock();
         session.deliver(greeting);
         let came_online = !state.shown_online;
@@ -192,8 +214,8 @@ impl User {
         }
     }
 
-    /// Call with the presence lock held.
-    pub fn remove_session(&self, session_id: u64) -> Departure {
+    pub fn remove_session(&self, presence: &PresenceGuard<'_>, session_id: u64) -> Departure {
+        presence.check(self);
         let mut state = self.state.lock();
         let before = state.sessions.len();
         state.sessions.retain(|s| s.id != session_id);
@@ -212,8 +234,13 @@ impl User {
     }
 
     /// Shows the user offline if nothing happened since `generation` (no session came back).
-    /// Returns the `last_seen` to announce. Call with the presence lock held.
-    pub fn mark_offline(&self, generation: u64) -> Option<DateTime<Utc>> {
+    /// Returns the `last_seen` to announce.
+    pub fn mark_offline(
+        &self,
+        presence: &PresenceGuard<'_>,
+        generation: u64,
+    ) -> Option<DateTime<Utc>> {
+        presence.check(self);
         let mut state = self.state.lock();
         if !state.shown_online || state.generation != generation || !state.sessions.is_empty() {
             return None;

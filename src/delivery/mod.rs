@@ -5,6 +5,8 @@
 pub mod doorbell;
 pub mod line;
 pub mod outbox;
+pub mod reply;
 
 pub use line::{Cursor, Line, LineKind};
 pub use outbox::{CloseReason, Outbox};
+pub use reply::Reply;

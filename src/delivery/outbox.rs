@@ -1,6 +1,6 @@
 //! The sending half of a connection: everything other threads may do to it.
 //!
-//! Publishers never write to a socket. They put an already-encoded [`Line`] into the
+//! Publishers never write to a socket. They put a shared [`Line`] (a typed event) into the
 //! connection's bounded queue with `try_send`, which neither blocks nor does I/O, and the
 //! connection's writer thread (`transport::writer`) drains the queue into the socket. A
 //! connection whose queue is full has fallen a whole queue behind: it is closed as a slow
@@ -17,6 +17,8 @@ use parking_lot::Mutex;
 
 use super::doorbell::Doorbell;
 use super::line::{Line, LineKind};
+use crate::event::Event;
+use crate::protocol::{ClientError, ErrorCode};
 use crate::stats::Stats;
 
 /// Why a connection ends. The writer turns it into the connection's last line.
@@ -53,14 +55,17 @@ impl CloseReason {
     /// The final line the writer sends, if the socket can still take one. `cursors` is what
     /// the writer wrote: `(room, seq)` pairs, named in `BYE slow-consumer` so the client
     /// knows where to SYNC from.
-    pub fn farewell(self, cursors: &[(Arc<str>, u64)]) -> Option<String> {
-        use crate::protocol::reply::bye;
+    pub fn farewell(self, cursors: &[(Arc<str>, u64)]) -> Option<Event> {
+        let bye = |reason, text| Event::Bye {
+            reason,
+            detail: String::new(),
+            text,
+        };
         Some(match self {
-            CloseReason::Quit => bye("quit", "", "goodbye"),
-            CloseReason::Replaced => bye("replaced", "", "you logged in again from this device"),
+            CloseReason::Quit => bye("quit", "goodbye"),
+            CloseReason::Replaced => bye("replaced", "you logged in again from this device"),
             CloseReason::PasswordChanged => bye(
                 "password-changed",
-                "",
                 "the password was changed; log in again with the new one",
             ),
             CloseReason::SlowConsumer => {
@@ -68,29 +73,29 @@ impl CloseReason {
                     .iter()
                     .map(|(room, seq)| format!("{room}={seq}"))
                     .collect();
-                bye(
-                    "slow-consumer",
-                    &detail.join(" "),
-                    "you fell too far behind; reconnect and SYNC each room from the seq given",
-                )
+                Event::Bye {
+                    reason: "slow-consumer",
+                    detail: detail.join(" "),
+                    text:
+                        "you fell too far behind; reconnect and SYNC each room from the seq given",
+                }
             }
-            CloseReason::ServerShutdown => bye("server-shutdown", "", "the server is stopping"),
-            CloseReason::LoginTimeout => bye("login-timeout", "", "no LOGIN in time"),
-            CloseReason::ServerFull => {
-                "ERR server-full :the server is at capacity; try again later\n".to_owned()
-            }
-            CloseReason::TooManyConnections => {
-                "ERR too-many-connections :too many connections from your address; close one first\n"
-                    .to_owned()
-            }
+            CloseReason::ServerShutdown => bye("server-shutdown", "the server is stopping"),
+            CloseReason::LoginTimeout => bye("login-timeout", "no LOGIN in time"),
+            CloseReason::ServerFull => Event::Error(ClientError::new(
+                ErrorCode::ServerFull,
+                "the server is at capacity; try again later",
+            )),
+            CloseReason::TooManyConnections => Event::Error(ClientError::new(
+                ErrorCode::TooManyConnections,
+                "too many connections from your address; close one first",
+            )),
             CloseReason::Flooding => bye(
                 "flooding",
-                "",
                 "too many commands refused as rate-limited; wait for `retry in` before sending",
             ),
             CloseReason::LineTimeout => bye(
                 "line-timeout",
-                "",
                 "a line took too long to arrive; send whole lines",
             ),
             CloseReason::Hangup | CloseReason::Gone => return None,
@@ -111,7 +116,8 @@ pub struct Outbox {
     queue: Sender<Arc<Line>>,
     /// Shared with the reader and writer threads: one file descriptor per connection.
     socket: Arc<TcpStream>,
-    /// Lock rank 4 (last). Set once, by whoever closes first; later reasons are ignored.
+    /// Lock rank 5, the last (see the crate docs). Set once, by whoever closes first; later
+    /// reasons are ignored.
     closing: Mutex<Option<CloseReason>>,
     /// Queue length past which ephemeral lines are shed (stage 1 of backpressure).
     soft_mark: usize,
@@ -171,8 +177,8 @@ impl Outbox {
     /// Queues a direct reply from the connection's own reader thread, holding no lock. It may
     /// wait for room in the queue (that only delays this client's own next command), but not
     /// longer than `patience`: a client that does not read its replies is a slow consumer too.
-    pub fn reply(&self, text: String, patience: Duration) {
-        if self.queue.send_timeout(Line::new(text), patience).is_ok() {
+    pub fn reply(&self, line: Arc<Line>, patience: Duration) {
+        if self.queue.send_timeout(line, patience).is_ok() {
             self.doorbell.ring();
         } else if self.close(CloseReason::SlowConsumer) {
             Stats::add(&self.stats.slow_consumers, 1);

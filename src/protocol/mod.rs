@@ -8,3 +8,23 @@ pub mod reply;
 
 pub use command::{parse_request, Command, Password, Rejection, Request, Setting};
 pub use error::{ClientError, ErrorCode};
+
+use crate::event::Event;
+
+/// The wire syntaxes a session can speak. Each line is encoded at most once per syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// chatd's own line protocol (protocol.md).
+    Chatd,
+}
+
+impl Wire {
+    /// How many syntaxes there are: the size of each line's per-protocol text cache.
+    pub const COUNT: usize = 1;
+
+    pub fn encode(self, event: &Event, label: Option<&str>) -> Box<str> {
+        match self {
+            Wire::Chatd => reply::encode(event, label).into_boxed_str(),
+        }
+    }
+}

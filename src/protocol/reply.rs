@@ -1,17 +1,18 @@
-//! Every line the server sends, formatted in one place.
+//! The chatd line protocol's encoder: every line the server sends, made from a typed
+//! [`Event`] in one place.
 //!
-//! Each function returns the complete line including its `\n`. `label` is the request's label:
-//! direct replies carry it as `@<label> ` in front, events (MSG fan-out, PRESENCE, JOINED, ...)
+//! Each line ends with `\n`. `label` is the request's label: direct replies carry it as
+//! `@<label> ` in front of each of their lines, events (MSG fan-out, PRESENCE, JOINED, ...)
 //! never do. Human-readable text always comes last, after ` :`, so the fields before it can be
-//! split on spaces.
+//! split on spaces. protocol.md is the contract this file implements.
 
 use std::fmt::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use uuid::Uuid;
 
-use super::command::USAGE;
+use super::command::VERBS;
 use super::error::ClientError;
+use crate::event::{Event, ReplayItem};
 use crate::message::Message;
 
 pub const GREETING: &str = "HELLO chatd 0.1 :type HELP for commands\n";
@@ -21,117 +22,200 @@ pub fn timestamp(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn start(label: Option<&str>) -> String {
-    match label {
-        Some(label) => format!("@{label} "),
-        None => String::new(),
+/// The wire text of `event`, labelled with `label` if it is a reply.
+pub fn encode(event: &Event, label: Option<&str>) -> String {
+    let mut out = String::new();
+    // `write!` into a String cannot fail.
+    let _ = encode_into(&mut out, event, label);
+    out
+}
+
+fn encode_into(out: &mut String, event: &Event, label: Option<&str>) -> std::fmt::Result {
+    // The label tag, written before every line of a reply.
+    let tag = Tag(label);
+    match event {
+        Event::Greeting => out.push_str(GREETING),
+        Event::Error(error) => write_error(out, label, error),
+        Event::OkLogin { user } => writeln!(out, "{tag}OK LOGIN {user}")?,
+        Event::OkRegister { user } => writeln!(out, "{tag}OK REGISTER {user}")?,
+        Event::OkPassword { user } => writeln!(out, "{tag}OK PASSWORD {user}")?,
+        Event::OkPrivate { room, private } => {
+            writeln!(out, "{tag}OK PRIVATE {room} {}", on_off(*private))?
+        }
+        Event::OkInvite { room, user } => writeln!(out, "{tag}OK INVITE {room} {user}")?,
+        Event::OkKick { room, user } => writeln!(out, "{tag}OK KICK {room} {user}")?,
+        Event::OkJoin {
+            room,
+            seq,
+            epoch,
+            members,
+        } => writeln!(
+            out,
+            "{tag}OK JOIN {room} seq={seq} epoch={epoch} members={members}"
+        )?,
+        Event::OkLeave { room } => writeln!(out, "{tag}OK LEAVE {room}")?,
+        // A retried client id gets the original's fields again.
+        Event::OkPost(posted) => {
+            let (room, seq, id) = (&posted.room, posted.seq, &posted.id);
+            match &posted.to {
+                Some(to) => writeln!(out, "{tag}OK DM {to} {room} {seq} {id}")?,
+                None => writeln!(out, "{tag}OK SEND {room} {seq} {id}")?,
+            }
+        }
+        Event::Replay(replay) => {
+            let room = &replay.room;
+            if replay.reset {
+                writeln!(
+                    out,
+                    "{tag}EPOCH {room} {} :the room's history was reset; replaying from seq 0",
+                    replay.epoch
+                )?;
+            }
+            for item in &replay.items {
+                match item {
+                    ReplayItem::Message(message) => write_msg(out, tag, message)?,
+                    // Messages `from..=to` are no longer held and cannot be replayed.
+                    ReplayItem::Gap { from, to } => writeln!(out, "{tag}GAP {room} {from} {to}")?,
+                }
+            }
+            let more = if replay.more { " more" } else { "" };
+            writeln!(
+                out,
+                "{tag}OK SYNC {room} seq={} epoch={}{more}",
+                replay.seq, replay.epoch
+            )?;
+        }
+        Event::History(page) => {
+            for message in &page.messages {
+                write_msg(out, tag, message)?;
+            }
+            writeln!(
+                out,
+                "{tag}OK HISTORY {} {} seq={} epoch={}",
+                page.room,
+                page.messages.len(),
+                page.seq,
+                page.epoch
+            )?;
+        }
+        Event::Who { room, members } => {
+            for member in members {
+                match &member.last_seen {
+                    None => writeln!(out, "{tag}WHO {room} {} online", member.name)?,
+                    Some(t) => writeln!(
+                        out,
+                        "{tag}WHO {room} {} offline last_seen={}",
+                        member.name,
+                        timestamp(t)
+                    )?,
+                }
+            }
+            writeln!(out, "{tag}OK WHO {room} {}", members.len())?;
+        }
+        Event::Rooms(rooms) => {
+            for room in rooms {
+                // `unread` is `seq - read`: the messages after the user's read position.
+                let unread = room.seq.saturating_sub(room.read);
+                writeln!(
+                    out,
+                    "{tag}ROOM {} seq={} epoch={} members={} read={} unread={unread}",
+                    room.name, room.seq, room.epoch, room.members, room.read
+                )?;
+            }
+            writeln!(out, "{tag}OK ROOMS {}", rooms.len())?;
+        }
+        Event::OkTyping { room, typing } => {
+            writeln!(out, "{tag}OK TYPING {room}{}", stop(*typing))?
+        }
+        // The stored read position (which may be higher than the one the client sent).
+        Event::OkRead { room, seq } => writeln!(out, "{tag}OK READ {room} {seq}")?,
+        Event::OkSet { key, value } => writeln!(out, "{tag}OK SET {key} {value}")?,
+        Event::Pong { token: Some(token) } => writeln!(out, "{tag}PONG {token}")?,
+        Event::Pong { token: None } => writeln!(out, "{tag}PONG")?,
+        Event::Help => {
+            for verb in VERBS {
+                writeln!(out, "{tag}HELP {}", verb.usage)?;
+            }
+            writeln!(
+                out,
+                "{tag}HELP :prefix a command with @<label> to have its replies tagged; see protocol.md"
+            )?;
+            writeln!(out, "{tag}OK HELP")?;
+        }
+        // Counters for operators and benchmarks.
+        Event::Stats(fields) => {
+            write!(out, "{tag}OK STATS")?;
+            for (key, value) in fields {
+                write!(out, " {key}={value}")?;
+            }
+            out.push('\n');
+        }
+        Event::Message(message) => write_msg(out, Tag(None), message)?,
+        Event::Joined { room, user } => writeln!(out, "JOINED {room} {user}")?,
+        Event::Left { room, user } => writeln!(out, "LEFT {room} {user}")?,
+        Event::Online { user } => writeln!(out, "PRESENCE {user} online")?,
+        Event::Offline { user, last_seen } => writeln!(
+            out,
+            "PRESENCE {user} offline last_seen={}",
+            timestamp(last_seen)
+        )?,
+        Event::Typing { room, user, typing } => {
+            writeln!(out, "TYPING {room} {user}{}", stop(*typing))?
+        }
+        // To the user's other sessions and (unless they opted out) the other members.
+        Event::Read { room, user, seq } => writeln!(out, "READ {room} {user} {seq}")?,
+        Event::Invited { room, by } => writeln!(out, "INVITED {room} {by}")?,
+        Event::Kicked { room, by } => writeln!(out, "KICKED {room} {by}")?,
+        Event::Bye {
+            reason,
+            detail,
+            text,
+        } => {
+            if detail.is_empty() {
+                writeln!(out, "BYE {reason} :{text}")?;
+            } else {
+                writeln!(out, "BYE {reason} {detail} :{text}")?;
+            }
+        }
+        Event::Nothing => {}
+    }
+    Ok(())
+}
+
+/// `@<label> ` in front of a reply's lines, or nothing.
+#[derive(Clone, Copy)]
+struct Tag<'a>(Option<&'a str>);
+
+impl std::fmt::Display for Tag<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(label) => write!(f, "@{label} "),
+            None => Ok(()),
+        }
     }
 }
 
-pub fn error(label: Option<&str>, error: &ClientError) -> String {
-    format!(
-        "{}ERR {} :{}\n",
-        start(label),
-        error.code.as_str(),
-        error.text
-    )
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
 }
 
-pub fn ok_login(label: Option<&str>, user: &str) -> String {
-    format!("{}OK LOGIN {user}\n", start(label))
-}
-
-pub fn ok_register(label: Option<&str>, user: &str) -> String {
-    format!("{}OK REGISTER {user}\n", start(label))
-}
-
-pub fn ok_password(label: Option<&str>, user: &str) -> String {
-    format!("{}OK PASSWORD {user}\n", start(label))
-}
-
-pub fn ok_private(label: Option<&str>, room: &str, private: bool) -> String {
-    let state = if private { "on" } else { "off" };
-    format!("{}OK PRIVATE {room} {state}\n", start(label))
-}
-
-pub fn ok_invite(label: Option<&str>, room: &str, user: &str) -> String {
-    format!("{}OK INVITE {room} {user}\n", start(label))
-}
-
-pub fn ok_kick(label: Option<&str>, room: &str, user: &str) -> String {
-    format!("{}OK KICK {room} {user}\n", start(label))
-}
-
-/// To the invitee's sessions: `INVITED <room> <by>`.
-pub fn invited(room: &str, by: &str) -> String {
-    format!("INVITED {room} {by}\n")
-}
-
-/// To the removed user's sessions: `KICKED <room> <by>`.
-pub fn kicked(room: &str, by: &str) -> String {
-    format!("KICKED {room} {by}\n")
-}
-
-pub fn ok_join(label: Option<&str>, room: &str, seq: u64, epoch: &str, members: usize) -> String {
-    format!(
-        "{}OK JOIN {room} seq={seq} epoch={epoch} members={members}\n",
-        start(label)
-    )
-}
-
-pub fn ok_leave(label: Option<&str>, room: &str) -> String {
-    format!("{}OK LEAVE {room}\n", start(label))
-}
-
-/// `OK SEND <room> <seq> <id>`; a retried client id gets the original's fields again.
-pub fn ok_send(label: Option<&str>, room: &str, seq: u64, id: &Uuid) -> String {
-    format!(
-        "{}OK SEND {room} {seq} {id}
-",
-        start(label)
-    )
-}
-
-pub fn ok_dm(label: Option<&str>, to: &str, room: &str, seq: u64, id: &Uuid) -> String {
-    format!(
-        "{}OK DM {to} {room} {seq} {id}
-",
-        start(label)
-    )
-}
-
-/// Before a SYNC replay: messages `from..=to` are no longer held and cannot be replayed.
-pub fn gap(label: Option<&str>, room: &str, from: u64, to: u64) -> String {
-    format!(
-        "{}GAP {room} {from} {to}
-",
-        start(label)
-    )
-}
-
-/// Before a SYNC replay: the client's epoch is not the room's; its cursor means nothing here.
-pub fn epoch_reset(label: Option<&str>, room: &str, epoch: &str) -> String {
-    format!(
-        "{}EPOCH {room} {epoch} :the room's history was reset; replaying from seq 0
-",
-        start(label)
-    )
-}
-
-pub fn ok_sync(label: Option<&str>, room: &str, seq: u64, epoch: &str, more: bool) -> String {
-    let more = if more { " more" } else { "" };
-    format!(
-        "{}OK SYNC {room} seq={seq} epoch={epoch}{more}
-",
-        start(label)
-    )
+fn stop(typing: bool) -> &'static str {
+    if typing {
+        ""
+    } else {
+        " stop"
+    }
 }
 
 /// `MSG <room> <seq> <id> <sent_at> <sender> <body>`: live, in HISTORY and in SYNC alike.
-pub fn msg(label: Option<&str>, message: &Message) -> String {
-    format!(
-        "{}MSG {} {} {} {} {} {}\n",
-        start(label),
+fn write_msg(out: &mut String, tag: Tag<'_>, message: &Message) -> std::fmt::Result {
+    writeln!(
+        out,
+        "{tag}MSG {} {} {} {} {} {}",
         message.room,
         message.seq,
         message.id,
@@ -141,135 +225,19 @@ pub fn msg(label: Option<&str>, message: &Message) -> String {
     )
 }
 
-pub fn joined(room: &str, user: &str) -> String {
-    format!("JOINED {room} {user}\n")
-}
-
-pub fn left(room: &str, user: &str) -> String {
-    format!("LEFT {room} {user}\n")
-}
-
-pub fn presence_online(user: &str) -> String {
-    format!("PRESENCE {user} online\n")
-}
-
-pub fn presence_offline(user: &str, last_seen: &DateTime<Utc>) -> String {
-    format!(
-        "PRESENCE {user} offline last_seen={}\n",
-        timestamp(last_seen)
-    )
-}
-
-/// One member in a WHO listing: `online`, or `offline last_seen=<time>`.
-pub fn who_member(
-    label: Option<&str>,
-    room: &str,
-    user: &str,
-    last_seen: Option<&DateTime<Utc>>,
-) -> String {
-    match last_seen {
-        None => format!("{}WHO {room} {user} online\n", start(label)),
-        Some(t) => format!(
-            "{}WHO {room} {user} offline last_seen={}\n",
-            start(label),
-            timestamp(t)
-        ),
-    }
-}
-
-pub fn ok_who(label: Option<&str>, room: &str, count: usize) -> String {
-    format!("{}OK WHO {room} {count}\n", start(label))
-}
-
-/// One line of ROOMS. `unread` is `seq - read`: the messages after the user's read position.
-pub fn room_summary(
-    label: Option<&str>,
-    room: &str,
-    seq: u64,
-    epoch: &str,
-    members: usize,
-    read: u64,
-) -> String {
-    let unread = seq.saturating_sub(read);
-    format!(
-        "{}ROOM {room} seq={seq} epoch={epoch} members={members} read={read} unread={unread}\n",
-        start(label)
-    )
-}
-
-pub fn ok_typing(label: Option<&str>, room: &str, typing: bool) -> String {
-    let stop = if typing { "" } else { " stop" };
-    format!("{}OK TYPING {room}{stop}\n", start(label))
-}
-
-/// To the other members: `TYPING <room> <user>` or `TYPING <room> <user> stop`.
-pub fn typing(room: &str, user: &str, typing: bool) -> String {
-    let stop = if typing { "" } else { " stop" };
-    format!("TYPING {room} {user}{stop}\n")
-}
-
-/// The stored read position (which may be higher than the one the client sent).
-pub fn ok_read(label: Option<&str>, room: &str, seq: u64) -> String {
-    format!("{}OK READ {room} {seq}\n", start(label))
-}
-
-/// To the user's other sessions and (unless they opted out) the other members.
-pub fn read(room: &str, user: &str, seq: u64) -> String {
-    format!("READ {room} {user} {seq}\n")
-}
-
-pub fn ok_set(label: Option<&str>, key: &str, value: &str) -> String {
-    format!("{}OK SET {key} {value}\n", start(label))
-}
-
-pub fn ok_rooms(label: Option<&str>, count: usize) -> String {
-    format!("{}OK ROOMS {count}\n", start(label))
-}
-
-pub fn ok_history(label: Option<&str>, room: &str, count: usize, seq: u64, epoch: &str) -> String {
-    format!(
-        "{}OK HISTORY {room} {count} seq={seq} epoch={epoch}\n",
-        start(label)
-    )
-}
-
-pub fn pong(label: Option<&str>, token: Option<&str>) -> String {
-    match token {
-        Some(token) => format!("{}PONG {token}\n", start(label)),
-        None => format!("{}PONG\n", start(label)),
-    }
-}
-
-/// The HELP listing: one `HELP` line per command, then `OK HELP`.
-pub fn help(label: Option<&str>) -> String {
-    let mut out = String::new();
-    for (_, usage) in USAGE {
-        let _ = writeln!(out, "{}HELP {usage}", start(label));
-    }
+fn write_error(out: &mut String, label: Option<&str>, error: &ClientError) {
     let _ = writeln!(
         out,
-        "{}HELP :prefix a command with @<label> to have its replies tagged; see protocol.md",
-        start(label)
+        "{}ERR {} :{}",
+        Tag(label),
+        error.code.as_str(),
+        error.text
     );
-    let _ = writeln!(out, "{}OK HELP", start(label));
-    out
 }
 
-/// `OK STATS k=v ...`: counters for operators and benchmarks.
-pub fn ok_stats(label: Option<&str>, fields: &[(&str, u64)]) -> String {
-    let mut out = format!("{}OK STATS", start(label));
-    for (key, value) in fields {
-        let _ = write!(out, " {key}={value}");
-    }
-    out.push('\n');
+/// `ERR <code> :<text>`, for lines written before any session exists (refusals at the door).
+pub fn error(label: Option<&str>, error: &ClientError) -> String {
+    let mut out = String::new();
+    write_error(&mut out, label, error);
     out
-}
-
-/// The last line of a connection: `BYE <reason>[ <detail>] :<text>`.
-pub fn bye(reason: &str, detail: &str, text: &str) -> String {
-    if detail.is_empty() {
-        format!("BYE {reason} :{text}\n")
-    } else {
-        format!("BYE {reason} {detail} :{text}\n")
-    }
 }

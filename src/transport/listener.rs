@@ -22,6 +22,7 @@ use super::limits::{AddressSlot, AddressTable};
 use super::{reader, writer};
 use crate::config::Config;
 use crate::delivery::outbox::{CloseReason, Outbox};
+use crate::protocol::Wire;
 use crate::server::ChatServer;
 use crate::stats::Stats;
 
@@ -258,8 +259,8 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 fn refuse(stream: TcpStream, shared: &Shared, reason: CloseReason) {
     Stats::add(&shared.server.stats.refused, 1);
     let _ = stream.set_nonblocking(true);
-    if let Some(line) = reason.farewell(&[]) {
-        let _ = (&stream).write_all(line.as_bytes());
+    if let Some(refusal) = reason.farewell(&[]) {
+        let _ = (&stream).write_all(Wire::Chatd.encode(&refusal, None).as_bytes());
     }
     let _ = stream.shutdown(Shutdown::Write);
 }

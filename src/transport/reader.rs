@@ -1,5 +1,5 @@
 //! The reader thread: one per connection. It reads lines, parses each into a typed request
-//! and carries it out (`commands::Connection`), then, when the connection ends for any
+//! and carries it out (`cmd::Client`), then, when the connection ends for any
 //! reason, logs the session out.
 
 use std::io::{self, BufRead, BufReader, ErrorKind};
@@ -7,9 +7,9 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::commands::Connection;
+use crate::cmd::Client;
 use crate::delivery::outbox::{CloseReason, Outbox};
-use crate::protocol::{parse_request, reply, ClientError, Command, ErrorCode};
+use crate::protocol::{parse_request, ClientError, Command, ErrorCode};
 use crate::server::ChatServer;
 use crate::stats::Stats;
 use crate::transport::limits::{Admission, CommandLimiter};
@@ -22,8 +22,8 @@ pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, socket: Arc<TcpStream>)
     let mut limiter = config
         .rate_limit
         .map(|limit| CommandLimiter::new(&limit, Instant::now()));
-    let mut connection = Connection::new(Arc::clone(&server), Arc::clone(&outbox));
-    connection.reply(reply::GREETING.to_owned());
+    let mut connection = Client::new(Arc::clone(&server), Arc::clone(&outbox));
+    connection.greet();
     let mut lines = LineReader::new(&*socket, max_line);
     // When the first bytes of the line now being assembled arrived (the slow-loris guard).
     let mut line_started: Option<Instant> = None;
@@ -78,7 +78,7 @@ pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, socket: Arc<TcpStream>)
                     Err(rejection) => {
                         let label = rejection.label.as_deref();
                         if charge(&mut limiter, &connection, &outbox, label) {
-                            connection.reply_error(label, &rejection.error);
+                            connection.refuse(label, rejection.error);
                         }
                     }
                 }
@@ -86,9 +86,9 @@ pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, socket: Arc<TcpStream>)
             Ok(ReadLine::TooLong) => {
                 line_started = None;
                 if charge(&mut limiter, &connection, &outbox, None) {
-                    connection.reply_error(
+                    connection.refuse(
                         None,
-                        &ClientError::new(
+                        ClientError::new(
                             ErrorCode::LineTooLong,
                             format!("lines are at most {max_line} bytes; the line was discarded"),
                         ),
@@ -120,7 +120,7 @@ pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, socket: Arc<TcpStream>)
 /// by label sees which command was dropped); a flooding session is closed.
 fn charge(
     limiter: &mut Option<CommandLimiter>,
-    connection: &Connection,
+    connection: &Client,
     outbox: &Outbox,
     label: Option<&str>,
 ) -> bool {
@@ -132,7 +132,7 @@ fn charge(
         Admission::Refused { retry_in } => {
             Stats::add(&outbox.stats().rate_limited, 1);
             let text = format!("retry in {}ms", retry_in.as_millis());
-            connection.reply_error(label, &ClientError::new(ErrorCode::RateLimited, text));
+            connection.refuse(label, ClientError::new(ErrorCode::RateLimited, text));
             false
         }
         Admission::Flooding => {

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use crate::protocol::Wire;
+
 use crate::delivery::{CloseReason, Cursor, Line, Outbox};
 
 /// Upper bound of one write. Large enough to carry a burst, small enough that a connection
@@ -67,7 +69,7 @@ pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, socket: Arc<TcpStrea
         cursors.note_starts(&line);
     }
     if let Some(farewell) = reason.farewell(&cursors.written()) {
-        let _ = (&*socket).write_all(farewell.as_bytes());
+        let _ = (&*socket).write_all(Wire::Chatd.encode(&farewell, None).as_bytes());
         linger(&socket, reason);
     }
     let _ = socket.shutdown(Shutdown::Both);
@@ -140,7 +142,7 @@ impl Cursors {
     /// one room (a burst of one room's messages) collapse into one entry by a pointer
     /// comparison, rather than costing a hash-map update each.
     fn take(&mut self, line: &Line, batch: &mut Vec<u8>) {
-        batch.extend_from_slice(line.text.as_bytes());
+        batch.extend_from_slice(line.encoded(Wire::Chatd).as_bytes());
         for cursor in line.cursors.iter() {
             match self.pending.last_mut() {
                 Some(last) if Arc::ptr_eq(&last.room, &cursor.room) => {

@@ -1,0 +1,119 @@
+//! Accounts: checking a LOGIN's credentials, REGISTER and PASSWORD. Hashing and the
+//! failed-login throttle live in `crate::accounts`; this is where they meet users.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use super::ChatServer;
+use crate::accounts::{hash_password, verify_password};
+use crate::delivery::CloseReason;
+use crate::protocol::{ClientError, ErrorCode, Password};
+use crate::session::Session;
+use crate::store::Write;
+use crate::user::User;
+
+impl ChatServer {
+    /// Checks a LOGIN's credentials before any session exists. A registered name needs its
+    /// password; an unregistered name with a password is registered with it; an unregistered
+    /// name without one is refused under `--require-account`. Failures are logged (never the
+    /// password) and slow the next attempt for that name and from that address: this
+    /// connection's own reader thread waits out the delay, nobody else.
+    pub fn authenticate(
+        &self,
+        name: &str,
+        password: Option<&Password>,
+        peer: Option<IpAddr>,
+    ) -> Result<(), ClientError> {
+        let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let delay = self.throttle.delay(name, peer, Instant::now());
+        if !delay.is_zero() {
+            thread::sleep(delay);
+        }
+        let stored = self.user(name).and_then(|user| user.password_hash());
+        match (stored, password) {
+            (Some(hash), Some(password)) if verify_password(&password.0, &hash) => {
+                self.throttle.succeeded(name);
+                Ok(())
+            }
+            (Some(_), given) => {
+                self.throttle.failed(name, peer, Instant::now());
+                let what = if given.is_some() {
+                    "wrong password"
+                } else {
+                    "no password"
+                };
+                eprintln!("chatd: failed login for {name} from {peer}: {what}");
+                Err(ClientError::new(
+                    ErrorCode::BadPassword,
+                    format!("{name} is registered: LOGIN {name} password=<password>"),
+                ))
+            }
+            (None, Some(password)) => {
+                let user = self.user_or_create(name);
+                if self.set_password(&user, password, true)? {
+                    Ok(())
+                } else {
+                    // Someone registered the name a moment ago: check against theirs.
+                    self.authenticate(name, Some(password), Some(peer))
+                }
+            }
+            (None, None) if self.config.require_account => Err(ClientError::new(
+                ErrorCode::AccountRequired,
+                format!(
+                    "this server needs an account: LOGIN {name} password=<password> creates one"
+                ),
+            )),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// REGISTER: gives the session's name a password, if it has none.
+    pub fn register(&self, session: &Session, password: &Password) -> Result<(), ClientError> {
+        if self.set_password(&session.user, password, true)? {
+            Ok(())
+        } else {
+            Err(ClientError::new(
+                ErrorCode::NotPermitted,
+                format!(
+                    "{} is already registered; use PASSWORD to change it",
+                    session.user.name
+                ),
+            ))
+        }
+    }
+
+    /// PASSWORD: sets a new password; optionally ends the user's other sessions.
+    pub fn change_password(
+        &self,
+        session: &Session,
+        password: &Password,
+        end_sessions: bool,
+    ) -> Result<(), ClientError> {
+        self.set_password(&session.user, password, false)?;
+        if end_sessions {
+            session
+                .user
+                .close_other_sessions(session.id, CloseReason::PasswordChanged);
+        }
+        Ok(())
+    }
+
+    fn set_password(
+        &self,
+        user: &User,
+        password: &Password,
+        only_if_none: bool,
+    ) -> Result<bool, ClientError> {
+        let hash: Arc<str> = hash_password(&password.0)
+            .map_err(|e| ClientError::new(ErrorCode::StoreFailed, e))?
+            .into();
+        if !user.set_password_hash(Arc::clone(&hash), only_if_none) {
+            return Ok(false);
+        }
+        let name = Arc::clone(&user.name);
+        self.store.write(Write::Password { user: name, hash }, None);
+        Ok(true)
+    }
+}

@@ -1,0 +1,233 @@
+//! `ChatServer`: the directory of users and rooms.
+//!
+//! It finds or creates users and rooms; commands (`crate::cmd`) then ask them to act. It
+//! never loops over a room's sessions itself (fan-out belongs to `Room`, device handling to
+//! `User`). Two concerns that span users and rooms live beside it:
+//! [`presence`] (sessions arriving and leaving, what peers are told) and [`accounts`]
+//! (credentials, REGISTER, PASSWORD).
+
+mod accounts;
+mod presence;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::accounts::LoginThrottle;
+use crate::config::Config;
+use crate::config::StoreConfig;
+use crate::event::RoomListing;
+use crate::protocol::{ClientError, ErrorCode};
+use crate::room::{Access, Room, RoomSetup};
+use crate::room_name::{dm_room_name, RoomKind};
+use crate::stats::Stats;
+use crate::store::memory::MemoryStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError, Write};
+use crate::timers::Timers;
+use crate::user::User;
+
+pub struct ChatServer {
+    pub config: Config,
+    pub stats: Arc<Stats>,
+    /// Leaf lock (see the crate docs): held only to look up or insert, never while taking
+    /// another lock.
+    users: RwLock<HashMap<Arc<str>, Arc<User>>>,
+    /// Leaf lock, like `users`. `room_or_create` also queues the new room's store write
+    /// under it (see there).
+    rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
+    pub(crate) store: Arc<dyn Store>,
+    throttle: LoginThrottle,
+    timers: Timers,
+}
+
+impl ChatServer {
+    /// Opens the configured store, restores users and rooms from it, and starts the timer
+    /// thread.
+    pub fn open(config: Config) -> Result<Arc<ChatServer>, StoreError> {
+        let store: Arc<dyn Store> = match &config.store {
+            StoreConfig::Memory => Arc::new(MemoryStore),
+            StoreConfig::Sqlite(options) => Arc::new(SqliteStore::open(options.clone())?),
+        };
+        let snapshot = store.load(config.recent_per_room)?;
+        let stats = Arc::new(Stats::default());
+        let mut users = HashMap::new();
+        for stored in snapshot.users {
+            let name: Arc<str> = Arc::from(stored.name);
+            let user = User::new(Arc::clone(&name), &config);
+            user.restore(
+                stored.last_seen,
+                stored.share_receipts,
+                stored.password_hash,
+            );
+            users.insert(name, Arc::new(user));
+        }
+        let mut rooms = HashMap::new();
+        for stored in snapshot.rooms {
+            let name: Arc<str> = Arc::from(stored.name);
+            let setup = RoomSetup {
+                name: Arc::clone(&name),
+                kind: stored.kind,
+                epoch: Arc::from(stored.epoch),
+                seq: stored.seq,
+                members: stored
+                    .members
+                    .iter()
+                    .filter_map(|member| users.get(member.as_str()).cloned())
+                    .collect(),
+                reads: stored
+                    .reads
+                    .into_iter()
+                    .map(|(user, seq)| (Arc::from(user), seq))
+                    .collect(),
+                recent: stored.recent,
+                recent_capacity: config.recent_per_room,
+                access: Access {
+                    owner: stored.owner.map(Arc::from),
+                    private: stored.private,
+                    invited: stored.invited.into_iter().map(Arc::from).collect(),
+                },
+            };
+            let room = Room::new(setup, Arc::clone(&store), Arc::clone(&stats));
+            rooms.insert(name, Arc::new(room));
+        }
+        Ok(Arc::new_cyclic(|server| ChatServer {
+            config,
+            stats,
+            users: RwLock::new(users),
+            rooms: RwLock::new(rooms),
+            store,
+            throttle: LoginThrottle::default(),
+            timers: Timers::start(server.clone()),
+        }))
+    }
+
+    /// The rooms of a user, as ROOMS lists them.
+    pub fn rooms_of(&self, user: &User) -> Vec<RoomListing> {
+        user.rooms()
+            .iter()
+            .filter_map(|name| self.room(name))
+            .map(|room| room.listing(&user.name))
+            .collect()
+    }
+
+    /// The direct room between `from` and `to`, created on first use with both as members.
+    pub(crate) fn direct_room(&self, from: &Arc<User>, to: &str) -> Result<Arc<Room>, ClientError> {
+        if to == &*from.name {
+            return Err(ClientError::new(
+                ErrorCode::BadArgument,
+                "you cannot DM yourself",
+            ));
+        }
+        let recipient = self.known_user(to)?;
+        let name = dm_room_name(&from.name, to);
+        let room = self.room_or_create(&name, RoomKind::Direct, None);
+        room.ensure_members(&[from, &recipient]);
+        Ok(room)
+    }
+
+    pub(crate) fn known_user(&self, name: &str) -> Result<Arc<User>, ClientError> {
+        self.user(name).ok_or_else(|| {
+            ClientError::new(
+                ErrorCode::NoSuchUser,
+                format!("nobody called {name} has logged in"),
+            )
+        })
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.read().len()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.read().len()
+    }
+
+    pub(crate) fn user(&self, name: &str) -> Option<Arc<User>> {
+        self.users.read().get(name).cloned()
+    }
+
+    pub(crate) fn user_or_create(&self, name: &str) -> Arc<User> {
+        if let Some(user) = self.user(name) {
+            return user;
+        }
+        let mut users = self.users.write();
+        if let Some(user) = users.get(name) {
+            return Arc::clone(user);
+        }
+        let name: Arc<str> = Arc::from(name);
+        let user = Arc::new(User::new(Arc::clone(&name), &self.config));
+        users.insert(Arc::clone(&name), Arc::clone(&user));
+        drop(users);
+        self.store.write(Write::User { name }, None);
+        user
+    }
+
+    pub(crate) fn room(&self, name: &str) -> Option<Arc<Room>> {
+        self.rooms.read().get(name).cloned()
+    }
+
+    /// The room, created (owned by `owner`) if it does not exist.
+    pub(crate) fn room_or_create(
+        &self,
+        name: &str,
+        kind: RoomKind,
+        owner: Option<&Arc<str>>,
+    ) -> Arc<Room> {
+        if let Some(room) = self.room(name) {
+            return room;
+        }
+        let mut rooms = self.rooms.write();
+        if let Some(room) = rooms.get(name) {
+            return Arc::clone(room);
+        }
+        let owner = owner.cloned();
+        let setup = RoomSetup::new(
+            Arc::from(name),
+            kind,
+            owner.clone(),
+            self.config.recent_per_room,
+        );
+        let room = Arc::new(Room::new(
+            setup,
+            Arc::clone(&self.store),
+            Arc::clone(&self.stats),
+        ));
+        rooms.insert(Arc::clone(&room.name), Arc::clone(&room));
+        // Queued before the map lock is released, so the room's row is written before any
+        // membership or message of it. This is the one store write queued under a leaf lock:
+        // it may wait for room in the store's queue (disk backpressure), never for another
+        // lock, and the store never takes one of ours.
+        let write = Write::Room {
+            name: Arc::clone(&room.name),
+            kind,
+            epoch: Arc::clone(&room.epoch),
+            owner,
+        };
+        self.store.write(write, None);
+        room
+    }
+
+    /// The room, if it exists and `user` may know it does. Missing rooms and other people's
+    /// direct rooms get the same error, so the error reveals nothing.
+    pub(crate) fn visible_room(&self, name: &str, user: &User) -> Result<Arc<Room>, ClientError> {
+        self.room(name)
+            .filter(|room| room.visible_to(&user.name))
+            .ok_or_else(|| {
+                ClientError::new(ErrorCode::NoSuchRoom, format!("there is no room {name}"))
+            })
+    }
+
+    /// The room, if `user` is a member of it.
+    pub(crate) fn member_room(&self, user: &User, name: &str) -> Result<Arc<Room>, ClientError> {
+        let room = self.visible_room(name, user)?;
+        if !room.is_member(&user.name) {
+            return Err(ClientError::new(
+                ErrorCode::NotMember,
+                format!("only members can read {name}; JOIN it first"),
+            ));
+        }
+        Ok(room)
+    }
+}

@@ -1,0 +1,170 @@
+//! Sessions coming and going, and what a user's peers are told: online at once, offline only
+//! after the grace period (so a phone reconnecting through a blip never flaps).
+//!
+//! Every change here runs under the user's presence lock (rank 1), held as a
+//! [`PresenceGuard`], so a user's `online` and `offline` can never reach anyone in the wrong
+//! order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::ChatServer;
+use crate::delivery::{CloseReason, Cursor, Line, Outbox};
+use crate::event::Event;
+use crate::session::Session;
+use crate::stats::Stats;
+use crate::store::Write;
+use crate::timers::{Due, Task};
+use crate::user::{Departure, PresenceGuard, User};
+
+impl ChatServer {
+    /// Logs a connection in as `name`. The user is created on first login. A session with
+    /// the same device id is replaced (it gets `BYE replaced`). If the user was shown
+    /// offline, everyone who shares a room with them learns they are online.
+    /// `ok` is the reply to queue the moment the session is attached.
+    pub fn login(
+        &self,
+        outbox: &Arc<Outbox>,
+        name: &str,
+        device: Option<&str>,
+        ok: Arc<Line>,
+    ) -> Arc<Session> {
+        let user = self.user_or_create(name);
+        let session = Arc::new(Session {
+            id: outbox.id,
+            user: Arc::clone(&user),
+            device: device.map(Box::from),
+            outbox: Arc::clone(outbox),
+        });
+        // Each room's seq *before* the session is attached: this session is owed nothing up
+        // to there, so that is where its slow-consumer cursors start.
+        let starts: Vec<Cursor> = self
+            .rooms_of(&user)
+            .into_iter()
+            .map(|room| Cursor {
+                room: room.name,
+                seq: room.seq,
+                start: true,
+            })
+            .collect();
+        let presence = user.lock_presence();
+        let arrival = user.add_session(&presence, Arc::clone(&session), &ok);
+        if !starts.is_empty() {
+            session.deliver(&Line::cursors(starts));
+        }
+        match arrival.replaced {
+            Some(old) => {
+                old.outbox.close(CloseReason::Replaced);
+            }
+            None => Stats::add(&self.stats.sessions, 1),
+        }
+        if arrival.came_online {
+            let online = Event::Online {
+                user: Arc::clone(&user.name),
+            };
+            self.tell_peers(&user, &Line::ephemeral(online));
+        }
+        session
+    }
+
+    /// Ends a session. If it was the user's last, their peers learn they went offline once
+    /// the grace period has passed without a new session.
+    pub fn logout(&self, session: &Session) {
+        let user = &session.user;
+        let presence = user.lock_presence();
+        let generation = match user.remove_session(&presence, session.id) {
+            Departure::NotFound => return,
+            Departure::StillOnline => {
+                Stats::sub(&self.stats.sessions, 1);
+                return;
+            }
+            Departure::LastSession { generation, at } => {
+                let name = Arc::clone(&user.name);
+                self.store.write(Write::LastSeen { user: name, at }, None);
+                generation
+            }
+        };
+        Stats::sub(&self.stats.sessions, 1);
+        // Nobody is typing on a user with no device.
+        for room in user.rooms() {
+            if let Some(room) = self.room(&room) {
+                room.stop_typing(&user.name);
+            }
+        }
+        let grace = self.config.presence_grace;
+        if !grace.is_zero() {
+            let due = Due {
+                at: Instant::now() + grace,
+                what: Task::Offline {
+                    user: Arc::clone(user),
+                    generation,
+                },
+            };
+            if self.timers.schedule(due).is_ok() {
+                return;
+            }
+        }
+        self.announce_offline(&presence, user, generation);
+    }
+
+    /// Called on the timer thread when a scheduled item is due.
+    pub fn run_task(&self, task: Task) {
+        match task {
+            Task::Offline { user, generation } => {
+                let presence = user.lock_presence();
+                self.announce_offline(&presence, &user, generation);
+            }
+            Task::Typing { room, user } => {
+                if let Some(room) = self.room(&room) {
+                    let next = room.reconcile_typing(&user);
+                    self.schedule_typing(&room.name, &user, next);
+                }
+            }
+        }
+    }
+
+    /// Asks the timer thread to bring a typing indicator up to date at `at`.
+    pub(crate) fn schedule_typing(&self, room: &Arc<str>, user: &str, at: Option<Instant>) {
+        let Some(at) = at else { return };
+        let what = Task::Typing {
+            room: Arc::clone(room),
+            user: Arc::from(user),
+        };
+        if self.timers.schedule(Due { at, what }).is_err() {
+            // The schedule is full: stop the indicator now rather than leave it stuck on.
+            if let Some(room) = self.room(room) {
+                room.stop_typing(user);
+            }
+        }
+    }
+
+    fn announce_offline(&self, presence: &PresenceGuard<'_>, user: &User, generation: u64) {
+        if let Some(last_seen) = user.mark_offline(presence, generation) {
+            let offline = Event::Offline {
+                user: Arc::clone(&user.name),
+                last_seen,
+            };
+            self.tell_peers(user, &Line::ephemeral(offline));
+        }
+    }
+
+    /// Sends `line` once to every user (all their sessions) who shares a room with `user`.
+    /// Presence is about a person, not a room, so this is the one fan-out that is not a
+    /// room's `broadcast`: a peer in three shared rooms is told once.
+    fn tell_peers(&self, user: &User, line: &Arc<Line>) {
+        let mut peers: BTreeMap<Arc<str>, Arc<User>> = BTreeMap::new();
+        for room_name in user.rooms() {
+            if let Some(room) = self.room(&room_name) {
+                for member in room.members() {
+                    if member.name != user.name {
+                        peers.insert(Arc::clone(&member.name), member);
+                    }
+                }
+            }
+        }
+        for peer in peers.values() {
+            peer.deliver(line);
+        }
+    }
+}

@@ -246,7 +246,21 @@ impl Room {
         let user = &session.user;
         let mut state = self.state.lock();
         if !may_see(self.kind, &state, &user.name) {
-            return Err(no_such_room(&self.name));
+            if self.kind == RoomKind::Direct {
+                return Err(no_such_room(&self.name));
+            }
+            // An invite-only room must not reveal that it exists, and a JOIN of a free name
+            // creates a room: so an outsider gets the answer a new room would give (members=1,
+            // an epoch of its own, the same on every try) and is not let in. Every other
+            // command on the name answers `no-such-room`, as for any room one cannot see.
+            let ok = Event::OkJoin {
+                room: Arc::clone(&self.name),
+                seq: 0,
+                epoch: self.decoy_epoch(&user.name),
+                members: 1,
+            };
+            session.deliver(&reply.line(ok));
+            return Ok(());
         }
         let seq = state.settled;
         if !state.members.contains_key(&user.name) {
@@ -287,46 +301,47 @@ impl Room {
         Ok(())
     }
 
+    /// The epoch shown to `outsider` when they try to JOIN this invite-only room: stable for
+    /// that user and room (a repeated JOIN of a real new room shows the same epoch too), and
+    /// telling nothing about the room's own epoch.
+    fn decoy_epoch(&self, outsider: &str) -> Arc<str> {
+        let seed = format!("{}/{}/{outsider}", self.epoch, self.name);
+        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, seed.as_bytes());
+        id.simple().to_string()[..16].into()
+    }
+
     /// Owner only: make the room invite-only, or public again.
+    /// Like every owner action, it takes effect at once and returns the store's tickets: the
+    /// caller acknowledges it only once they resolve (see [`Room::stored`]).
     pub fn set_private(
         &self,
         session: &Session,
         private: bool,
-        reply: &Reply,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Vec<Ticket>, ClientError> {
         let mut state = self.state.lock();
         self.check_owner(&state, &session.user.name)?;
         state.access.private = private;
         let room = Arc::clone(&self.name);
-        self.store.write(Write::RoomAccess { room, private }, None);
-        let room = Arc::clone(&self.name);
-        session.deliver(&reply.line(Event::OkPrivate { room, private }));
-        Ok(())
+        Ok(vec![self.write_durably(Write::RoomAccess { room, private })])
     }
 
     /// Owner only: `invitee` may now join; their sessions are told with `INVITED`.
-    pub fn invite(
-        &self,
-        session: &Session,
-        invitee: &User,
-        reply: &Reply,
-    ) -> Result<(), ClientError> {
+    pub fn invite(&self, session: &Session, invitee: &User) -> Result<Vec<Ticket>, ClientError> {
         let mut state = self.state.lock();
         self.check_owner(&state, &session.user.name)?;
+        let mut tickets = Vec::new();
         if state.access.invited.insert(Arc::clone(&invitee.name)) {
             let (room, user) = (Arc::clone(&self.name), Arc::clone(&invitee.name));
-            self.store.write(Write::Invite { room, user }, None);
+            tickets.push(self.write_durably(Write::Invite { room, user }));
         }
         let (room, by) = (Arc::clone(&self.name), Arc::clone(&session.user.name));
         invitee.deliver(&Line::event(Event::Invited { room, by }));
-        let (room, user) = (Arc::clone(&self.name), Arc::clone(&invitee.name));
-        session.deliver(&reply.line(Event::OkInvite { room, user }));
-        Ok(())
+        Ok(tickets)
     }
 
     /// Owner only: removes `target`'s membership and invitation. They get `KICKED`, the
     /// remaining members `LEFT`.
-    pub fn kick(&self, session: &Session, target: &User, reply: &Reply) -> Result<(), ClientError> {
+    pub fn kick(&self, session: &Session, target: &User) -> Result<Vec<Ticket>, ClientError> {
         let mut state = self.state.lock();
         self.check_owner(&state, &session.user.name)?;
         if target.name == session.user.name {
@@ -347,9 +362,9 @@ impl Room {
             ));
         }
         let (room, user) = (Arc::clone(&self.name), Arc::clone(&target.name));
-        self.store.write(Write::Uninvite { room, user }, None);
+        let mut tickets = vec![self.write_durably(Write::Uninvite { room, user })];
         if was_member {
-            self.remove_member(&mut state, target);
+            tickets.push(self.remove_member(&mut state, target));
             let (room, user) = (Arc::clone(&self.name), Arc::clone(&target.name));
             broadcast(
                 &state,
@@ -359,8 +374,27 @@ impl Room {
         }
         let (room, by) = (Arc::clone(&self.name), Arc::clone(&session.user.name));
         target.deliver(&Line::event(Event::Kicked { room, by }));
-        let (room, user) = (Arc::clone(&self.name), Arc::clone(&target.name));
-        session.deliver(&reply.line(Event::OkKick { room, user }));
+        Ok(tickets)
+    }
+
+    /// Queues a write whose acknowledgement must wait for the disk.
+    fn write_durably(&self, write: Write) -> Ticket {
+        let ticket = Ticket::default();
+        self.store.write(write, Some(ticket.clone()));
+        ticket
+    }
+
+    /// Waits, outside the room's lock, until an owner action's writes are stored: access
+    /// control follows the rule messages follow, and its `OK` means it survives a crash.
+    pub fn stored(tickets: Vec<Ticket>) -> Result<(), ClientError> {
+        for ticket in tickets {
+            ticket.wait().map_err(|e| {
+                ClientError::new(
+                    ErrorCode::StoreFailed,
+                    format!("the change could not be stored ({e}); it may not survive a restart"),
+                )
+            })?;
+        }
         Ok(())
     }
 
@@ -404,13 +438,15 @@ impl Room {
         }
     }
 
-    fn remove_member(&self, state: &mut RoomState, user: &User) {
+    /// Returns the ticket of the store write, for the callers that acknowledge only durable
+    /// changes (KICK); LEAVE does not wait (see protocol.md).
+    fn remove_member(&self, state: &mut RoomState, user: &User) -> Ticket {
         self.stop_typing_locked(state, &user.name);
         state.members.remove(&user.name);
         state.read.remove(&user.name);
         user.remove_room(&self.name);
         let (room, name) = (Arc::clone(&self.name), Arc::clone(&user.name));
-        self.store.write(Write::Leave { room, user: name }, None);
+        self.write_durably(Write::Leave { room, user: name })
     }
 
     fn add_member(&self, state: &mut RoomState, user: &Arc<User>) {
@@ -564,7 +600,7 @@ impl Room {
             };
             let stored_until = held_from.min(settled + 1);
             let read_stored = |bound: u64| {
-                if after + 1 < bound {
+                if after.saturating_add(1) < bound {
                     self.store
                         .messages(&self.name, after, bound, limit)
                         .map_err(store_error)
@@ -604,7 +640,8 @@ impl Room {
     ) -> (Replay, u64) {
         let mut items = Vec::new();
         let stored: Vec<Arc<Message>> = stored.into_iter().map(Arc::new).collect();
-        let mut expected = after + 1;
+        // Saturating: a client may claim any cursor, up to u64::MAX.
+        let mut expected = after.saturating_add(1);
         let mut more = false;
         let held = state
             .recent

@@ -126,12 +126,29 @@ impl User {
 
     /// Sets the password hash. With `only_if_none`, does nothing if one is set already (two
     /// first logins racing to register a name: the first wins). Returns whether it was set.
-    pub fn set_password_hash(&self, hash: Arc<str>, only_if_none: bool) -> bool {
+    ///
+    /// Every session that has not proven the password is closed with `BYE registered`, under
+    /// the same lock that attaches sessions, so none can slip in between: from now on the
+    /// name belongs to whoever knows the password (a session opened on the name before it was
+    /// registered could otherwise take the account over).
+    /// `by` is the session that set it, if any: it has proven the password by setting it.
+    pub fn set_password_hash(
+        &self,
+        hash: Arc<str>,
+        only_if_none: bool,
+        by: Option<&Session>,
+    ) -> bool {
         let mut state = self.state.lock();
         if only_if_none && state.password_hash.is_some() {
             return false;
         }
         state.password_hash = Some(hash);
+        if let Some(session) = by {
+            session.mark_proven();
+        }
+        for session in state.sessions.iter().filter(|s| !s.proven()) {
+            session.outbox.close(CloseReason::Registered);
+        }
         true
     }
 
@@ -187,14 +204,19 @@ impl User {
 
     /// Attaches a session, first queueing `greeting` (its `OK LOGIN`) to it under the same
     /// lock that fan-out takes, so no event can fall between the OK and the attachment.
+    /// `None` if the name got a password since the session's credentials were checked and the
+    /// session did not prove it.
     pub fn add_session(
         &self,
         presence: &PresenceGuard<'_>,
         session: Arc<Session>,
         greeting: &Arc<Line>,
-    ) -> Arrival {
+    ) -> Option<Arrival> {
         presence.check(self);
         let mut state = self.state.lock();
+        if state.password_hash.is_some() && !session.proven() {
+            return None;
+        }
         session.deliver(greeting);
         let came_online = !state.shown_online;
         state.shown_online = true;
@@ -208,10 +230,10 @@ impl User {
             None => None,
         };
         state.sessions.push(session);
-        Arrival {
+        Some(Arrival {
             came_online,
             replaced,
-        }
+        })
     }
 
     pub fn remove_session(&self, presence: &PresenceGuard<'_>, session_id: u64) -> Departure {

@@ -41,20 +41,31 @@ fn require_account_refuses_names_without_one() {
     impostor.expect_prefix("ERR bad-password :");
 }
 
-/// REGISTER claims a name once; PASSWORD changes it and, if asked, ends the other sessions.
+/// REGISTER claims a name once (ending every session that did not prove the password);
+/// PASSWORD needs the current password, changes it and, if asked, ends the other sessions.
 #[test]
 fn register_and_change_password() {
     let server = TestServer::start();
     let mut laptop = server.login_device("carol", "laptop");
-    let mut phone = server.login_device("carol", "phone");
+    let mut early = server.login_device("carol", "phone");
     laptop.send("REGISTER first-pass");
     laptop.expect("OK REGISTER carol");
+    let last = early.read_until_closed();
+    assert_eq!(
+        last.last().map(String::as_str),
+        Some("BYE registered :this name now has a password; log in again with it")
+    );
+    let mut phone = server.connect();
+    phone.send("LOGIN carol device=phone password=first-pass");
+    phone.expect("OK LOGIN carol");
     laptop.send("REGISTER again");
     laptop.expect("ERR not-permitted :carol is already registered; use PASSWORD to change it");
     let mut other = server.connect();
     other.send("LOGIN carol");
     other.expect_prefix("ERR bad-password :");
-    laptop.send("PASSWORD second-pass end-sessions");
+    laptop.send("PASSWORD wrong-pass second-pass end-sessions");
+    laptop.expect_prefix("ERR bad-password :");
+    laptop.send("PASSWORD first-pass second-pass end-sessions");
     laptop.expect("OK PASSWORD carol");
     let last = phone.read_until_closed();
     assert_eq!(
@@ -139,12 +150,16 @@ fn outsiders_see_nothing_of_direct_and_private_rooms() {
             );
         }
     }
-    // JOIN of a free name creates the room, so it is the one command that cannot answer like
-    // a missing room; it answers no-such-room and nothing more.
-    for room in ["dm:alice:bob", "team"] {
-        carol.send(&format!("JOIN {room}"));
-        carol.expect(&format!("ERR no-such-room :there is no room {room}"));
-    }
+    // A dm: name that is not yours answers as a missing one does. JOIN of a free name creates
+    // a room, so JOIN of an invite-only room answers as a new room would, lets nobody in, and
+    // shows the same epoch again on a second try (as a real new room would).
+    carol.send("JOIN dm:alice:bob");
+    carol.expect("ERR no-such-room :there is no room dm:alice:bob");
+    let decoy = carol.join("team");
+    assert_eq!((decoy.seq, decoy.members), (0, 1), "a new room's answer");
+    assert_eq!(carol.join("team").epoch, decoy.epoch);
+    carol.send("WHO team");
+    carol.expect("ERR no-such-room :there is no room team");
     carol.send("ROOMS");
     carol.expect("OK ROOMS 0");
     carol.send("QUIT");
@@ -181,7 +196,10 @@ fn owner_kicks_and_members_cannot_change_access() {
     bob.send("WHO team");
     bob.expect("ERR no-such-room :there is no room team");
     bob.send("JOIN team");
+    bob.expect_prefix("OK JOIN team seq=0 ");
+    bob.send("SEND team let me in");
     bob.expect("ERR no-such-room :there is no room team");
+    alice.expect_quiet();
     alice.send("KICK team alice");
     alice.expect("ERR bad-argument :the owner cannot kick themselves; LEAVE instead");
     alice.send("KICK team bob");
@@ -215,6 +233,6 @@ fn accounts_and_access_are_stored() {
     again.send("LOGIN alice password=pw1");
     again.expect("OK LOGIN alice");
     let mut bob: Client = second.login("bob");
-    bob.send("JOIN team");
+    bob.send("WHO team");
     bob.expect("ERR no-such-room :there is no room team");
 }

@@ -32,11 +32,11 @@ pub fn login(
             ),
         ));
     }
-    server.authenticate(user, password.as_ref(), reply.outbox().peer_ip())?;
+    let proven = server.authenticate(user, password.as_ref(), reply.outbox().peer_ip())?;
     let ok = reply.line(Event::OkLogin {
         user: Arc::from(user),
     });
-    Ok(server.login(reply.outbox(), user, device.as_deref(), ok))
+    server.login(reply.outbox(), user, device.as_deref(), proven, ok)
 }
 
 /// `REGISTER <password>`: gives the logged-in name a password, if it has none.
@@ -48,15 +48,16 @@ pub fn register(ctx: &Ctx<'_>, password: &Password) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// `PASSWORD <new password> [end-sessions]`.
+/// `PASSWORD <current password> <new password> [end-sessions]`.
 pub fn change_password(
     ctx: &Ctx<'_>,
+    current: &Password,
     password: &Password,
     end_sessions: bool,
 ) -> Result<(), ClientError> {
     let session = ctx.session()?;
     ctx.server
-        .change_password(session, password, end_sessions)?;
+        .change_password(session, current, password, end_sessions)?;
     let user = Arc::clone(&session.user.name);
     ctx.reply.send(Event::OkPassword { user });
     Ok(())

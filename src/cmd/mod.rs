@@ -142,9 +142,10 @@ fn dispatch(ctx: &Ctx<'_>, client_id: Option<&str>, command: Command) -> Result<
         )),
         Command::Register { password } => account::register(ctx, &password),
         Command::ChangePassword {
+            current,
             password,
             end_sessions,
-        } => account::change_password(ctx, &password, end_sessions),
+        } => account::change_password(ctx, &current, &password, end_sessions),
         Command::Join { room } => membership::join(ctx, &room),
         Command::Leave { room } => membership::leave(ctx, &room),
         Command::Send { room, body } => post::send(ctx, &room, &body, client_id),

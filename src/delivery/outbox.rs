@@ -30,6 +30,8 @@ pub enum CloseReason {
     Replaced,
     /// The user changed their password and asked to end their other sessions.
     PasswordChanged,
+    /// The name was given a password, and this session had not proven it.
+    Registered,
     /// The queue filled up: the client reads slower than its rooms talk.
     SlowConsumer,
     ServerShutdown,
@@ -67,6 +69,10 @@ impl CloseReason {
             CloseReason::PasswordChanged => bye(
                 "password-changed",
                 "the password was changed; log in again with the new one",
+            ),
+            CloseReason::Registered => bye(
+                "registered",
+                "this name now has a password; log in again with it",
             ),
             CloseReason::SlowConsumer => {
                 let detail: Vec<String> = cursors

@@ -50,8 +50,10 @@ pub enum Command {
     Register {
         password: Password,
     },
-    /// Changes the logged-in name's password; `end_sessions` closes the user's other sessions.
+    /// Changes the logged-in name's password, given the current one; `end_sessions` closes
+    /// the user's other sessions.
     ChangePassword {
+        current: Password,
         password: Password,
         end_sessions: bool,
     },
@@ -188,7 +190,7 @@ pub static VERBS: &[Verb] = &[
     verb("REGISTER", "REGISTER <password>", true, register),
     verb(
         "PASSWORD",
-        "PASSWORD <new password> [end-sessions]",
+        "PASSWORD <current password> <new password> [end-sessions]",
         true,
         password,
     ),
@@ -315,6 +317,7 @@ fn register(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
 }
 
 fn password(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
+    let current = parse_password(args.required()?)?;
     let password = parse_password(args.required()?)?;
     let end_sessions = match args.optional() {
         None => false,
@@ -322,6 +325,7 @@ fn password(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
         Some(_) => return Err(args.unexpected("option")),
     };
     Ok(Command::ChangePassword {
+        current,
         password,
         end_sessions,
     })
@@ -680,8 +684,9 @@ mod tests {
             }
         );
         assert_eq!(
-            command("PASSWORD n3w END-SESSIONS"),
+            command("PASSWORD 0ld n3w END-SESSIONS"),
             Command::ChangePassword {
+                current: Password("0ld".into()),
                 password: Password("n3w".into()),
                 end_sessions: true
             }
@@ -918,7 +923,8 @@ mod tests {
         for line in [
             "LOGIN alice pasword=topsecret",
             "LOGIN alice topsecret",
-            "PASSWORD topsecret now",
+            "PASSWORD topsecret",
+            "PASSWORD old topsecret now",
             "REGISTER top\u{1}secret",
         ] {
             let rejection = parse(line).unwrap_err();

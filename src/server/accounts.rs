@@ -11,7 +11,7 @@ use crate::accounts::{hash_password, verify_password};
 use crate::delivery::CloseReason;
 use crate::protocol::{ClientError, ErrorCode, Password};
 use crate::session::Session;
-use crate::store::Write;
+use crate::store::{Ticket, Write};
 use crate::user::User;
 
 impl ChatServer {
@@ -19,13 +19,14 @@ impl ChatServer {
     /// password; an unregistered name with a password is registered with it; an unregistered
     /// name without one is refused under `--require-account`. Failures are logged (never the
     /// password) and slow the next attempt for that name and from that address: this
-    /// connection's own reader thread waits out the delay, nobody else.
+    /// connection's own reader thread waits out the delay, nobody else. Returns whether the
+    /// login proved (or set) the name's password.
     pub fn authenticate(
         &self,
         name: &str,
         password: Option<&Password>,
         peer: Option<IpAddr>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<bool, ClientError> {
         let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let delay = self.throttle.delay(name, peer, Instant::now());
         if !delay.is_zero() {
@@ -35,7 +36,7 @@ impl ChatServer {
         match (stored, password) {
             (Some(hash), Some(password)) if verify_password(&password.0, &hash) => {
                 self.throttle.succeeded(name);
-                Ok(())
+                Ok(true)
             }
             (Some(_), given) => {
                 self.throttle.failed(name, peer, Instant::now());
@@ -52,8 +53,8 @@ impl ChatServer {
             }
             (None, Some(password)) => {
                 let user = self.user_or_create(name);
-                if self.set_password(&user, password, true)? {
-                    Ok(())
+                if self.set_password(&user, password, true, None)? {
+                    Ok(true)
                 } else {
                     // Someone registered the name a moment ago: check against theirs.
                     self.authenticate(name, Some(password), Some(peer))
@@ -65,33 +66,68 @@ impl ChatServer {
                     "this server needs an account: LOGIN {name} password=<password> creates one"
                 ),
             )),
-            (None, None) => Ok(()),
+            (None, None) => Ok(false),
         }
     }
 
-    /// REGISTER: gives the session's name a password, if it has none.
+    /// REGISTER: gives the session's name a password, if it has none. Every other session of
+    /// the name that has not proven the password is closed (`BYE registered`).
     pub fn register(&self, session: &Session, password: &Password) -> Result<(), ClientError> {
-        if self.set_password(&session.user, password, true)? {
-            Ok(())
-        } else {
-            Err(ClientError::new(
+        let already = || {
+            ClientError::new(
                 ErrorCode::NotPermitted,
                 format!(
                     "{} is already registered; use PASSWORD to change it",
                     session.user.name
                 ),
-            ))
+            )
+        };
+        // Refused before hashing: a hash costs ~19 MiB and tens of milliseconds.
+        if session.user.password_hash().is_some() {
+            return Err(already());
+        }
+        if self.set_password(&session.user, password, true, Some(session))? {
+            Ok(())
+        } else {
+            Err(already())
         }
     }
 
-    /// PASSWORD: sets a new password; optionally ends the user's other sessions.
+    /// PASSWORD: checks the current password, sets a new one; optionally ends the user's
+    /// other sessions. Asking for the current password means a session left open somewhere
+    /// cannot lock the owner out of their account.
     pub fn change_password(
         &self,
         session: &Session,
+        current: &Password,
         password: &Password,
         end_sessions: bool,
     ) -> Result<(), ClientError> {
-        self.set_password(&session.user, password, false)?;
+        let name = &session.user.name;
+        let Some(hash) = session.user.password_hash() else {
+            return Err(ClientError::new(
+                ErrorCode::NotPermitted,
+                format!("{name} has no password yet; use REGISTER to set one"),
+            ));
+        };
+        let peer = session
+            .outbox
+            .peer_ip()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let delay = self.throttle.delay(name, peer, Instant::now());
+        if !delay.is_zero() {
+            thread::sleep(delay);
+        }
+        if !verify_password(&current.0, &hash) {
+            self.throttle.failed(name, peer, Instant::now());
+            eprintln!("chatd: failed PASSWORD for {name} from {peer}: wrong current password");
+            return Err(ClientError::new(
+                ErrorCode::BadPassword,
+                "the current password is wrong: PASSWORD <current> <new> [end-sessions]",
+            ));
+        }
+        self.throttle.succeeded(name);
+        self.set_password(&session.user, password, false, Some(session))?;
         if end_sessions {
             session
                 .user
@@ -100,20 +136,31 @@ impl ChatServer {
         Ok(())
     }
 
+    /// Hashes and sets a password (see `User::set_password_hash`), and returns once it is
+    /// stored: an `OK` for a security change means it survives a crash, as for messages.
     fn set_password(
         &self,
         user: &User,
         password: &Password,
         only_if_none: bool,
+        by: Option<&Session>,
     ) -> Result<bool, ClientError> {
         let hash: Arc<str> = hash_password(&password.0)
             .map_err(|e| ClientError::new(ErrorCode::StoreFailed, e))?
             .into();
-        if !user.set_password_hash(Arc::clone(&hash), only_if_none) {
+        if !user.set_password_hash(Arc::clone(&hash), only_if_none, by) {
             return Ok(false);
         }
         let name = Arc::clone(&user.name);
-        self.store.write(Write::Password { user: name, hash }, None);
+        let ticket = Ticket::default();
+        self.store
+            .write(Write::Password { user: name, hash }, Some(ticket.clone()));
+        ticket.wait().map_err(|e| {
+            ClientError::new(
+                ErrorCode::StoreFailed,
+                format!("the password could not be stored ({e}); try again"),
+            )
+        })?;
         Ok(true)
     }
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::ChatServer;
 use crate::delivery::{CloseReason, Cursor, Line, Outbox};
 use crate::event::Event;
+use crate::protocol::{ClientError, ErrorCode};
 use crate::session::Session;
 use crate::stats::Stats;
 use crate::store::Write;
@@ -22,21 +23,24 @@ impl ChatServer {
     /// Logs a connection in as `name`. The user is created on first login. A session with
     /// the same device id is replaced (it gets `BYE replaced`). If the user was shown
     /// offline, everyone who shares a room with them learns they are online.
-    /// `ok` is the reply to queue the moment the session is attached.
+    /// `ok` is the reply to queue the moment the session is attached; `proven` says whether
+    /// the login carried the name's password.
     pub fn login(
         &self,
         outbox: &Arc<Outbox>,
         name: &str,
         device: Option<&str>,
+        proven: bool,
         ok: Arc<Line>,
-    ) -> Arc<Session> {
+    ) -> Result<Arc<Session>, ClientError> {
         let user = self.user_or_create(name);
-        let session = Arc::new(Session {
-            id: outbox.id,
-            user: Arc::clone(&user),
-            device: device.map(Box::from),
-            outbox: Arc::clone(outbox),
-        });
+        let session = Arc::new(Session::new(
+            outbox.id,
+            Arc::clone(&user),
+            device,
+            Arc::clone(outbox),
+            proven,
+        ));
         // Each room's seq *before* the session is attached: this session is owed nothing up
         // to there, so that is where its slow-consumer cursors start.
         let starts: Vec<Cursor> = self
@@ -49,7 +53,13 @@ impl ChatServer {
             })
             .collect();
         let presence = user.lock_presence();
-        let arrival = user.add_session(&presence, Arc::clone(&session), &ok);
+        let Some(arrival) = user.add_session(&presence, Arc::clone(&session), &ok) else {
+            // Registered between the credential check and now.
+            return Err(ClientError::new(
+                ErrorCode::BadPassword,
+                format!("{name} is registered: LOGIN {name} password=<password>"),
+            ));
+        };
         if !starts.is_empty() {
             session.deliver(&Line::cursors(starts));
         }
@@ -65,7 +75,7 @@ impl ChatServer {
             };
             self.tell_peers(&user, &Line::ephemeral(online));
         }
-        session
+        Ok(session)
     }
 
     /// Ends a session. If it was the user's last, their peers learn they went offline once

@@ -68,6 +68,7 @@ pub mod client_ids;
 pub mod commands;
 pub mod config;
 pub mod delivery;
+pub mod lock_rank;
 pub mod message;
 pub mod protocol;
 pub mod room;

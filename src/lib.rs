@@ -76,6 +76,7 @@ pub mod cmd;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod lock_rank;
 pub mod message;
 pub mod protocol;
 pub mod room;

@@ -165,27 +165,6 @@ fn collect_flood(client: &mut Client, total: u64, acks: usize) -> Vec<String> {
     msgs
 }
 
-/// Reads the next line, setting aside the one `PRESENCE <gone> offline` line that may
-/// arrive at any point; a second one fails the test.
-fn next_besides_departure(client: &mut Client, gone: &str, departed: &mut bool) -> String {
-    loop {
-        let line = client.next_line();
-        if line.starts_with(&format!("PRESENCE {gone} ")) {
-            if let Err(why) =
-                matches_shape(&line, &format!("PRESENCE {gone} offline last_seen=<ts>"))
-            {
-                client.fail(&format!("bad presence line {line:?}: {why}"));
-            }
-            if *departed {
-                client.fail(&format!("{gone}'s departure was announced twice"));
-            }
-            *departed = true;
-            continue;
-        }
-        return line;
-    }
-}
-
 /// One member of the flood room that keeps up: it must see every message, in order.
 struct Reader {
     client: Client,
@@ -193,8 +172,15 @@ struct Reader {
 }
 
 impl Reader {
+    fn new(client: Client) -> Reader {
+        Reader {
+            client,
+            departed: false,
+        }
+    }
+
     fn next(&mut self, gone: &str) -> String {
-        next_besides_departure(&mut self.client, gone, &mut self.departed)
+        self.client.next_besides_departure(gone, &mut self.departed)
     }
 }
 
@@ -251,14 +237,8 @@ fn a_client_that_vanishes_mid_publish_does_not_disturb_the_others() {
     let server = TestServer::start();
     let [sender, watcher, vanisher] = flood_room(&server, ["sender", "watcher", "vanisher"]);
     let mut vanisher = Some(vanisher);
-    let mut sender = Reader {
-        client: sender,
-        departed: false,
-    };
-    let mut watcher = Reader {
-        client: watcher,
-        departed: false,
-    };
+    let mut sender = Reader::new(sender);
+    let mut watcher = Reader::new(watcher);
     let gone = "vanisher";
     let mut lines = Vec::new();
     for burst in 0..COUNT / BURST {
@@ -325,14 +305,8 @@ fn a_slow_consumer_is_disconnected_and_nobody_waits_for_it() {
     let [sender, watcher] = flood_room(&server, ["sender", "watcher"]);
     slow.expect_introduced("flood", "sender");
     slow.expect_introduced("flood", "watcher");
-    let mut sender = Reader {
-        client: sender,
-        departed: false,
-    };
-    let mut watcher = Reader {
-        client: watcher,
-        departed: false,
-    };
+    let mut sender = Reader::new(sender);
+    let mut watcher = Reader::new(watcher);
     let gone = "slow";
     let filler = "x".repeat(3900);
     let body = |seq: u64| format!("{seq:05} {filler}");

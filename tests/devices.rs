@@ -4,12 +4,10 @@
 
 mod support;
 
-use support::TestServer;
+use support::{Client, TestServer};
 
-/// A message to a room reaches every device of every member.
-#[test]
-fn every_device_of_a_member_receives_room_messages() {
-    let server = TestServer::start();
+/// alice's laptop and phone, and bob, all in `general`, every event read.
+fn alice_on_two_devices_and_bob(server: &TestServer) -> (Client, Client, Client) {
     let mut laptop = server.login_device("alice", "laptop");
     let mut phone = server.login_device("alice", "phone");
     let mut bob = server.login("bob");
@@ -18,6 +16,14 @@ fn every_device_of_a_member_receives_room_messages() {
     bob.join("general");
     laptop.expect_introduced("general", "bob");
     phone.expect_introduced("general", "bob");
+    (laptop, phone, bob)
+}
+
+/// A message to a room reaches every device of every member.
+#[test]
+fn every_device_of_a_member_receives_room_messages() {
+    let server = TestServer::start();
+    let (mut laptop, mut phone, mut bob) = alice_on_two_devices_and_bob(&server);
 
     let msg = bob.say("general", "hello both of you");
     laptop.expect(&msg.line());
@@ -28,14 +34,7 @@ fn every_device_of_a_member_receives_room_messages() {
 #[test]
 fn the_senders_other_devices_get_the_echo() {
     let server = TestServer::start();
-    let mut laptop = server.login_device("alice", "laptop");
-    let mut phone = server.login_device("alice", "phone");
-    let mut bob = server.login("bob");
-    laptop.join("general");
-    phone.expect("JOINED general alice");
-    bob.join("general");
-    laptop.expect_introduced("general", "bob");
-    phone.expect_introduced("general", "bob");
+    let (mut laptop, mut phone, mut bob) = alice_on_two_devices_and_bob(&server);
 
     let msg = laptop.say("general", "typed on the laptop");
     phone.expect(&msg.line());

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chatd::config::RateLimit;
-use support::{Client, Msg, TestServer, DEADLINE};
+use support::{Client, Msg, ReadLines, TestServer, DEADLINE};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -142,17 +142,6 @@ fn read_until(me: &mut Client, received: &mut Vec<Msg>, mut done: impl FnMut(&st
     }
 }
 
-/// Reads lines until `expected`, skipping events this test does not pin down (PRESENCE and
-/// the like, which other features add around a JOIN).
-fn skip_to(client: &mut Client, expected: &str) {
-    for _ in 0..20 {
-        if client.next_line() == expected {
-            return;
-        }
-    }
-    client.fail(&format!("no {expected:?} among the next 20 lines"));
-}
-
 /// While flooders, garbage writers, half-open connections and a connect storm hammer the
 /// server, two people keep talking in the room the flooders flood: each receives every
 /// message of the room, in order and without a gap, and is never refused. Afterwards the
@@ -175,7 +164,7 @@ fn a_conversation_carries_on_through_hostile_clients_and_nothing_is_left_behind(
     let mut bob = server.login("bob");
     let joined_at = alice.join("lobby").seq;
     bob.join("lobby");
-    skip_to(&mut alice, "JOINED lobby bob");
+    alice.skip_to("JOINED lobby bob");
     // Asks STATS at the end; in no room, so no event can come between it and its replies.
     let mut observer = server.login("observer");
 

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chatd::config::RateLimit;
-use support::{Client, Msg, TestServer, DEADLINE, GREETING};
+use support::{Client, Msg, ReadLines, TestServer, DEADLINE, GREETING};
 
 /// Repeats `attempt` until it returns `Some`, for at most [`DEADLINE`]; for facts that become
 /// true a moment after the client sees them (a connection's threads finishing).
@@ -32,28 +32,6 @@ fn retry_in(line: &str) -> Duration {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("not a rate-limited reply: {line:?}"));
     Duration::from_millis(ms)
-}
-
-/// Reads lines until `expected`, skipping events this test does not pin down (PRESENCE and
-/// the like, which other features add around a JOIN).
-fn skip_to(client: &mut Client, expected: &str) {
-    for _ in 0..20 {
-        if client.next_line() == expected {
-            return;
-        }
-    }
-    client.fail(&format!("no {expected:?} among the next 20 lines"));
-}
-
-/// Like [`skip_to`], for the first line starting with `prefix`; returns it.
-fn skip_to_prefix(client: &mut Client, prefix: &str) -> String {
-    for _ in 0..20 {
-        let line = client.next_line();
-        if line.starts_with(prefix) {
-            return line;
-        }
-    }
-    client.fail(&format!("no line starting {prefix:?} among the next 20"));
 }
 
 /// Connections from one address beyond `--max-per-ip` get `ERR too-many-connections` and are
@@ -273,7 +251,7 @@ fn hostile_bytes_are_refused_one_by_one_and_reach_nobody() {
     let mut alice = server.login("alice");
     mallory.join("lobby");
     alice.join("lobby");
-    skip_to(&mut mallory, "JOINED lobby alice");
+    mallory.skip_to("JOINED lobby alice");
 
     let mut endless = vec![b'A'; 1024 * 1024];
     endless.push(b'\n');
@@ -306,7 +284,7 @@ fn hostile_bytes_are_refused_one_by_one_and_reach_nobody() {
 
     // Still usable, and alice saw none of it.
     let msg = mallory.say("lobby", "sorry\tall");
-    let seen = Msg::parse(&skip_to_prefix(&mut alice, "MSG ")).expect("a MSG");
+    let seen = Msg::parse(&alice.skip_to_prefix("MSG ")).expect("a MSG");
     assert_eq!((seen.seq, seen.body.as_str()), (msg.seq, "sorry\tall"));
     alice.expect_quiet();
 }
@@ -542,21 +520,6 @@ impl TlsClient {
         assert_eq!(self.next_line(), expected);
     }
 
-    /// Reads lines until `expected`, skipping events this test does not pin down.
-    fn skip_to(&mut self, expected: &str) {
-        self.skip_to_prefix(expected);
-    }
-
-    fn skip_to_prefix(&mut self, prefix: &str) -> String {
-        for _ in 0..20 {
-            let line = self.next_line();
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-        panic!("no line starting {prefix:?} among the next 20");
-    }
-
     fn expect_prefix(&mut self, prefix: &str) -> String {
         let line = self.next_line();
         assert!(
@@ -572,6 +535,16 @@ impl TlsClient {
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
             other => panic!("expected the proxy to refuse the connection, got {other:?}"),
         }
+    }
+}
+
+impl ReadLines for TlsClient {
+    fn next_line(&mut self) -> String {
+        TlsClient::next_line(self)
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!("{what}")
     }
 }
 

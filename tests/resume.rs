@@ -22,38 +22,13 @@ fn ok_send_fields(line: &str, label: &str, room: &str) -> (u64, String) {
     (words[4].parse().expect("checked"), words[5].to_owned())
 }
 
-/// The next line, setting aside one line starting with `aside` (an event that may arrive at
-/// any moment); a second one fails.
-fn next_besides(client: &mut Client, aside: &str, seen: &mut bool) -> String {
-    let line = client.next_line();
-    if !line.starts_with(aside) {
-        return line;
-    }
-    if *seen {
-        client.fail(&format!("a second {aside:?} line"));
-    }
-    *seen = true;
-    client.next_line()
-}
-
-/// `JOINED <room> <user>`, after `PRESENCE <user> online` if the observer shared no room with
-/// the joiner before (the server introduces a joiner to members who could not see them).
-fn expect_joined(observer: &mut Client, room: &str, user: &str) {
-    let line = observer.next_line();
-    if line != format!("PRESENCE {user} online") {
-        assert_eq!(line, format!("JOINED {room} {user}"), "{}", observer.name());
-        return;
-    }
-    observer.expect(&format!("JOINED {room} {user}"));
-}
-
 /// alice and bob, both in `general`, all events read.
 fn pair(server: &TestServer) -> (Client, Client, String) {
     let mut alice = server.login("alice");
     let epoch = alice.join("general").epoch;
     let mut bob = server.login("bob");
     bob.join("general");
-    expect_joined(&mut alice, "general", "bob");
+    alice.expect_joined("general", "bob");
     (alice, bob, epoch)
 }
 
@@ -98,8 +73,8 @@ fn a_cid_is_recognised_across_devices_and_reconnects() {
     laptop.join("general");
     let mut bob = server.login("bob");
     bob.join("general");
-    expect_joined(&mut phone, "general", "bob");
-    expect_joined(&mut laptop, "general", "bob");
+    phone.expect_joined("general", "bob");
+    laptop.expect_joined("general", "bob");
 
     phone.send("@p;cid=m-17 SEND general yes!");
     let (seq, id) = ok_send_fields(&phone.next_line(), "p", "general");
@@ -330,11 +305,11 @@ fn a_session_behind_sheds_presence_but_keeps_every_message() {
     carol.join("general");
     let mut zoe = server.login("zoe");
     zoe.join("general");
-    expect_joined(&mut carol, "general", "zoe");
+    carol.expect_joined("general", "zoe");
     let mut dave = server.login("dave");
     dave.join("general");
-    expect_joined(&mut carol, "general", "dave");
-    expect_joined(&mut zoe, "general", "dave");
+    carol.expect_joined("general", "dave");
+    zoe.expect_joined("general", "dave");
     dave.send("QUIT");
     dave.expect("BYE quit :goodbye");
     carol.expect_prefix("PRESENCE dave offline last_seen=");
@@ -421,7 +396,7 @@ fn slow_consumer_bye_names_exact_cursors_to_resume_from() {
     let mut joined_at = BTreeMap::new();
     for room in rooms {
         joined_at.insert(room, carol.join(room).seq);
-        expect_joined(&mut zoe, room, "carol");
+        zoe.expect_joined(room, "carol");
     }
     assert_eq!(joined_at["quiet"], 2);
     carol.expect_quiet();
@@ -433,18 +408,14 @@ fn slow_consumer_bye_names_exact_cursors_to_resume_from() {
     for n in 1..=MAX_MESSAGES {
         let room = if n % 3 == 0 { "beta" } else { "alpha" };
         zoe.send(&format!("SEND {room} {n:05} {filler}"));
-        let ok = next_besides(&mut zoe, "PRESENCE carol offline ", &mut departed);
-        let msg = Msg::parse(&next_besides(
-            &mut zoe,
-            "PRESENCE carol offline ",
-            &mut departed,
-        ))
-        .unwrap_or_else(|why| zoe.fail(&why));
+        let ok = zoe.next_besides_departure("carol", &mut departed);
+        let msg = Msg::parse(&zoe.next_besides_departure("carol", &mut departed))
+            .unwrap_or_else(|why| zoe.fail(&why));
         assert_eq!(ok, format!("OK SEND {room} {} {}", msg.seq, msg.id));
         posted.entry(room).or_default().push(msg);
         if n % 16 == 0 {
             zoe.send("STATS");
-            let stats = next_besides(&mut zoe, "PRESENCE carol offline ", &mut departed);
+            let stats = zoe.next_besides_departure("carol", &mut departed);
             if field(&stats, "slow_consumers") == Some("1") {
                 cut = true;
                 break;
@@ -515,7 +486,7 @@ fn a_device_takeover_replaces_the_old_session() {
     old.join("general");
     let mut bob = server.login("bob");
     bob.join("general");
-    expect_joined(&mut old, "general", "bob");
+    old.expect_joined("general", "bob");
 
     let mut new = server.login_device("alice", "phone");
     old.expect_prefix("BYE replaced :");
@@ -561,11 +532,11 @@ fn presence_grace_hides_quick_reconnects() {
     alice.join("general");
     let mut carl = server.login("carl");
     carl.join("general");
-    expect_joined(&mut alice, "general", "carl");
+    alice.expect_joined("general", "carl");
     let mut bob = server.login("bob");
     bob.join("general");
-    expect_joined(&mut alice, "general", "bob");
-    expect_joined(&mut carl, "general", "bob");
+    alice.expect_joined("general", "bob");
+    carl.expect_joined("general", "bob");
 
     // bob's connection drops; the server has logged him out once `sessions` is 2.
     drop(bob);
@@ -613,7 +584,7 @@ fn a_slow_consumer_that_kept_posting_gets_its_bye() {
     let mut carol = Client::connect_with_receive_buffer(server.addr(), 4096);
     carol.login("carol");
     carol.join("flood");
-    expect_joined(&mut zoe, "flood", "carol");
+    zoe.expect_joined("flood", "carol");
     carol.expect_quiet();
 
     // carol stops reading but goes on posting, one message per flood message of zoe's.
@@ -625,13 +596,13 @@ fn a_slow_consumer_that_kept_posting_gets_its_bye() {
         zoe.send(&format!("SEND flood {n:05} {filler}"));
         let mut acked = false;
         while !acked {
-            let line = next_besides(&mut zoe, "PRESENCE carol offline ", &mut departed);
+            let line = zoe.next_besides_departure("carol", &mut departed);
             acked = line.starts_with("OK SEND flood ");
         }
         if n % 16 == 0 {
             zoe.send("STATS");
             let stats = loop {
-                let line = next_besides(&mut zoe, "PRESENCE carol offline ", &mut departed);
+                let line = zoe.next_besides_departure("carol", &mut departed);
                 if line.starts_with("OK STATS ") {
                     break line;
                 }
@@ -674,7 +645,7 @@ fn slow_consumer_bye_names_rooms_it_received_nothing_of() {
     zoe.join("flood");
     let mut carol = server.login("carol");
     carol.join("flood");
-    expect_joined(&mut zoe, "flood", "carol");
+    zoe.expect_joined("flood", "carol");
     zoe.say("flood", "one");
     zoe.say("flood", "two");
     carol.send("QUIT");
@@ -688,17 +659,16 @@ fn slow_consumer_bye_names_rooms_it_received_nothing_of() {
     zoe.expect("PRESENCE carol online");
     // Overflow what is left of her queue, a batch at a time.
     let batch = "SEND flood more\n".repeat(1000);
-    let aside = "PRESENCE carol offline ";
     let mut departed = false;
     let mut cut = false;
     for _ in 0..200 {
         zoe.send_raw(batch.as_bytes());
         for _ in 0..2000 {
-            let line = next_besides(&mut zoe, aside, &mut departed);
+            let line = zoe.next_besides_departure("carol", &mut departed);
             assert!(line.starts_with("OK SEND flood ") || line.starts_with("MSG flood "));
         }
         zoe.send("STATS");
-        let stats = next_besides(&mut zoe, aside, &mut departed);
+        let stats = zoe.next_besides_departure("carol", &mut departed);
         if field(&stats, "slow_consumers") == Some("1") {
             cut = true;
             break;
@@ -706,7 +676,7 @@ fn slow_consumer_bye_names_rooms_it_received_nothing_of() {
     }
     assert!(cut, "carol's queue never overflowed");
     if !departed {
-        zoe.expect_prefix(aside);
+        zoe.expect_prefix("PRESENCE carol offline ");
     }
 
     let lines = carol.read_until_closed();

@@ -16,17 +16,6 @@ const LONG_TTL: Duration = Duration::from_secs(30);
 /// The server forwards at most one typing event per typist and room per this interval.
 const FORWARD_INTERVAL: Duration = Duration::from_secs(1);
 
-/// `JOINED <room> <user>`, after `PRESENCE <user> online` if the observer shared no room with
-/// the joiner before (the server introduces a joiner to members who could not see them).
-fn expect_joined(observer: &mut Client, room: &str, user: &str) {
-    let line = observer.next_line();
-    if line != format!("PRESENCE {user} online") {
-        assert_eq!(line, format!("JOINED {room} {user}"), "{}", observer.name());
-        return;
-    }
-    observer.expect(&format!("JOINED {room} {user}"));
-}
-
 /// alice on two devices, bob and carol, all in `general`, every event read.
 struct Cast {
     laptop: Client,
@@ -42,12 +31,12 @@ fn cast(server: &TestServer) -> Cast {
     let mut phone = server.login_device("alice", "phone");
     let mut bob = server.login("bob");
     bob.join("general");
-    expect_joined(&mut laptop, "general", "bob");
-    expect_joined(&mut phone, "general", "bob");
+    laptop.expect_joined("general", "bob");
+    phone.expect_joined("general", "bob");
     let mut carol = server.login("carol");
     carol.join("general");
     for client in [&mut laptop, &mut phone, &mut bob] {
-        expect_joined(client, "general", "carol");
+        client.expect_joined("general", "carol");
     }
     for client in [&mut laptop, &mut phone, &mut bob, &mut carol] {
         client.expect_quiet();
@@ -398,7 +387,7 @@ fn unread_counts_follow_messages_reads_and_reconnects() {
     let epoch = alice.join("general").epoch;
     let mut bob = server.login("bob");
     bob.join("general");
-    expect_joined(&mut alice, "general", "bob");
+    alice.expect_joined("general", "bob");
     let room = |seq: u64, read: u64| {
         format!(
             "ROOM general seq={seq} epoch={epoch} members=2 read={read} unread={}",

@@ -209,11 +209,11 @@ impl Client {
         self.logged_in();
     }
 
-    /// Waits until the server has registered this session, presence broadcast included.
-    /// The server queues `OK LOGIN` *before* registering the session, so an event published
-    /// right after a client read its OK can still miss it (see the ignored test
-    /// `devices::ok_login_means_the_session_gets_every_later_event`). A PING is handled
-    /// by the same reader thread after the login, so its PONG proves the registration.
+    /// Waits until the login has fully taken effect. The session gets every event from its
+    /// `OK LOGIN` on (`User::add_session` queues the OK under the lock fan-out takes; see
+    /// `devices::ok_login_means_the_session_gets_every_later_event`), but the rest of the
+    /// login, such as telling the user's peers they are online, comes after the OK. A PING
+    /// is handled by the same reader thread after the whole login, so its PONG proves it.
     /// It also asserts nothing else arrived first, so log in while the user's rooms are quiet
     /// (or log in by hand with `send` and `expect`).
     fn logged_in(&mut self) {
@@ -312,6 +312,38 @@ impl Client {
     pub fn expect_introduced(&mut self, room: &str, user: &str) {
         self.expect(&format!("PRESENCE {user} online"));
         self.expect(&format!("JOINED {room} {user}"));
+    }
+
+    /// `JOINED <room> <user>`, after `PRESENCE <user> online` if this client shared no room
+    /// with the joiner before (see [`Client::expect_introduced`]): for tests that do not
+    /// pin down which.
+    pub fn expect_joined(&mut self, room: &str, user: &str) {
+        let line = self.next_line();
+        if line != format!("PRESENCE {user} online") {
+            assert_eq!(line, format!("JOINED {room} {user}"), "{}", self.name);
+            return;
+        }
+        self.expect(&format!("JOINED {room} {user}"));
+    }
+
+    /// The next line, setting aside `user`'s departure (`PRESENCE <user> offline
+    /// last_seen=<ts>`), which may arrive at any moment while the test reads a flood;
+    /// `departed` records whether it has. A second departure fails.
+    pub fn next_besides_departure(&mut self, user: &str, departed: &mut bool) -> String {
+        let departure = format!("PRESENCE {user} offline ");
+        loop {
+            let line = self.next_line();
+            if !line.starts_with(&departure) {
+                return line;
+            }
+            if let Err(why) = matches_shape(&line, &format!("{departure}last_seen=<ts>")) {
+                self.fail(&format!("bad presence line {line:?}: {why}"));
+            }
+            if *departed {
+                self.fail(&format!("{user}'s departure was announced twice"));
+            }
+            *departed = true;
+        }
     }
 
     /// The next line must start with `prefix`; returns the whole line.
@@ -464,6 +496,47 @@ impl Client {
                 Err(e) => self.fail(&format!("read failed: {e}")),
             }
         }
+    }
+}
+
+/// A conversation with chatd read line by line: a [`Client`], or a client behind a proxy.
+pub trait ReadLines {
+    /// The next line (without its `\n`); fails the test if none comes within [`DEADLINE`].
+    fn next_line(&mut self) -> String;
+
+    /// Fails the test, saying what went wrong.
+    fn fail(&self, what: &str) -> !;
+
+    /// Reads lines until `expected`, skipping events the test does not pin down (PRESENCE
+    /// and the like, which other features add around a JOIN).
+    fn skip_to(&mut self, expected: &str) {
+        for _ in 0..20 {
+            if self.next_line() == expected {
+                return;
+            }
+        }
+        self.fail(&format!("no {expected:?} among the next 20 lines"));
+    }
+
+    /// Like [`ReadLines::skip_to`], for the first line starting with `prefix`; returns it.
+    fn skip_to_prefix(&mut self, prefix: &str) -> String {
+        for _ in 0..20 {
+            let line = self.next_line();
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+        self.fail(&format!("no line starting {prefix:?} among the next 20"));
+    }
+}
+
+impl ReadLines for Client {
+    fn next_line(&mut self) -> String {
+        Client::next_line(self)
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        Client::fail(self, what)
     }
 }
 

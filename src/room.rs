@@ -29,12 +29,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::delivery::doorbell::WakeBatch;
 use crate::delivery::{Line, Outbox, Reply};
 use crate::event::{Event, HistoryPage, MemberStatus, Replay, ReplayItem, RoomListing};
+use crate::lock_rank::{Rank, RankedMutex};
 use crate::message::Message;
 use crate::protocol::{ClientError, ErrorCode};
 pub use crate::room_name::RoomKind;
@@ -52,7 +52,7 @@ pub struct Room {
     pub epoch: Arc<str>,
     /// Lock rank 3 (see the crate docs): taken after a user's presence and client-id locks,
     /// before users' state locks. Never two rooms at once.
-    state: Mutex<RoomState>,
+    state: RankedMutex<RoomState>,
     store: Arc<dyn Store>,
     stats: Arc<Stats>,
 }
@@ -189,17 +189,20 @@ impl Room {
             name: setup.name,
             kind: setup.kind,
             epoch: setup.epoch,
-            state: Mutex::new(RoomState {
-                members,
-                recent,
-                recent_capacity: setup.recent_capacity,
-                assigned: setup.seq,
-                settled: setup.seq,
-                pending: VecDeque::new(),
-                read: setup.reads.into_iter().collect(),
-                typing: Typing::default(),
-                access: setup.access,
-            }),
+            state: RankedMutex::new(
+                Rank::RoomState,
+                RoomState {
+                    members,
+                    recent,
+                    recent_capacity: setup.recent_capacity,
+                    assigned: setup.seq,
+                    settled: setup.seq,
+                    pending: VecDeque::new(),
+                    read: setup.reads.into_iter().collect(),
+                    typing: Typing::default(),
+                    access: setup.access,
+                },
+            ),
             store,
             stats,
         }

@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::lock_rank::{Rank, RankedMutex, RankedMutexGuard};
 use chrono::{DateTime, Utc};
-use parking_lot::{Mutex, MutexGuard};
 
 use crate::client_ids::ClientIds;
 use crate::config::Config;
@@ -22,13 +22,13 @@ pub struct User {
     /// Lock rank 1 (see the crate docs). Serialises this user's presence transitions (shown online, shown
     /// offline) with their announcement, so `online` and `offline` can never reach anyone in
     /// the wrong order. Never held together with another user's presence lock.
-    presence: Mutex<()>,
+    presence: RankedMutex<()>,
     /// Lock rank 2 (see the crate docs). Held across check-publish-record of a send with a client id, so two
     /// devices retrying the same id at once still publish it once.
-    client_ids: Mutex<ClientIds>,
+    client_ids: RankedMutex<ClientIds>,
     /// Lock rank 4 (see the crate docs): sessions, rooms, presence as shown. Taken after a room's lock during
     /// fan-out; only outboxes (rank 5) are touched while it is held.
-    state: Mutex<UserState>,
+    state: RankedMutex<UserState>,
 }
 
 struct UserState {
@@ -53,7 +53,7 @@ struct UserState {
 /// compiler (and, for *whose* lock, by a debug assertion).
 pub struct PresenceGuard<'a> {
     user: &'a User,
-    _held: MutexGuard<'a, ()>,
+    _held: RankedMutexGuard<'a, ()>,
 }
 
 impl PresenceGuard<'_> {
@@ -90,20 +90,23 @@ impl User {
     pub fn new(name: Arc<str>, config: &Config) -> User {
         User {
             name,
-            presence: Mutex::new(()),
-            client_ids: Mutex::new(ClientIds::new(
-                config.client_id_window,
-                config.client_id_ttl,
-            )),
-            state: Mutex::new(UserState {
-                sessions: Vec::new(),
-                rooms: BTreeSet::new(),
-                shown_online: false,
-                generation: 0,
-                last_seen: None,
-                share_receipts: true,
-                password_hash: None,
-            }),
+            presence: RankedMutex::new(Rank::Presence, ()),
+            client_ids: RankedMutex::new(
+                Rank::ClientIds,
+                ClientIds::new(config.client_id_window, config.client_id_ttl),
+            ),
+            state: RankedMutex::new(
+                Rank::UserState,
+                UserState {
+                    sessions: Vec::new(),
+                    rooms: BTreeSet::new(),
+                    shown_online: false,
+                    generation: 0,
+                    last_seen: None,
+                    share_receipts: true,
+                    password_hash: None,
+                },
+            ),
         }
     }
 
@@ -163,6 +166,7 @@ impl User {
 
     /// Holds this user's presence steady while a session is added or removed and the change
     /// is announced. The functions that change presence take the guard as proof.
+    #[cfg_attr(debug_assertions, track_caller)]
     pub fn lock_presence(&self) -> PresenceGuard<'_> {
         PresenceGuard {
             user: self,
@@ -170,7 +174,8 @@ impl User {
         }
     }
 
-    pub fn lock_client_ids(&self) -> MutexGuard<'_, ClientIds> {
+    #[cfg_attr(debug_assertions, track_caller)]
+    pub fn lock_client_ids(&self) -> RankedMutexGuard<'_, ClientIds> {
         self.client_ids.lock()
     }
 

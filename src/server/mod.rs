@@ -12,12 +12,11 @@ mod presence;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
-
 use crate::accounts::LoginThrottle;
 use crate::config::Config;
 use crate::config::StoreConfig;
 use crate::event::RoomListing;
+use crate::lock_rank::{Rank, RankedRwLock};
 use crate::protocol::{ClientError, ErrorCode};
 use crate::room::{Access, Room, RoomSetup};
 use crate::room_name::{dm_room_name, RoomKind};
@@ -33,10 +32,10 @@ pub struct ChatServer {
     pub stats: Arc<Stats>,
     /// Leaf lock (see the crate docs): held only to look up or insert, never while taking
     /// another lock.
-    users: RwLock<HashMap<Arc<str>, Arc<User>>>,
+    users: RankedRwLock<HashMap<Arc<str>, Arc<User>>>,
     /// Leaf lock, like `users`. `room_or_create` also queues the new room's store write
     /// under it (see there).
-    rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
+    rooms: RankedRwLock<HashMap<Arc<str>, Arc<Room>>>,
     pub(crate) store: Arc<dyn Store>,
     throttle: LoginThrottle,
     timers: Timers,
@@ -95,8 +94,8 @@ impl ChatServer {
         Ok(Arc::new_cyclic(|server| ChatServer {
             config,
             stats,
-            users: RwLock::new(users),
-            rooms: RwLock::new(rooms),
+            users: RankedRwLock::new(Rank::Leaf, users),
+            rooms: RankedRwLock::new(Rank::Leaf, rooms),
             store,
             throttle: LoginThrottle::default(),
             timers: Timers::start(server.clone()),

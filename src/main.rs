@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use chatd::config::{Retention, SqliteOptions, StoreConfig, SyncMode};
+use chatd::store::sqlite::{SqliteOptions, SyncMode};
+use chatd::store::{Retention, StoreConfig};
 use clap::{Parser, ValueEnum};
 
 /// A chat server: rooms, direct messages, presence, several devices per user.
@@ -152,7 +153,7 @@ fn main() -> anyhow::Result<()> {
                     .map(|days| Duration::from_secs(days * 24 * 3600)),
                 max_per_room: flags.retention_per_room,
                 client_id_ttl: Duration::from_secs(flags.client_id_hours * 3600),
-                interval: Duration::from_secs(60),
+                ..Retention::default()
             },
             max_pages: None,
         }),

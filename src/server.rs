@@ -14,7 +14,6 @@ use parking_lot::RwLock;
 use crate::accounts::{hash_password, verify_password, LoginThrottle};
 use crate::client_ids::Published;
 use crate::config::Config;
-use crate::config::StoreConfig;
 use crate::delivery::{CloseReason, Cursor, Line, Outbox};
 use crate::message::Message;
 use crate::protocol::Password;
@@ -24,8 +23,6 @@ use crate::room_name::RoomKind;
 use crate::room_name::{dm_room_name, is_dm_room};
 use crate::session::Session;
 use crate::stats::Stats;
-use crate::store::memory::MemoryStore;
-use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, Write};
 use crate::timers::{Due, Task, Timers};
 use crate::user::{Departure, User};
@@ -62,10 +59,7 @@ impl ChatServer {
     /// Opens the configured store, restores users and rooms from it, and starts the timer
     /// thread.
     pub fn open(config: Config) -> Result<Arc<ChatServer>, StoreError> {
-        let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Memory => Arc::new(MemoryStore),
-            StoreConfig::Sqlite(options) => Arc::new(SqliteStore::open(options.clone())?),
-        };
+        let store = crate::store::open(&config.store)?;
         let snapshot = store.load(config.recent_per_room)?;
         let stats = Arc::new(Stats::default());
         let mut users = HashMap::new();

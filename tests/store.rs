@@ -15,6 +15,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use chatd::store::{self, StoreErrorKind, Ticket, Write};
 use support::{Client, Msg, TestServer};
 
 /// A `chatd` process serving a database file.
@@ -490,4 +491,44 @@ fn history_and_sync_read_older_pages_from_the_store() {
         assert_eq!(alice.expect_msg(), *msg);
     }
     alice.expect_prefix("OK SYNC general seq=8 ");
+}
+
+/// Each way the SQLite store fails has its own `StoreErrorKind`, so a caller can tell a newer
+/// schema from a damaged file, an unwritable place or a full disk without reading the text.
+#[test]
+fn store_errors_say_what_kind() {
+    let open_error = |path: &Path| match store::open(&support::sqlite_store(path.into(), None)) {
+        Ok(_) => panic!("{} must be refused", path.display()),
+        Err(e) => e,
+    };
+
+    let (_newer_dir, newer) = temp_db();
+    drop(store::open(&support::sqlite_store(newer.clone(), None)).expect("a fresh database"));
+    let db = rusqlite::Connection::open(&newer).unwrap();
+    db.pragma_update(None, "user_version", 99).unwrap();
+    drop(db);
+    let e = open_error(&newer);
+    assert_eq!(e.kind(), StoreErrorKind::NewerSchema, "{e}");
+
+    let (_corrupt_dir, corrupt) = temp_db();
+    std::fs::write(&corrupt, vec![0x5a; 8192]).unwrap();
+    let e = open_error(&corrupt);
+    assert_eq!(e.kind(), StoreErrorKind::Corrupt, "{e}");
+
+    let e = open_error(Path::new("/proc/chatd-test/chatd.db"));
+    assert_eq!(e.kind(), StoreErrorKind::Unwritable, "{e}");
+
+    // A few pages: the schema fits, a few dozen 2 KiB user names do not.
+    let (_full_dir, full) = temp_db();
+    let store = store::open(&support::sqlite_store(full, Some(24))).expect("a small database");
+    for n in 0..200 {
+        let ticket = Ticket::new();
+        let name = format!("{n:04}{}", "x".repeat(2000));
+        store.write(Write::User { name: name.into() }, Some(ticket.clone()));
+        if let Err(e) = ticket.wait() {
+            assert_eq!(e.kind(), StoreErrorKind::Full, "{e}");
+            return;
+        }
+    }
+    panic!("the tiny database must fill up");
 }

@@ -281,8 +281,11 @@ fn crash_loses_no_acknowledged_message() {
                 acked += 1;
             }
         }
-        // Retry what was in flight when the server died.
+        // Retry what was in flight when the server died. Each retrying client stays connected
+        // until the round ends: with no presence grace, one leaving would announce itself
+        // offline to the next one while it logs in, which must be quiet.
         let mut retried = 0;
+        let mut retriers = Vec::new();
         for (i, outcome) in outcomes.iter().enumerate() {
             let Some((cid, body)) = &outcome.in_flight else {
                 continue;
@@ -300,6 +303,7 @@ fn crash_loses_no_acknowledged_message() {
             } else {
                 client.expect_msg();
             }
+            retriers.push(client);
             retried += 1;
         }
         let after = all_messages(&mut checker, "crash");
@@ -313,6 +317,7 @@ fn crash_loses_no_acknowledged_message() {
             "round {round}: killed after {delay} ms; {} stored, {acked} acknowledged, {retried} retried",
             before.len()
         );
+        drop(retriers);
         server.stop();
     }
 }

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chatd::config::{Retention, SqliteOptions, StoreConfig, SyncMode};
+use chatd::store::sqlite::{SqliteOptions, SyncMode};
+use chatd::store::{Retention, StoreConfig};
 use chatd::Config;
 use rusqlite::{params, Connection};
 

@@ -4,7 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use crate::store::sqlite::{Retention, SqliteOptions, SyncMode};
+use crate::store::Retention;
+
+// Re-exported so `chatd::config::StoreConfig` keeps working; each backend's own options live
+// in `chatd::store::<backend>`.
+pub use crate::store::StoreConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -110,7 +114,7 @@ impl Default for Config {
             dead_peer_timeout: Duration::from_secs(60),
             presence_grace: Duration::from_secs(5),
             client_id_window: 10_000,
-            client_id_ttl: Duration::from_secs(24 * 60 * 60),
+            client_id_ttl: Retention::default().client_id_ttl,
             sync_limit: 1000,
             typing_ttl: Duration::from_secs(6),
             max_per_ip: Some(16),
@@ -119,13 +123,4 @@ impl Default for Config {
             line_timeout: Duration::from_secs(30),
         }
     }
-}
-
-/// Which store backs the server.
-#[derive(Debug, Clone)]
-pub enum StoreConfig {
-    /// Nothing survives a restart.
-    Memory,
-    /// An embedded SQLite database file.
-    Sqlite(SqliteOptions),
 }

@@ -5,8 +5,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use chatd::config::{Retention, SqliteOptions, StoreConfig, SyncMode};
+use chatd::config::RateLimit;
+use chatd::store::sqlite::{SqliteOptions, SyncMode};
+use chatd::store::{Retention, StoreConfig};
+use chatd::Config;
 use clap::{Parser, ValueEnum};
+
+/// The library's defaults, which every flag's default is read from (so `--help` shows them
+/// and a change in `config.rs` reaches the binary).
+fn defaults() -> Config {
+    Config::default()
+}
 
 /// A chat server: rooms, direct messages, presence, several devices per user.
 /// Talk to it with `nc 127.0.0.1 7878` and type HELP.
@@ -14,7 +23,7 @@ use clap::{Parser, ValueEnum};
 #[command(version, about)]
 struct Flags {
     /// Address and port to listen on. Use 0.0.0.0:7878 to accept connections from other hosts.
-    #[arg(long, default_value = "127.0.0.1:7878")]
+    #[arg(long, default_value_t = defaults().listen)]
     listen: SocketAddr,
     /// Where rooms, members and messages are kept: `sqlite` (the --data file; survives
     /// restarts and crashes) or `memory` (lost on restart).
@@ -33,10 +42,10 @@ struct Flags {
     #[arg(long)]
     require_account: bool,
     /// Rooms one user may be in (direct conversations not counted).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = defaults().max_rooms_per_user)]
     max_rooms_per_user: usize,
     /// Members one room may have.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = defaults().max_members_per_room)]
     max_members_per_room: usize,
     /// Delete stored messages older than this many days (default: keep forever).
     #[arg(long)]
@@ -51,69 +60,69 @@ struct Flags {
     max_sessions: Option<usize>,
     /// Lines each session may have queued; a session that falls this far behind is
     /// disconnected as a slow consumer.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    #[arg(long, default_value_t = defaults().channel_capacity as u64, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
     channel_capacity: u64,
     /// Messages each room keeps for HISTORY.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = defaults().recent_per_room)]
     recent: usize,
     /// Longest accepted line, in bytes.
-    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
+    #[arg(long, default_value_t = defaults().max_line as u64, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
     max_line: u64,
     /// Longest accepted message body, in bytes.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    #[arg(long, default_value_t = defaults().max_body as u64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_body: u64,
     /// Seconds a connection may stay without logging in.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = defaults().login_timeout.as_secs())]
     login_timeout: u64,
     /// Seconds a write to a client may block before the client is considered gone.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults().write_timeout.as_secs())]
     write_timeout: u64,
     /// Seconds within which a peer that vanished without closing (cable pulled, laptop
     /// asleep) is detected and dropped, by TCP keepalive probes; idle but connected clients
     /// answer them and are never dropped.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(6..=3600))]
+    #[arg(long, default_value_t = defaults().dead_peer_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(6..=3600))]
     dead_peer_timeout: u64,
     /// Seconds a user whose last device disconnected still shows as online, so a quick
     /// reconnect does not flap their presence. 0 announces offline at once.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = defaults().presence_grace.as_secs())]
     presence_grace: u64,
     /// Client message ids (cid=) remembered per user for idempotent retries.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults().client_id_window)]
     client_id_window: usize,
     /// Hours a client message id is remembered.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = defaults().client_id_ttl.as_secs() / 3600)]
     client_id_hours: u64,
     /// Seconds a TYPING indicator lasts unless the typist refreshes it.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=600))]
+    #[arg(long, default_value_t = defaults().typing_ttl.as_secs(), value_parser = clap::value_parser!(u64).range(1..=600))]
     typing_ttl: u64,
     /// Most messages one SYNC replays before saying `more`.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, default_value_t = defaults().sync_limit as u64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     sync_limit: u64,
     /// Most connections at once from one IP address (IPv6: one /64); further ones get
     /// `ERR too-many-connections`. 0: no cap. Loopback clients are not counted unless
     /// --per-ip-loopback is given, because behind a TLS proxy on this host every client
     /// comes from 127.0.0.1: limit per address in the proxy then.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = defaults().max_per_ip.unwrap_or(0))]
     max_per_ip: usize,
     /// Count loopback clients (127.0.0.0/8, ::1) toward --max-per-ip too.
     #[arg(long)]
     per_ip_loopback: bool,
     /// Commands a session may send in one burst before the rate limit applies.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = RateLimit::default().burst, value_parser = clap::value_parser!(u32).range(1..))]
     rate_burst: u32,
     /// Commands per second a session may send, sustained; more get `ERR rate-limited`.
-    #[arg(long, default_value_t = 5.0, value_parser = positive_number)]
+    #[arg(long, default_value_t = RateLimit::default().per_second, value_parser = positive_number)]
     rate_per_second: f64,
     /// Refused (rate-limited) commands a session may send before it is disconnected with
     /// `BYE flooding`; one is forgiven per second.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = RateLimit::default().flood_refusals, value_parser = clap::value_parser!(u32).range(1..))]
     flood_refusals: u32,
     /// Turn the per-session command rate limit off (benchmarks, trusted clients).
     #[arg(long)]
     no_rate_limit: bool,
     /// Seconds a line may take to arrive once its first byte has; a client that trickles
     /// bytes slower is closed with `BYE line-timeout` (the slow-loris guard).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, default_value_t = defaults().line_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     line_timeout: u64,
 }
 
@@ -152,12 +161,12 @@ fn main() -> anyhow::Result<()> {
                     .map(|days| Duration::from_secs(days * 24 * 3600)),
                 max_per_room: flags.retention_per_room,
                 client_id_ttl: Duration::from_secs(flags.client_id_hours * 3600),
-                interval: Duration::from_secs(60),
+                ..Retention::default()
             },
             max_pages: None,
         }),
     };
-    let config = chatd::Config {
+    let config = Config {
         listen: flags.listen,
         store,
         require_account: flags.require_account,
@@ -178,7 +187,7 @@ fn main() -> anyhow::Result<()> {
         typing_ttl: Duration::from_secs(flags.typing_ttl),
         max_per_ip: (flags.max_per_ip > 0).then_some(flags.max_per_ip),
         per_ip_loopback: flags.per_ip_loopback,
-        rate_limit: (!flags.no_rate_limit).then_some(chatd::config::RateLimit {
+        rate_limit: (!flags.no_rate_limit).then_some(RateLimit {
             burst: flags.rate_burst,
             per_second: flags.rate_per_second,
             flood_refusals: flags.flood_refusals,

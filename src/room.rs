@@ -534,10 +534,11 @@ impl Room {
                 format!("the message could not be stored, so it was not sent ({e})"),
             ));
         }
-        if self.store.is_durable() {
-            let _wakes = WakeBatch::start();
-            self.settle(&mut self.state.lock());
-        }
+        // A store may resolve tickets inline (then the settle above already ran) or later on
+        // its own thread, so the poster always settles once its ticket has: otherwise a
+        // resolved message could wait for the room's next post. Nothing ready is a no-op.
+        let _wakes = WakeBatch::start();
+        self.settle(&mut self.state.lock());
         Ok(message)
     }
 

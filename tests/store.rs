@@ -15,6 +15,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use chatd::store::{self, StoreErrorKind, Ticket, Write};
 use support::{Client, Msg, TestServer};
 
 /// A `chatd` process serving a database file.
@@ -280,8 +281,11 @@ fn crash_loses_no_acknowledged_message() {
                 acked += 1;
             }
         }
-        // Retry what was in flight when the server died.
+        // Retry what was in flight when the server died. Each retrying client stays connected
+        // until the round ends: with no presence grace, one leaving would announce itself
+        // offline to the next one while it logs in, which must be quiet.
         let mut retried = 0;
+        let mut retriers = Vec::new();
         for (i, outcome) in outcomes.iter().enumerate() {
             let Some((cid, body)) = &outcome.in_flight else {
                 continue;
@@ -299,6 +303,7 @@ fn crash_loses_no_acknowledged_message() {
             } else {
                 client.expect_msg();
             }
+            retriers.push(client);
             retried += 1;
         }
         let after = all_messages(&mut checker, "crash");
@@ -312,6 +317,7 @@ fn crash_loses_no_acknowledged_message() {
             "round {round}: killed after {delay} ms; {} stored, {acked} acknowledged, {retried} retried",
             before.len()
         );
+        drop(retriers);
         server.stop();
     }
 }
@@ -490,4 +496,44 @@ fn history_and_sync_read_older_pages_from_the_store() {
         assert_eq!(alice.expect_msg(), *msg);
     }
     alice.expect_prefix("OK SYNC general seq=8 ");
+}
+
+/// Each way the SQLite store fails has its own `StoreErrorKind`, so a caller can tell a newer
+/// schema from a damaged file, an unwritable place or a full disk without reading the text.
+#[test]
+fn store_errors_say_what_kind() {
+    let open_error = |path: &Path| match store::open(&support::sqlite_store(path.into(), None)) {
+        Ok(_) => panic!("{} must be refused", path.display()),
+        Err(e) => e,
+    };
+
+    let (_newer_dir, newer) = temp_db();
+    drop(store::open(&support::sqlite_store(newer.clone(), None)).expect("a fresh database"));
+    let db = rusqlite::Connection::open(&newer).unwrap();
+    db.pragma_update(None, "user_version", 99).unwrap();
+    drop(db);
+    let e = open_error(&newer);
+    assert_eq!(e.kind(), StoreErrorKind::NewerSchema, "{e}");
+
+    let (_corrupt_dir, corrupt) = temp_db();
+    std::fs::write(&corrupt, vec![0x5a; 8192]).unwrap();
+    let e = open_error(&corrupt);
+    assert_eq!(e.kind(), StoreErrorKind::Corrupt, "{e}");
+
+    let e = open_error(Path::new("/proc/chatd-test/chatd.db"));
+    assert_eq!(e.kind(), StoreErrorKind::Unwritable, "{e}");
+
+    // A few pages: the schema fits, a few dozen 2 KiB user names do not.
+    let (_full_dir, full) = temp_db();
+    let store = store::open(&support::sqlite_store(full, Some(24))).expect("a small database");
+    for n in 0..200 {
+        let ticket = Ticket::new();
+        let name = format!("{n:04}{}", "x".repeat(2000));
+        store.write(Write::User { name: name.into() }, Some(ticket.clone()));
+        if let Err(e) = ticket.wait() {
+            assert_eq!(e.kind(), StoreErrorKind::Full, "{e}");
+            return;
+        }
+    }
+    panic!("the tiny database must fill up");
 }

@@ -14,15 +14,12 @@ use std::sync::Arc;
 
 use crate::accounts::LoginThrottle;
 use crate::config::Config;
-use crate::config::StoreConfig;
 use crate::event::RoomListing;
 use crate::lock_rank::{Rank, RankedRwLock};
 use crate::protocol::{ClientError, ErrorCode};
 use crate::room::{Access, Room, RoomSetup};
 use crate::room_name::{dm_room_name, RoomKind};
 use crate::stats::Stats;
-use crate::store::memory::MemoryStore;
-use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, Write};
 use crate::timers::Timers;
 use crate::user::User;
@@ -45,10 +42,7 @@ impl ChatServer {
     /// Opens the configured store, restores users and rooms from it, and starts the timer
     /// thread.
     pub fn open(config: Config) -> Result<Arc<ChatServer>, StoreError> {
-        let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Memory => Arc::new(MemoryStore),
-            StoreConfig::Sqlite(options) => Arc::new(SqliteStore::open(options.clone())?),
-        };
+        let store = crate::store::open(&config.store)?;
         let snapshot = store.load(config.recent_per_room)?;
         let stats = Arc::new(Stats::default());
         let mut users = HashMap::new();

@@ -1,5 +1,5 @@
-//! The memory store: persists nothing. Every write is "durable" at once in the only sense
-//! that applies (it is in memory), so posting never waits.
+//! The memory store: persists nothing. Every ticket resolves inline, inside `write` (the
+//! message is in the room's memory, the only place it will ever be), so posting never waits.
 
 use super::{Snapshot, Store, StoreError, Ticket, Write};
 use crate::client_ids::Published;
@@ -25,9 +25,5 @@ impl Store for MemoryStore {
 
     fn client_id(&self, _user: &str, _cid: &str) -> Result<Option<Published>, StoreError> {
         Ok(None)
-    }
-
-    fn is_durable(&self) -> bool {
-        false
     }
 }

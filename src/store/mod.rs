@@ -1,4 +1,4 @@
-//! Persistence: the `Store` trait and its two backends.
+//! Persistence: the `Store` trait, its two backends, and [`open`], which picks one.
 //!
 //! - [`memory::MemoryStore`]: keeps nothing. History lives only in each room's recent log and
 //!   is lost on restart (rooms get new epochs, so resuming clients are told).
@@ -8,14 +8,18 @@
 //!
 //! Writes are queued with [`Store::write`]. A message's write carries a [`Ticket`]: the
 //! poster waits on it, and the message is acknowledged (`OK SEND`) and fanned out only once
-//! the ticket says it is durable. Other writes (memberships, read positions, last_seen) are
+//! the ticket says it is stored. Other writes (memberships, read positions, last_seen) are
 //! committed in the next batch without anyone waiting.
+//!
+//! The server sees only `Arc<dyn Store>`: [`open`] is the one place that names a backend, so
+//! a new backend is a new file, one arm there and one [`StoreConfig`] variant.
 
 pub mod memory;
 pub mod sqlite;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use parking_lot::{Condvar, Mutex};
@@ -24,14 +28,100 @@ use crate::client_ids::Published;
 use crate::message::Message;
 use crate::room_name::RoomKind;
 
-/// A store operation failed: the disk is full, the file is unwritable or damaged, the schema
-/// is from a newer chatd.
+/// Which store backs the server.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// Nothing survives a restart.
+    Memory,
+    /// An embedded SQLite database file.
+    Sqlite(sqlite::SqliteOptions),
+}
+
+/// Opens the configured backend: the only place that names one.
+pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match config {
+        StoreConfig::Memory => Arc::new(memory::MemoryStore),
+        StoreConfig::Sqlite(options) => Arc::new(sqlite::SqliteStore::open(options.clone())?),
+    })
+}
+
+/// What a store forgets, and when. A backend that keeps nothing ignores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Stored messages older than this are deleted. `None` keeps them forever.
+    pub max_age: Option<Duration>,
+    /// At most this many stored messages per room (the newest). `None` keeps all.
+    pub max_per_room: Option<u64>,
+    /// Client ids older than this are forgotten: the idempotency window for retries.
+    pub client_id_ttl: Duration,
+    /// How often the retention pass runs.
+    pub interval: Duration,
+}
+
+impl Default for Retention {
+    /// Keeps every message; remembers client ids for a day (long enough for a phone that was
+    /// offline overnight to retry); checks once a minute.
+    fn default() -> Retention {
+        Retention {
+            max_age: None,
+            max_per_room: None,
+            client_id_ttl: Duration::from_secs(24 * 60 * 60),
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A store operation failed. [`StoreError::kind`] says what went wrong in a way a caller can
+/// match on; `Display` gives the whole story (what was being done, on which file, and why).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreError(pub String);
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+}
+
+/// The kinds of store failure a caller may want to tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The disk (or the store's size cap) is full; freeing space may fix it.
+    Full,
+    /// The data cannot be opened, read or written: permissions, a read-only or missing
+    /// location, an I/O error.
+    Unwritable,
+    /// The data is damaged, or is not a chatd store at all.
+    Corrupt,
+    /// The data was written by a newer chatd; it is left untouched rather than risk damage.
+    NewerSchema,
+    /// The store cannot take requests now: its writer stopped, or another process holds it.
+    Unavailable,
+    /// Anything else.
+    Other,
+}
+
+impl StoreError {
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// Prefixes what was being done when it failed: `"opening /var/chatd.db: " + message`.
+    pub fn context(self, doing: impl fmt::Display) -> StoreError {
+        StoreError {
+            kind: self.kind,
+            message: format!("{doing}: {}", self.message),
+        }
+    }
+}
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -128,16 +218,30 @@ pub struct StoredRoom {
 }
 
 /// The seam between the server and its persistence.
+///
+/// The contract a backend keeps:
+///
+/// - **Tickets.** `write` may resolve a message's ticket inline (before it returns) or later
+///   from another thread; either is fine, because the poster always settles the room once its
+///   ticket has resolved (`Room::publish`). Every ticket must be resolved exactly once, with
+///   `Err` if the write is lost (a stopped writer, say): a poster waits for it.
+/// - **Order.** Message writes for one room reach `write` in seq order (they are queued under
+///   the room's lock). A durable backend keeps that order: it may hold seq n without n + 1,
+///   never n + 1 without n, unless n's write failed (its seq then stays unused).
+/// - **Reads.** `messages` returns only messages whose writes succeeded, so a failed or
+///   forgotten seq is a hole the room reports as a `GAP`. `client_id` answers `None` when it
+///   does not know; the server's in-memory window covers the recent ids.
 pub trait Store: Send + Sync {
     /// Reads what the server needs to start: users, rooms, memberships, read positions, and
     /// each room's seq, epoch and last `recent_per_room` messages.
     fn load(&self, recent_per_room: usize) -> Result<Snapshot, StoreError>;
 
-    /// Queues a write. `ticket`, if given, is resolved when the write is durable or failed.
-    /// May wait for room in the store's queue (backpressure from the disk), never for I/O.
+    /// Queues a write. `ticket`, if given, is resolved when the write is stored or failed.
+    /// It is called under a room's lock: it may wait for room in the store's queue
+    /// (backpressure from the disk), never for I/O.
     fn write(&self, write: Write, ticket: Option<Ticket>);
 
-    /// Messages of `room` with `after < seq < before`, oldest first, at most `limit`.
+    /// Stored messages of `room` with `after < seq < before`, oldest first, at most `limit`.
     fn messages(
         &self,
         room: &str,
@@ -146,14 +250,12 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
 
-    /// What a client id published, if the store still has it.
+    /// What `user` published under client id `cid`, if the store still has it (within the
+    /// retention's `client_id_ttl`).
     fn client_id(&self, user: &str, cid: &str) -> Result<Option<Published>, StoreError>;
-
-    /// Whether history survives a restart.
-    fn is_durable(&self) -> bool;
 }
 
-/// A promise that one write becomes durable or fails, shared by the store (which resolves
+/// A promise that one write is stored or fails, shared by the store (which resolves
 /// it) and the poster and room (which wait for it or check it).
 #[derive(Clone, Default)]
 pub struct Ticket(Arc<TicketState>);
@@ -180,7 +282,7 @@ impl Ticket {
         self.0.outcome.lock().clone()
     }
 
-    /// Blocks until the write is durable or failed.
+    /// Blocks until the write is stored or failed.
     pub fn wait(&self) -> Result<(), StoreError> {
         let mut outcome = self.0.outcome.lock();
         loop {

@@ -19,14 +19,16 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
-use super::{Snapshot, Store, StoreError, StoredRoom, StoredUser, Ticket, Write};
+use super::{
+    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredRoom, StoredUser, Ticket, Write,
+};
 use crate::client_ids::Published;
 use crate::message::Message;
 use crate::room_name::{dm_peer, RoomKind};
 
-/// The schema version this build writes. A database with a higher version was written by a
-/// newer chatd and is refused rather than risk damaging it.
-pub const SCHEMA_VERSION: i64 = 2;
+/// The schema version this build writes: one per migration. A database with a higher version
+/// was written by a newer chatd and is refused rather than risk damaging it.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migrations, in order: `MIGRATIONS[n]` takes a database from version n to n + 1.
 const MIGRATIONS: &[&str] = &[
@@ -100,17 +102,6 @@ pub enum SyncMode {
     Normal,
 }
 
-/// What the background retention pass deletes. `None` keeps everything.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Retention {
-    pub max_age: Option<Duration>,
-    pub max_per_room: Option<u64>,
-    /// Client ids older than this are forgotten (the idempotency window).
-    pub client_id_ttl: Duration,
-    /// How often the pass runs.
-    pub interval: Duration,
-}
-
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
     pub path: PathBuf,
@@ -148,7 +139,12 @@ impl SqliteStore {
         let writer = thread::Builder::new()
             .name("chatd-store".into())
             .spawn(move || write_loop(writer, queued, retention, &path))
-            .map_err(|e| StoreError(format!("starting the store writer thread: {e}")))?;
+            .map_err(|e| {
+                StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("starting the store writer thread: {e}"),
+                )
+            })?;
         Ok(SqliteStore {
             queue,
             writer: Some(writer),
@@ -184,8 +180,25 @@ impl Drop for SqliteStore {
     }
 }
 
-fn fail(path: &Path, doing: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("{doing} {}: {e}", path.display()))
+/// Sorts SQLite's result codes into the kinds a caller can act on; the text stays SQLite's.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode as Code;
+        let kind = match e.sqlite_error_code() {
+            Some(Code::DiskFull) => StoreErrorKind::Full,
+            Some(
+                Code::CannotOpen | Code::ReadOnly | Code::SystemIoFailure | Code::PermissionDenied,
+            ) => StoreErrorKind::Unwritable,
+            Some(Code::DatabaseCorrupt | Code::NotADatabase) => StoreErrorKind::Corrupt,
+            Some(Code::DatabaseBusy | Code::DatabaseLocked) => StoreErrorKind::Unavailable,
+            _ => StoreErrorKind::Other,
+        };
+        StoreError::new(kind, e.to_string())
+    }
+}
+
+fn fail(path: &Path, doing: &str, e: rusqlite::Error) -> StoreError {
+    StoreError::from(e).context(format_args!("{doing} {}", path.display()))
 }
 
 fn open_connection(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
@@ -217,12 +230,15 @@ fn open_connection(path: &Path, sync: SyncMode) -> Result<Connection, StoreError
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = connection
         .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| StoreError(format!("reading the schema version: {e}")))?;
+        .map_err(|e| StoreError::from(e).context("reading the schema version"))?;
     if version > SCHEMA_VERSION {
-        return Err(StoreError(format!(
-            "the database has schema version {version}, newer than this chatd understands \
-             ({SCHEMA_VERSION}); refusing to open it rather than risk damaging it"
-        )));
+        return Err(StoreError::new(
+            StoreErrorKind::NewerSchema,
+            format!(
+                "the database has schema version {version}, newer than this chatd understands \
+                 ({SCHEMA_VERSION}); refusing to open it rather than risk damaging it"
+            ),
+        ));
     }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         let apply = |connection: &mut Connection| -> rusqlite::Result<()> {
@@ -232,7 +248,8 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
             tx.commit()
         };
         apply(connection).map_err(|e| {
-            StoreError(format!("migrating the schema to version {}: {e}", from + 1))
+            StoreError::from(e)
+                .context(format_args!("migrating the schema to version {}", from + 1))
         })?;
     }
     Ok(())
@@ -342,7 +359,10 @@ impl Store for SqliteStore {
             // Only if the writer thread died; say so rather than leave the poster waiting.
             let (_, ticket) = e.into_inner();
             if let Some(ticket) = ticket {
-                ticket.resolve(Err(StoreError("the store writer has stopped".into())));
+                ticket.resolve(Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    "the store writer has stopped",
+                )));
             }
         }
     }
@@ -389,10 +409,6 @@ impl Store for SqliteStore {
             )
             .optional()
         })
-    }
-
-    fn is_durable(&self) -> bool {
-        true
     }
 }
 
@@ -487,7 +503,8 @@ fn apply_in_transaction(db: &mut Connection, writes: &[&Write]) -> Result<(), St
         drop((update, read));
         tx.commit()
     };
-    run(db).map_err(|e| StoreError(e.to_string()))
+    // No path in this text: it reaches the poster in `ERR store-failed`.
+    run(db).map_err(StoreError::from)
 }
 
 /// Read positions only move forward.

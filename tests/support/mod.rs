@@ -13,7 +13,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use chatd::config::{Retention, SqliteOptions, StoreConfig, SyncMode};
+use chatd::store::sqlite::{SqliteOptions, SyncMode};
+use chatd::store::{Retention, StoreConfig};
 use chatd::{Config, ServerHandle};
 use chrono::{DateTime, Utc};
 
@@ -53,7 +54,6 @@ pub fn sqlite_store(path: std::path::PathBuf, max_pages: Option<u64>) -> StoreCo
         path,
         sync: SyncMode::Normal,
         retention: Retention {
-            client_id_ttl: Duration::from_secs(24 * 3600),
             interval: Duration::from_secs(3600),
             ..Retention::default()
         },

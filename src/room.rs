@@ -490,7 +490,7 @@ impl Room {
         client_id: Option<&str>,
         ack: impl FnOnce(&Message) -> Arc<Line>,
     ) -> Result<Arc<Message>, ClientError> {
-        let ticket = Ticket::new();
+        let ticket = Ticket::default();
         let message = {
             // Declared before the lock, so dropped after it: writers woken by this fan-out
             // are unparked once the lock is released.

@@ -527,7 +527,7 @@ fn store_errors_say_what_kind() {
     let (_full_dir, full) = temp_db();
     let store = store::open(&support::sqlite_store(full, Some(24))).expect("a small database");
     for n in 0..200 {
-        let ticket = Ticket::new();
+        let ticket = Ticket::default();
         let name = format!("{n:04}{}", "x".repeat(2000));
         store.write(Write::User { name: name.into() }, Some(ticket.clone()));
         if let Err(e) = ticket.wait() {

@@ -21,8 +21,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::lock_rank::{Rank, RankedCondvar, RankedMutex};
 use chrono::{DateTime, Utc};
-use parking_lot::{Condvar, Mutex};
 
 use crate::client_ids::Published;
 use crate::message::Message;
@@ -260,18 +260,22 @@ pub trait Store: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Ticket(Arc<TicketState>);
 
-#[derive(Default)]
 struct TicketState {
     /// Leaf lock: `None` while the write is in flight.
-    outcome: Mutex<Option<Result<(), StoreError>>>,
-    resolved: Condvar,
+    outcome: RankedMutex<Option<Result<(), StoreError>>>,
+    resolved: RankedCondvar,
+}
+
+impl Default for TicketState {
+    fn default() -> TicketState {
+        TicketState {
+            outcome: RankedMutex::new(Rank::Leaf, None),
+            resolved: RankedCondvar::new(),
+        }
+    }
 }
 
 impl Ticket {
-    pub fn new() -> Ticket {
-        Ticket::default()
-    }
-
     pub fn resolve(&self, outcome: Result<(), StoreError>) {
         *self.0.outcome.lock() = Some(outcome);
         self.0.resolved.notify_all();

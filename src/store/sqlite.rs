@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
@@ -23,6 +22,7 @@ use super::{
     Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredRoom, StoredUser, Ticket, Write,
 };
 use crate::client_ids::Published;
+use crate::lock_rank::{Rank, RankedMutex};
 use crate::message::Message;
 use crate::room_name::{dm_peer, RoomKind};
 
@@ -118,7 +118,7 @@ pub struct SqliteStore {
     writer: Option<thread::JoinHandle<()>>,
     /// Leaf lock: idle read connections, taken by reader threads for HISTORY, SYNC and
     /// client-id look-ups, and put back after.
-    readers: Mutex<Vec<Connection>>,
+    readers: RankedMutex<Vec<Connection>>,
     path: PathBuf,
     client_id_ttl: Duration,
 }
@@ -148,7 +148,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             queue,
             writer: Some(writer),
-            readers: Mutex::new(Vec::new()),
+            readers: RankedMutex::new(Rank::Leaf, Vec::new()),
             path: options.path,
             client_id_ttl: options.retention.client_id_ttl,
         })

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::recent::RecentLimits;
+
 use crate::store::Retention;
 
 // Re-exported so `chatd::config::StoreConfig` keeps working; each backend's own options live
@@ -30,8 +32,14 @@ pub struct Config {
     /// Slots in each session's outbound queue. A session that falls this far behind is a
     /// slow consumer and is disconnected.
     pub channel_capacity: usize,
-    /// Messages each room keeps in memory for HISTORY.
+    /// Messages each room keeps in memory for SYNC and HISTORY (older ones are read from the
+    /// store)...
     pub recent_per_room: usize,
+    /// ...and at most this many bytes of them, so a room of 4 KiB messages holds 64, not 1,000.
+    pub recent_bytes_per_room: usize,
+    /// What all rooms' recent logs may hold together. Over it, the logs of the least recently
+    /// active rooms are dropped (see `recent`): a bound on memory however many rooms exist.
+    pub recent_memory: usize,
     /// Longest accepted line, in bytes; longer lines are discarded with `ERR line-too-long`.
     pub max_line: usize,
     /// Longest accepted message body, in bytes.
@@ -107,6 +115,8 @@ impl Default for Config {
             max_sessions: None,
             channel_capacity: 1024,
             recent_per_room: 1000,
+            recent_bytes_per_room: 256 * 1024,
+            recent_memory: 64 * 1024 * 1024,
             max_line: 8 * 1024,
             max_body: 4 * 1024,
             login_timeout: Duration::from_secs(30),
@@ -121,6 +131,16 @@ impl Default for Config {
             per_ip_loopback: false,
             rate_limit: Some(RateLimit::default()),
             line_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// What one room's recent log may hold.
+    pub fn recent_limits(&self) -> RecentLimits {
+        RecentLimits {
+            messages: self.recent_per_room,
+            bytes: self.recent_bytes_per_room,
         }
     }
 }

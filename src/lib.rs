@@ -79,6 +79,7 @@ pub mod event;
 pub mod lock_rank;
 pub mod message;
 pub mod protocol;
+pub mod recent;
 pub mod room;
 pub mod room_name;
 pub mod server;

@@ -62,9 +62,17 @@ struct Flags {
     /// disconnected as a slow consumer.
     #[arg(long, default_value_t = defaults().channel_capacity as u64, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
     channel_capacity: u64,
-    /// Messages each room keeps for HISTORY.
+    /// Messages each room keeps in memory for SYNC and HISTORY (older ones are read from the
+    /// store).
     #[arg(long, default_value_t = defaults().recent_per_room)]
     recent: usize,
+    /// Bytes of messages each room keeps in memory, at most.
+    #[arg(long, default_value_t = defaults().recent_bytes_per_room)]
+    recent_bytes: usize,
+    /// Bytes of messages all rooms together keep in memory; over it, the least recently
+    /// active rooms' logs are dropped (they stay in the store).
+    #[arg(long, default_value_t = defaults().recent_memory)]
+    recent_memory: usize,
     /// Longest accepted line, in bytes.
     #[arg(long, default_value_t = defaults().max_line as u64, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
     max_line: u64,
@@ -175,6 +183,8 @@ fn main() -> anyhow::Result<()> {
         max_sessions: flags.max_sessions,
         channel_capacity: flags.channel_capacity as usize,
         recent_per_room: flags.recent,
+        recent_bytes_per_room: flags.recent_bytes,
+        recent_memory: flags.recent_memory,
         max_line: flags.max_line as usize,
         max_body: flags.max_body as usize,
         login_timeout: Duration::from_secs(flags.login_timeout),

@@ -25,6 +25,7 @@
 //! increasing, with gaps only where a write failed).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,7 @@ use crate::event::{Event, HistoryPage, MemberStatus, Replay, ReplayItem, RoomLis
 use crate::lock_rank::{Rank, RankedMutex};
 use crate::message::Message;
 use crate::protocol::{ClientError, ErrorCode};
+use crate::recent::{MemoryBudget, RecentLimits, RecentLog};
 pub use crate::room_name::RoomKind;
 use crate::session::Session;
 use crate::stats::Stats;
@@ -55,14 +57,19 @@ pub struct Room {
     state: RankedMutex<RoomState>,
     store: Arc<dyn Store>,
     stats: Arc<Stats>,
+    /// When the room was last used (a tick of [`ACTIVITY`]): the server drops the recent logs
+    /// of the least recently active rooms first when over its memory budget.
+    last_active: AtomicU64,
 }
+
+/// A logical clock for `Room::last_active`: only the order of activity matters.
+static ACTIVITY: AtomicU64 = AtomicU64::new(0);
 
 struct RoomState {
     members: BTreeMap<Arc<str>, Arc<User>>,
-    /// The last `recent_capacity` settled messages, oldest first. Older ones are in the
-    /// store (if it is durable).
-    recent: VecDeque<Arc<Message>>,
-    recent_capacity: usize,
+    /// The last settled messages, oldest first, bounded by count and bytes (see `recent`).
+    /// Older ones are in the store (if it is durable).
+    recent: RecentLog,
     /// The last seq assigned.
     assigned: u64,
     /// The last seq settled: fanned out, or failed. Everything up to here is final; this is
@@ -142,7 +149,7 @@ pub struct RoomSetup {
     pub members: Vec<Arc<User>>,
     pub reads: Vec<(Arc<str>, u64)>,
     pub recent: Vec<Message>,
-    pub recent_capacity: usize,
+    pub recent_limits: RecentLimits,
     pub access: Access,
 }
 
@@ -152,7 +159,7 @@ impl RoomSetup {
         name: Arc<str>,
         kind: RoomKind,
         owner: Option<Arc<str>>,
-        recent_capacity: usize,
+        recent_limits: RecentLimits,
     ) -> RoomSetup {
         RoomSetup {
             name,
@@ -162,7 +169,7 @@ impl RoomSetup {
             members: Vec::new(),
             reads: Vec::new(),
             recent: Vec::new(),
-            recent_capacity,
+            recent_limits,
             access: Access {
                 owner,
                 ..Access::default()
@@ -172,7 +179,12 @@ impl RoomSetup {
 }
 
 impl Room {
-    pub fn new(setup: RoomSetup, store: Arc<dyn Store>, stats: Arc<Stats>) -> Room {
+    pub fn new(
+        setup: RoomSetup,
+        store: Arc<dyn Store>,
+        stats: Arc<Stats>,
+        budget: Arc<MemoryBudget>,
+    ) -> Room {
         let members = setup
             .members
             .into_iter()
@@ -181,9 +193,9 @@ impl Room {
                 (Arc::clone(&user.name), user)
             })
             .collect();
-        let mut recent: VecDeque<Arc<Message>> = setup.recent.into_iter().map(Arc::new).collect();
-        while recent.len() > setup.recent_capacity {
-            recent.pop_front();
+        let mut recent = RecentLog::new(setup.recent_limits, budget);
+        for message in setup.recent {
+            recent.push(Arc::new(message));
         }
         Room {
             name: setup.name,
@@ -194,7 +206,6 @@ impl Room {
                 RoomState {
                     members,
                     recent,
-                    recent_capacity: setup.recent_capacity,
                     assigned: setup.seq,
                     settled: setup.seq,
                     pending: VecDeque::new(),
@@ -205,7 +216,24 @@ impl Room {
             ),
             store,
             stats,
+            last_active: AtomicU64::new(ACTIVITY.fetch_add(1, Relaxed)),
         }
+    }
+
+    /// Marks the room as just used.
+    fn touch(&self) {
+        self.last_active
+            .store(ACTIVITY.fetch_add(1, Relaxed), Relaxed);
+    }
+
+    /// When the room was last used; a larger value is more recent.
+    pub fn last_active(&self) -> u64 {
+        self.last_active.load(Relaxed)
+    }
+
+    /// Drops the room's recent log (see `recent`); returns the bytes freed.
+    pub fn forget_recent(&self) -> usize {
+        self.state.lock().recent.clear()
     }
 
     /// Whether `user` may learn that this room exists: a public room that is not
@@ -490,6 +518,7 @@ impl Room {
         client_id: Option<&str>,
         ack: impl FnOnce(&Message) -> Arc<Line>,
     ) -> Result<Arc<Message>, ClientError> {
+        self.touch();
         let ticket = Ticket::default();
         let message = {
             // Declared before the lock, so dropped after it: writers woken by this fan-out
@@ -563,12 +592,7 @@ impl Room {
             // Whoever posts has read the room up to their own message. Recorded silently: a
             // READ event per message would double the fan-out.
             state.read.insert(Arc::clone(&message.sender), message.seq);
-            if state.recent.len() == state.recent_capacity {
-                state.recent.pop_front();
-            }
-            if state.recent_capacity > 0 {
-                state.recent.push_back(message);
-            }
+            state.recent.push(message);
             messages += 1;
         }
         if messages > 0 {
@@ -594,6 +618,7 @@ impl Room {
         limit: usize,
         reply: &Reply,
     ) -> Result<(), ClientError> {
+        self.touch();
         let reset = epoch.is_some_and(|epoch| epoch != &*self.epoch);
         let after = if reset { 0 } else { after };
         const ATTEMPTS_OUTSIDE_LOCK: usize = 3;
@@ -798,6 +823,7 @@ impl Room {
     /// Up to `limit` of the most recent messages with seq < `before`, oldest first: from the
     /// recent log, and from the store for what is older than the log.
     pub fn history(&self, limit: usize, before: Option<u64>) -> Result<HistoryPage, ClientError> {
+        self.touch();
         let (mut page, seq, oldest_held) = {
             let state = self.state.lock();
             let before = before.unwrap_or(u64::MAX);

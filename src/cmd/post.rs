@@ -23,14 +23,18 @@ pub fn send(
 ) -> Result<(), ClientError> {
     let session = ctx.session()?;
     let room = ctx.server.visible_room(room_name, &session.user)?;
-    post(ctx, &room, None, body, client_id)
+    post(ctx, &room, None, body, client_id)?;
+    ctx.server.trim_recent_logs();
+    Ok(())
 }
 
 /// `DM <user> <body>`: posts to the two-member room `dm:<a>:<b>`, created on first use.
 pub fn dm(ctx: &Ctx<'_>, to: &str, body: &str, client_id: Option<&str>) -> Result<(), ClientError> {
     let session = ctx.session()?;
     let room = ctx.server.direct_room(&session.user, to)?;
-    post(ctx, &room, Some(Arc::from(to)), body, client_id)
+    post(ctx, &room, Some(Arc::from(to)), body, client_id)?;
+    ctx.server.trim_recent_logs();
+    Ok(())
 }
 
 /// Publishes to `room`. With a client id, a retry of an id already published gets the

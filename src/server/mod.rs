@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::event::RoomListing;
 use crate::lock_rank::{Rank, RankedRwLock};
 use crate::protocol::{ClientError, ErrorCode};
+use crate::recent::MemoryBudget;
 use crate::room::{Access, Room, RoomSetup};
 use crate::room_name::{dm_room_name, RoomKind};
 use crate::stats::Stats;
@@ -34,6 +35,8 @@ pub struct ChatServer {
     /// under it (see there).
     rooms: RankedRwLock<HashMap<Arc<str>, Arc<Room>>>,
     pub(crate) store: Arc<dyn Store>,
+    /// The memory all rooms' recent logs may hold together (`--recent-memory`).
+    recent_budget: Arc<MemoryBudget>,
     throttle: LoginThrottle,
     timers: Timers,
 }
@@ -43,8 +46,12 @@ impl ChatServer {
     /// thread.
     pub fn open(config: Config) -> Result<Arc<ChatServer>, StoreError> {
         let store = crate::store::open(&config.store)?;
-        let snapshot = store.load(config.recent_per_room)?;
+        // No recent messages are loaded: with thousands of rooms they would fill memory
+        // before a client said anything. Each room's log refills as it is used; until then
+        // SYNC and HISTORY read the store.
+        let snapshot = store.load(0)?;
         let stats = Arc::new(Stats::default());
+        let recent_budget = Arc::new(MemoryBudget::new(config.recent_memory));
         let mut users = HashMap::new();
         for stored in snapshot.users {
             let name: Arc<str> = Arc::from(stored.name);
@@ -75,14 +82,15 @@ impl ChatServer {
                     .map(|(user, seq)| (Arc::from(user), seq))
                     .collect(),
                 recent: stored.recent,
-                recent_capacity: config.recent_per_room,
+                recent_limits: config.recent_limits(),
                 access: Access {
                     owner: stored.owner.map(Arc::from),
                     private: stored.private,
                     invited: stored.invited.into_iter().map(Arc::from).collect(),
                 },
             };
-            let room = Room::new(setup, Arc::clone(&store), Arc::clone(&stats));
+            let budget = Arc::clone(&recent_budget);
+            let room = Room::new(setup, Arc::clone(&store), Arc::clone(&stats), budget);
             rooms.insert(name, Arc::new(room));
         }
         Ok(Arc::new_cyclic(|server| ChatServer {
@@ -91,9 +99,33 @@ impl ChatServer {
             users: RankedRwLock::new(Rank::Leaf, users),
             rooms: RankedRwLock::new(Rank::Leaf, rooms),
             store,
+            recent_budget,
             throttle: LoginThrottle::default(),
             timers: Timers::start(server.clone()),
         }))
+    }
+
+    /// When all rooms' recent logs together are over the memory budget, drops the logs of the
+    /// least recently active rooms until they are back under it (see `recent`). Called by
+    /// posters after their message settled, holding no lock: it takes one room's lock at a
+    /// time.
+    pub(crate) fn trim_recent_logs(&self) {
+        if !self.recent_budget.over() {
+            return;
+        }
+        let mut rooms: Vec<Arc<Room>> = self.rooms.read().values().cloned().collect();
+        rooms.sort_by_key(|room| room.last_active());
+        for room in rooms {
+            if self.recent_budget.back_under() {
+                break;
+            }
+            room.forget_recent();
+        }
+    }
+
+    /// Bytes all rooms' recent logs hold together (an estimate).
+    pub fn recent_memory(&self) -> usize {
+        self.recent_budget.used()
     }
 
     /// The rooms of a user, as ROOMS lists them.
@@ -180,12 +212,13 @@ impl ChatServer {
             Arc::from(name),
             kind,
             owner.clone(),
-            self.config.recent_per_room,
+            self.config.recent_limits(),
         );
         let room = Arc::new(Room::new(
             setup,
             Arc::clone(&self.store),
             Arc::clone(&self.stats),
+            Arc::clone(&self.recent_budget),
         ));
         rooms.insert(Arc::clone(&room.name), Arc::clone(&room));
         // Queued before the map lock is released, so the room's row is written before any

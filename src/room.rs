@@ -431,8 +431,10 @@ impl Room {
 
     /// Owner-only actions on a room: its owner may; a member who is not gets `not-permitted`;
     /// anyone who cannot see the room gets `no-such-room`.
+    /// The owner must also be a member: an owner who left cannot lock the name up from
+    /// outside (make it invite-only for everyone) without coming back.
     fn check_owner(&self, state: &RoomState, user: &str) -> Result<(), ClientError> {
-        if state.access.owner.as_deref() == Some(user) {
+        if state.access.owner.as_deref() == Some(user) && state.members.contains_key(user) {
             Ok(())
         } else if may_see(self.kind, state, user) {
             Err(ClientError::new(

@@ -236,3 +236,22 @@ fn accounts_and_access_are_stored() {
     bob.send("WHO team");
     bob.expect("ERR no-such-room :there is no room team");
 }
+
+/// An owner who left a room cannot make it invite-only from outside (and so lock everyone
+/// out of the name) until they JOIN again.
+#[test]
+fn an_owner_who_left_cannot_lock_the_room() {
+    let server = TestServer::start();
+    let mut alice = server.login("alice");
+    alice.join("general");
+    alice.send("LEAVE general");
+    alice.expect("OK LEAVE general");
+    alice.send("PRIVATE general on");
+    alice.expect("ERR not-permitted :only the owner of general can do that");
+    let mut bob = server.login("bob");
+    let joined = bob.join("general");
+    assert_eq!(joined.members, 1);
+    alice.join("general");
+    alice.send("PRIVATE general on");
+    alice.expect("OK PRIVATE general on");
+}

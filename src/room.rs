@@ -38,7 +38,7 @@ use crate::event::{Event, HistoryPage, MemberStatus, Replay, ReplayItem, RoomLis
 use crate::lock_rank::{Rank, RankedMutex};
 use crate::message::Message;
 use crate::protocol::{ClientError, ErrorCode};
-use crate::recent::{MemoryBudget, RecentLimits, RecentLog};
+use crate::recent::{footprint, MemoryBudget, RecentLimits, RecentLog};
 pub use crate::room_name::RoomKind;
 use crate::session::Session;
 use crate::stats::Stats;
@@ -61,6 +61,12 @@ pub struct Room {
     /// of the least recently active rooms first when over its memory budget.
     last_active: AtomicU64,
 }
+
+/// The most message bytes one SYNC or HISTORY reply carries (besides `--sync-limit` messages):
+/// a reply is queued whole, so this bounds what one request can make the server hold for a
+/// client that does not read. Clients page on (`more`, `before=`). A reply always carries at
+/// least one message, so paging always moves.
+pub const REPLY_BYTES: usize = 256 * 1024;
 
 /// A logical clock for `Room::last_active`: only the order of activity matters.
 static ACTIVITY: AtomicU64 = AtomicU64::new(0);
@@ -679,11 +685,13 @@ impl Room {
             .iter()
             .filter(|m| m.seq > stored.last().map_or(after, |s| s.seq));
         let replayable = stored.iter().chain(held).filter(|m| m.seq > after);
+        let mut bytes = 0;
         for (count, message) in replayable.enumerate() {
             if message.seq > state.settled {
                 break;
             }
-            if count == limit {
+            bytes += footprint(message);
+            if count == limit || (count > 0 && bytes > REPLY_BYTES) {
                 more = true;
                 break;
             }
@@ -856,6 +864,14 @@ impl Room {
             combined.extend(page);
             page = combined;
         }
+        // The newest messages that fit in one reply; the client pages back with `before=`.
+        let mut bytes: usize = page.iter().map(|m| footprint(m)).sum();
+        let mut oldest = 0;
+        while bytes > REPLY_BYTES && oldest + 1 < page.len() {
+            bytes -= footprint(&page[oldest]);
+            oldest += 1;
+        }
+        page.drain(..oldest);
         Ok(HistoryPage {
             room: Arc::clone(&self.name),
             messages: page,

@@ -30,13 +30,30 @@ fn a_rooms_log_is_bounded_by_bytes() {
     assert!(held <= 64 * 1024, "{held} bytes held for one room");
     assert!(held > 32 * 1024, "{held}: the log keeps what fits");
     if durable_store() {
-        alice.send("SYNC big 0");
-        for seq in 1..=100 {
-            let msg = alice.expect_msg();
-            assert_eq!(msg.seq, seq);
-        }
-        alice.expect_prefix("OK SYNC big seq=100 ");
+        assert_eq!(sync_all(&mut alice, "big"), (1..=100).collect::<Vec<u64>>());
     }
+}
+
+/// SYNC from 0, page after page; the seqs replayed.
+fn sync_all(client: &mut support::Client, room: &str) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for _ in 0..100 {
+        client.send(&format!(
+            "SYNC {room} {}",
+            seqs.last().copied().unwrap_or(0)
+        ));
+        let ok = loop {
+            let line = client.next_line();
+            if line.starts_with("OK SYNC ") {
+                break line;
+            }
+            seqs.push(support::Msg::parse(&line).unwrap().seq);
+        };
+        if !ok.ends_with(" more") {
+            return seqs;
+        }
+    }
+    panic!("SYNC of {room} did not end in 100 pages");
 }
 
 /// Over the server-wide budget, the least recently active rooms' logs are dropped, so memory
@@ -76,4 +93,41 @@ fn all_logs_together_stay_under_the_budget() {
         assert_eq!(alice.expect_msg().seq, seq);
     }
     alice.expect_prefix("OK HISTORY fill19 10 seq=10 ");
+}
+
+/// SYNC and HISTORY replies carry at most 256 KiB of messages, so one request cannot make the
+/// server hold megabytes for a client that does not read; the client pages on.
+#[test]
+fn replies_are_paged_by_bytes() {
+    let server = TestServer::with(|config| config.recent_bytes_per_room = 4 << 20);
+    let mut alice = server.login("alice");
+    alice.join("big");
+    for n in 0..100 {
+        alice.say("big", &big_body(n));
+    }
+    alice.send("SYNC big 0");
+    let mut last = 0;
+    let ok = loop {
+        let line = alice.next_line();
+        if line.starts_with("OK SYNC ") {
+            break line;
+        }
+        last = support::Msg::parse(&line).unwrap().seq;
+    };
+    assert!(ok.ends_with(" more"), "{ok}");
+    assert!(
+        (50..=70).contains(&last),
+        "a first page of about 256 KiB, got {last}"
+    );
+    alice.send("HISTORY big 100");
+    let first = alice.expect_msg().seq;
+    assert!(
+        (30..=50).contains(&first),
+        "the newest that fit, got from {first}"
+    );
+    for seq in first + 1..=100 {
+        assert_eq!(alice.expect_msg().seq, seq);
+    }
+    alice.expect_prefix(&format!("OK HISTORY big {} seq=100 ", 101 - first));
+    assert_eq!(sync_all(&mut alice, "big"), (1..=100).collect::<Vec<u64>>());
 }

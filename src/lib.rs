@@ -57,7 +57,8 @@
 //! done at once instead), and one feeds `chatd-store` (16,384 writes; `send`, the one wait a
 //! room's lock may see: backpressure from the disk, and the store never takes a room lock).
 //!
-//! Locks (`parking_lot`), in the only order in which they may be nested:
+//! Locks: **the lock table is [`lock_rank::Rank`]**, the one place the order is written; each
+//! lock field names its rank and points there. In short, locks nest only in this order:
 //! 1. `User::presence` — one user's presence transitions (never two users' at once)
 //! 2. `User::client_ids` — one user's recent client message ids
 //! 3. `Room::state` — members, recent log, seqs, pending posts, reads, typing, access
@@ -65,10 +66,12 @@
 //! 4. `User::state` — sessions, room set, presence as shown (never two users at once)
 //! 5. `Outbox::closing` — why the connection is closing
 //!
-//! Leaf locks, never held while taking another: `ChatServer`'s user and room maps, the
-//! listener's connection registry and live count, the per-address connection counts
-//! (`transport::limits::AddressTable`), the SQLite read-connection pool, the login throttle,
-//! each store `Ticket`. No lock is ever held across socket I/O.
+//! and leaf locks (the directories, registries, throttles, tickets: see `Rank::Leaf`) are
+//! never held while taking another. Every lock is a `RankedMutex`/`RankedRwLock`: in debug
+//! builds, so in every test, taking one out of order panics naming both locks. No lock is
+//! ever held across socket I/O. Functions that need the presence lock take a
+//! `PresenceGuard`, and functions that need a room's lock take its `RoomState`, so those
+//! rules are checked by the compiler.
 
 pub mod accounts;
 pub mod client_ids;

@@ -52,7 +52,7 @@ pub struct Room {
     /// Identifies this room's history. A client's seq cursor is only meaningful within one
     /// epoch; a new epoch tells it the history it knew is gone.
     pub epoch: Arc<str>,
-    /// Lock rank 3 (see the crate docs): taken after a user's presence and client-id locks,
+    /// Lock rank 3 (see `lock_rank::Rank`): taken after a user's presence and client-id locks,
     /// before users' state locks. Never two rooms at once.
     state: RankedMutex<RoomState>,
     store: Arc<dyn Store>,
@@ -636,10 +636,12 @@ impl Room {
                 (oldest_held(&state), state.settled)
             };
             let stored_until = held_from.min(settled + 1);
+            // One more than a page: the replay can then tell "exactly a page" from "more
+            // remain" when the store holds everything (an empty or dropped recent log).
             let read_stored = |bound: u64| {
                 if after.saturating_add(1) < bound {
                     self.store
-                        .messages(&self.name, after, bound, limit)
+                        .messages(&self.name, after, bound, limit.saturating_add(1))
                         .map_err(store_error)
                 } else {
                     Ok(Vec::new())
@@ -653,7 +655,7 @@ impl Room {
             let state = self.state.lock();
             let stored = if attempt == ATTEMPTS_OUTSIDE_LOCK {
                 read_stored(oldest_held(&state).min(state.settled + 1))?
-            } else if oldest_held(&state) != held_from && stored.len() < limit {
+            } else if oldest_held(&state) != held_from && stored.len() <= limit {
                 continue; // the recent log moved on while we read: what we read may end short
             } else {
                 stored

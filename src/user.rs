@@ -19,15 +19,15 @@ use crate::session::Session;
 pub struct User {
     /// Lower-cased, validated; the user's key everywhere.
     pub name: Arc<str>,
-    /// Lock rank 1 (see the crate docs). Serialises this user's presence transitions (shown online, shown
-    /// offline) with their announcement, so `online` and `offline` can never reach anyone in
-    /// the wrong order. Never held together with another user's presence lock.
+    /// Lock rank 1 (see `lock_rank::Rank`). Serialises this user's presence transitions
+    /// (shown online, shown offline) with their announcement, so `online` and `offline` can
+    /// never reach anyone in the wrong order. Never held together with another user's.
     presence: RankedMutex<()>,
-    /// Lock rank 2 (see the crate docs). Held across check-publish-record of a send with a client id, so two
-    /// devices retrying the same id at once still publish it once.
+    /// Lock rank 2 (see `lock_rank::Rank`). Held across check-publish-record of a send with
+    /// a client id, so two devices retrying the same id at once still publish it once.
     client_ids: RankedMutex<ClientIds>,
-    /// Lock rank 4 (see the crate docs): sessions, rooms, presence as shown. Taken after a room's lock during
-    /// fan-out; only outboxes (rank 5) are touched while it is held.
+    /// Lock rank 4 (see `lock_rank::Rank`): sessions, rooms, presence as shown. Taken after
+    /// a room's lock during fan-out; only outboxes (rank 5) are touched while it is held.
     state: RankedMutex<UserState>,
 }
 

@@ -131,3 +131,22 @@ fn replies_are_paged_by_bytes() {
     alice.expect_prefix(&format!("OK HISTORY big {} seq=100 ", 101 - first));
     assert_eq!(sync_all(&mut alice, "big"), (1..=100).collect::<Vec<u64>>());
 }
+
+/// With nothing in memory (the log dropped, or just after a restart), SYNC pages from the
+/// store alone: a full page says `more` instead of reporting the rest as a GAP.
+#[test]
+fn sync_pages_from_the_store_alone() {
+    if !durable_store() {
+        return; // with the memory store, what is not in memory is gone (tested above)
+    }
+    let server = TestServer::with(|config| {
+        config.recent_per_room = 0;
+        config.sync_limit = 5;
+    });
+    let mut alice = server.login("alice");
+    alice.join("quiet");
+    for n in 0..7 {
+        alice.say("quiet", &format!("m{n}"));
+    }
+    assert_eq!(sync_all(&mut alice, "quiet"), (1..=7).collect::<Vec<u64>>());
+}

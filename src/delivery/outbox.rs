@@ -122,7 +122,7 @@ pub struct Outbox {
     queue: Sender<Arc<Line>>,
     /// Shared with the reader and writer threads: one file descriptor per connection.
     socket: Arc<TcpStream>,
-    /// Lock rank 5, the last (see the crate docs). Set once, by whoever closes first; later
+    /// Lock rank 5, the last (see `lock_rank::Rank`). Set once, by whoever closes first; later
     /// reasons are ignored.
     closing: Mutex<Option<CloseReason>>,
     /// Queue length past which ephemeral lines are shed (stage 1 of backpressure).

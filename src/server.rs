@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 
-use crate::accounts::{hash_password, verify_password, LoginThrottle};
+use crate::accounts::{
+    hash_password, retry_later, throttle_address, verify_password, LoginThrottle,
+};
 use crate::client_ids::Published;
 use crate::config::Config;
 use crate::config::StoreConfig;
@@ -249,8 +251,9 @@ impl ChatServer {
 
     /// Checks a LOGIN's credentials before any session exists. A registered name needs its
     /// password; an unregistered name with a password is registered with it; an unregistered
-    /// name without one is refused under `--require-account`. Failures are logged (never the
-    /// password) and slow the next attempt for that name and from that address: this
+    /// name without one is refused under `--require-account`. Every LOGIN but that last kind
+    /// is a check the throttle guards (see `accounts`): failures are logged (never the
+    /// password) and slow the next check for that name and from that address; this
     /// connection's own reader thread waits out the delay, nobody else.
     pub fn authenticate(
         &self,
@@ -258,19 +261,31 @@ impl ChatServer {
         password: Option<&Password>,
         peer: Option<IpAddr>,
     ) -> Result<(), ClientError> {
-        let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let delay = self.throttle.delay(name, peer, Instant::now());
-        if !delay.is_zero() {
-            thread::sleep(delay);
-        }
+        let registered = self
+            .user(name)
+            .is_some_and(|user| user.password_hash().is_some());
+        let address = throttle_address(peer, self.config.per_ip_loopback);
+        let attempt = if registered || password.is_some() {
+            let attempt = self
+                .throttle
+                .begin(name, address, Instant::now())
+                .map_err(retry_later)?;
+            thread::sleep(attempt.wait());
+            Some(attempt)
+        } else {
+            None
+        };
         let stored = self.user(name).and_then(|user| user.password_hash());
-        match (stored, password) {
-            (Some(hash), Some(password)) if verify_password(&password.0, &hash) => {
-                self.throttle.succeeded(name);
+        match (stored, password, attempt) {
+            (Some(hash), Some(password), Some(attempt)) if verify_password(&password.0, &hash) => {
+                attempt.succeeded();
                 Ok(())
             }
-            (Some(_), given) => {
-                self.throttle.failed(name, peer, Instant::now());
+            (Some(_), given, attempt) => {
+                if let Some(attempt) = attempt {
+                    attempt.failed(Instant::now());
+                }
+                let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
                 let what = if given.is_some() {
                     "wrong password"
                 } else {
@@ -282,28 +297,40 @@ impl ChatServer {
                     format!("{name} is registered: LOGIN {name} password=<password>"),
                 ))
             }
-            (None, Some(password)) => {
+            (None, Some(password), attempt) => {
+                self.throttle
+                    .admit_new_account(address, Instant::now())
+                    .map_err(retry_later)?;
                 let user = self.user_or_create(name);
                 if self.set_password(&user, password, true)? {
                     Ok(())
                 } else {
                     // Someone registered the name a moment ago: check against theirs.
-                    self.authenticate(name, Some(password), Some(peer))
+                    drop(attempt);
+                    self.authenticate(name, Some(password), peer)
                 }
             }
-            (None, None) if self.config.require_account => Err(ClientError::new(
+            (None, None, _) if self.config.require_account => Err(ClientError::new(
                 ErrorCode::AccountRequired,
                 format!(
                     "this server needs an account: LOGIN {name} password=<password> creates one"
                 ),
             )),
-            (None, None) => Ok(()),
+            (None, None, _) => Ok(()),
         }
     }
 
     /// REGISTER: gives the session's name a password, if it has none.
     pub fn register(&self, session: &Session, password: &Password) -> Result<(), ClientError> {
-        if self.set_password(&session.user, password, true)? {
+        // Refused before hashing, and before spending the quota, when it cannot succeed.
+        let registered = session.user.password_hash().is_some();
+        if !registered {
+            let address = throttle_address(session.outbox.peer_ip(), self.config.per_ip_loopback);
+            self.throttle
+                .admit_new_account(address, Instant::now())
+                .map_err(retry_later)?;
+        }
+        if !registered && self.set_password(&session.user, password, true)? {
             Ok(())
         } else {
             Err(ClientError::new(

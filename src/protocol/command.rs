@@ -15,7 +15,7 @@
 //! after the fields before it (leading spaces dropped, everything else kept).
 
 use super::error::{ClientError, ErrorCode};
-use super::name::{parse_name, parse_room, printable};
+use super::name::{is_invisible, parse_name, parse_room, printable};
 
 /// Longest label and client message id a client may attach.
 pub const MAX_LABEL_LEN: usize = 32;
@@ -295,9 +295,9 @@ fn login(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
     let mut password = None;
     while let Some(option) = args.optional() {
         if let Ok(value) = args.keyed(option, "device") {
-            device = Some(parse_name(value, "device")?);
+            once(device.replace(parse_name(value, "device")?), "device")?;
         } else if let Ok(value) = args.keyed(option, "password") {
-            password = Some(parse_password(value)?);
+            once(password.replace(parse_password(value)?), "password")?;
         } else {
             // Not quoted: it might be a mistyped password.
             return Err(args.unexpected("option"));
@@ -418,16 +418,7 @@ fn sync(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
     let room = parse_room(args.required()?)?;
     let after = parse_number(args.required()?, "after_seq")?;
     let epoch = match args.optional() {
-        Some(field) => {
-            let epoch = args.keyed(field, "epoch")?;
-            if !is_token(epoch, MAX_CLIENT_ID_LEN) {
-                return Err(ClientError::new(
-                    ErrorCode::BadArgument,
-                    format!("{} is not an epoch", printable(epoch)),
-                ));
-            }
-            Some(epoch.to_owned())
-        }
+        Some(field) => Some(parse_epoch(args.keyed(field, "epoch")?)?),
         None => None,
     };
     Ok(Command::Sync { room, after, epoch })
@@ -526,8 +517,14 @@ fn parse_body(body: &str, max_body: usize) -> Result<String, ClientError> {
         ));
     }
     // Bodies reach other people's terminals: an escape sequence could clear or rewrite them.
-    // Tab is the one control character that is harmless and useful.
-    if body.chars().any(|c| c.is_control() && c != '\t') {
+    // Tab is the one control character that is harmless and useful. The Unicode line and
+    // paragraph separators (U+2028, U+2029: all of categories Zl and Zp) are refused like NEL:
+    // a client that splits text on Unicode line breaks would show the rest of the body as a
+    // line of its own, which could be made to look like a MSG from someone else.
+    if body
+        .chars()
+        .any(|c| c.is_control() && c != '\t' || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
         return Err(ClientError::new(
             ErrorCode::ControlCharacter,
             "control characters are not allowed in a message body (tab is)",
@@ -544,9 +541,14 @@ fn parse_on_off(args: &Args<'_, '_>, value: &str) -> Result<bool, ClientError> {
     }
 }
 
-/// 1-128 printable characters without spaces. Errors never quote it.
+/// 1-128 printable characters without spaces: no control characters, and no characters that
+/// show as nothing or as a space (NBSP, zero-width, bidi controls: see [`is_invisible`]), which
+/// a person cannot type back reliably. Errors never quote it.
 fn parse_password(raw: &str) -> Result<Password, ClientError> {
-    if raw.is_empty() || raw.len() > MAX_PASSWORD_LEN || raw.chars().any(char::is_control) {
+    if raw.is_empty()
+        || raw.len() > MAX_PASSWORD_LEN
+        || raw.chars().any(|c| c.is_control() || is_invisible(c))
+    {
         return Err(ClientError::new(
             ErrorCode::BadArgument,
             format!("a password is 1-{MAX_PASSWORD_LEN} printable characters without spaces"),
@@ -555,13 +557,44 @@ fn parse_password(raw: &str) -> Result<Password, ClientError> {
     Ok(Password(raw.to_owned()))
 }
 
+/// A decimal number: digits only (`u64::from_str` alone would also take a leading `+`).
 fn parse_number(raw: &str, what: &str) -> Result<u64, ClientError> {
-    raw.parse::<u64>().map_err(|_| {
-        ClientError::new(
+    let digits = (!raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit())).then_some(raw);
+    digits
+        .and_then(|raw| raw.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ClientError::new(
+                ErrorCode::BadArgument,
+                format!("{what} must be a whole number; got {}", printable(raw)),
+            )
+        })
+}
+
+/// An epoch as the server writes it: 16 lower-case hex characters.
+fn parse_epoch(raw: &str) -> Result<String, ClientError> {
+    if raw.len() == 16 && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(raw.to_owned())
+    } else {
+        Err(ClientError::new(
             ErrorCode::BadArgument,
-            format!("{what} must be a whole number; got {}", printable(raw)),
-        )
-    })
+            format!(
+                "{} is not an epoch (16 lower-case hex characters)",
+                printable(raw)
+            ),
+        ))
+    }
+}
+
+/// An option given twice (`Some` from `Option::replace`) is refused: which one was meant is
+/// a guess. The value is not quoted: it may be a password.
+fn once<T>(previous: Option<T>, key: &str) -> Result<(), ClientError> {
+    match previous {
+        Some(_) => Err(ClientError::new(
+            ErrorCode::BadArgument,
+            format!("{key}= given twice"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Space-separated fields of a line, with access to the unsplit rest for message bodies.
@@ -770,11 +803,11 @@ mod tests {
             }
         );
         assert_eq!(
-            command("sync general 41 epoch=ab12"),
+            command("sync general 41 epoch=5f0c1e2a9b3d4c6e"),
             Command::Sync {
                 room: "general".into(),
                 after: 41,
-                epoch: Some("ab12".into())
+                epoch: Some("5f0c1e2a9b3d4c6e".into())
             }
         );
         assert_eq!(
@@ -903,6 +936,73 @@ mod tests {
                 .error
                 .code,
             ErrorCode::InvalidUtf8
+        );
+    }
+
+    /// Finding 14: the Unicode line and paragraph separators are refused in bodies like NEL.
+    #[test]
+    fn line_separators_are_refused_in_bodies() {
+        for c in ['\u{85}', '\u{2028}', '\u{2029}'] {
+            assert_eq!(
+                code(&format!("SEND general hi{c}MSG general 9 x")),
+                ErrorCode::ControlCharacter,
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        assert_eq!(
+            command("SEND general caf\u{e9} \u{202f}ok"),
+            Command::Send {
+                room: "general".into(),
+                body: "caf\u{e9} \u{202f}ok".into()
+            },
+            "other non-ASCII text, narrow no-break space included, is a body's business"
+        );
+    }
+
+    /// Finding 19: values are what protocol.md says they are, or `bad-argument`.
+    #[test]
+    fn malformed_values_are_refused() {
+        for line in [
+            "LOGIN alice password=wrong password=s3cret",
+            "LOGIN hank device=x device=y",
+            "LOGIN hank DEVICE=x device=x",
+            "HISTORY r +5",
+            "HISTORY r 5 before=+1",
+            "READ r +1",
+            "SYNC r +0",
+            "SYNC r 0 epoch=zz",
+            "SYNC r 0 epoch=5F0C1E2A9B3D4C6E",
+            "SYNC r 0 epoch=5f0c1e2a9b3d4c6",
+            "SYNC r 0 epoch=5f0c1e2a9b3d4c6e0",
+            "REGISTER \u{a0}x",
+            "LOGIN bob4 password=a\u{200b}b",
+            "LOGIN bob4 password=a\u{202e}b",
+            "LOGIN bob4 password=a\u{2028}b",
+            "PASSWORD \u{feff}x",
+            "PASSWORD x\u{3000}",
+            "REGISTER a\u{ad}b",
+            "REGISTER a\u{e0041}b",
+        ] {
+            assert_eq!(code(line), ErrorCode::BadArgument, "{line:?}");
+        }
+        let rejection = parse("LOGIN alice password=topsecret password=other").unwrap_err();
+        assert_eq!(rejection.error.text, "password= given twice");
+        assert_eq!(
+            command("LOGIN bob password=p\u{e4}ss\u{e9}-\u{2764}"),
+            Command::Login {
+                user: "bob".into(),
+                device: None,
+                password: Some(Password("p\u{e4}ss\u{e9}-\u{2764}".into()))
+            },
+            "visible non-ASCII is fine"
+        );
+        assert_eq!(
+            command("READ r 0018"),
+            Command::Read {
+                room: "r".into(),
+                seq: 18
+            }
         );
     }
 

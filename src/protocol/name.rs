@@ -51,6 +51,39 @@ fn invalid(raw: &str, what: &str) -> ClientError {
     )
 }
 
+/// Whether `c` shows as nothing or as a space: Unicode white space (NBSP, U+3000 and the
+/// line and paragraph separators included) and the format characters of category Cf
+/// (zero-width space and joiners, bidi controls, soft hyphen, byte-order mark, tag
+/// characters, ...). Such a character cannot be read off a screen or reliably typed again,
+/// and can make two strings that look the same differ.
+pub fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{600}'..='\u{605}'
+                | '\u{61c}'
+                | '\u{6dd}'
+                | '\u{70f}'
+                | '\u{890}'..='\u{891}'
+                | '\u{8e2}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0001}'
+                | '\u{e0020}'..='\u{e007f}'
+        )
+}
+
 /// Makes client input safe to quote back in an error: control characters become `?` and long
 /// input is cut, so an error can never carry a terminal escape or a huge line.
 pub fn printable(raw: &str) -> String {
@@ -87,6 +120,18 @@ mod tests {
         assert!(parse_room("dm:alice:alice").is_err());
         assert!(parse_room("dm:alice").is_err());
         assert_eq!(parse_room("General").unwrap(), "general");
+    }
+
+    #[test]
+    fn invisible_characters() {
+        for c in [
+            ' ', '\u{a0}', '\u{200b}', '\u{200d}', '\u{202e}', '\u{2066}', '\u{feff}',
+        ] {
+            assert!(is_invisible(c), "U+{:04X}", c as u32);
+        }
+        for c in ['a', '\u{e9}', '\u{2764}', '\u{1f600}', '\u{fe0f}'] {
+            assert!(!is_invisible(c), "U+{:04X}", c as u32);
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::Instant;
 
 use super::ChatServer;
-use crate::accounts::{hash_password, verify_password};
+use crate::accounts::{hash_password, retry_later, throttle_address, verify_password};
 use crate::delivery::CloseReason;
 use crate::protocol::{ClientError, ErrorCode, Password};
 use crate::session::Session;
@@ -17,8 +17,9 @@ use crate::user::User;
 impl ChatServer {
     /// Checks a LOGIN's credentials before any session exists. A registered name needs its
     /// password; an unregistered name with a password is registered with it; an unregistered
-    /// name without one is refused under `--require-account`. Failures are logged (never the
-    /// password) and slow the next attempt for that name and from that address: this
+    /// name without one is refused under `--require-account`. Every LOGIN but that last kind
+    /// is a check the throttle guards (see `accounts`): failures are logged (never the
+    /// password) and slow the next check for that name and from that address; this
     /// connection's own reader thread waits out the delay, nobody else. Returns whether the
     /// login proved (or set) the name's password.
     pub fn authenticate(
@@ -27,19 +28,31 @@ impl ChatServer {
         password: Option<&Password>,
         peer: Option<IpAddr>,
     ) -> Result<bool, ClientError> {
-        let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let delay = self.throttle.delay(name, peer, Instant::now());
-        if !delay.is_zero() {
-            thread::sleep(delay);
-        }
+        let registered = self
+            .user(name)
+            .is_some_and(|user| user.password_hash().is_some());
+        let address = throttle_address(peer, self.config.per_ip_loopback);
+        let attempt = if registered || password.is_some() {
+            let attempt = self
+                .throttle
+                .begin(name, address, Instant::now())
+                .map_err(retry_later)?;
+            thread::sleep(attempt.wait());
+            Some(attempt)
+        } else {
+            None
+        };
         let stored = self.user(name).and_then(|user| user.password_hash());
-        match (stored, password) {
-            (Some(hash), Some(password)) if verify_password(&password.0, &hash) => {
-                self.throttle.succeeded(name);
+        match (stored, password, attempt) {
+            (Some(hash), Some(password), Some(attempt)) if verify_password(&password.0, &hash) => {
+                attempt.succeeded();
                 Ok(true)
             }
-            (Some(_), given) => {
-                self.throttle.failed(name, peer, Instant::now());
+            (Some(_), given, attempt) => {
+                if let Some(attempt) = attempt {
+                    attempt.failed(Instant::now());
+                }
+                let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
                 let what = if given.is_some() {
                     "wrong password"
                 } else {
@@ -51,22 +64,26 @@ impl ChatServer {
                     format!("{name} is registered: LOGIN {name} password=<password>"),
                 ))
             }
-            (None, Some(password)) => {
+            (None, Some(password), attempt) => {
+                self.throttle
+                    .admit_new_account(address, Instant::now())
+                    .map_err(retry_later)?;
                 let user = self.user_or_create(name);
                 if self.set_password(&user, password, true, None)? {
                     Ok(true)
                 } else {
                     // Someone registered the name a moment ago: check against theirs.
-                    self.authenticate(name, Some(password), Some(peer))
+                    drop(attempt);
+                    self.authenticate(name, Some(password), peer)
                 }
             }
-            (None, None) if self.config.require_account => Err(ClientError::new(
+            (None, None, _) if self.config.require_account => Err(ClientError::new(
                 ErrorCode::AccountRequired,
                 format!(
                     "this server needs an account: LOGIN {name} password=<password> creates one"
                 ),
             )),
-            (None, None) => Ok(false),
+            (None, None, _) => Ok(false),
         }
     }
 
@@ -82,10 +99,15 @@ impl ChatServer {
                 ),
             )
         };
-        // Refused before hashing: a hash costs ~19 MiB and tens of milliseconds.
+        // Refused before hashing and before spending the new-account quota: a hash costs
+        // tens of milliseconds and one of the few hashing buffers.
         if session.user.password_hash().is_some() {
             return Err(already());
         }
+        let address = throttle_address(session.outbox.peer_ip(), self.config.per_ip_loopback);
+        self.throttle
+            .admit_new_account(address, Instant::now())
+            .map_err(retry_later)?;
         if self.set_password(&session.user, password, true, Some(session))? {
             Ok(())
         } else {
@@ -110,23 +132,23 @@ impl ChatServer {
                 format!("{name} has no password yet; use REGISTER to set one"),
             ));
         };
-        let peer = session
-            .outbox
-            .peer_ip()
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let delay = self.throttle.delay(name, peer, Instant::now());
-        if !delay.is_zero() {
-            thread::sleep(delay);
-        }
+        let peer = session.outbox.peer_ip();
+        let address = throttle_address(peer, self.config.per_ip_loopback);
+        let attempt = self
+            .throttle
+            .begin(name, address, Instant::now())
+            .map_err(retry_later)?;
+        thread::sleep(attempt.wait());
         if !verify_password(&current.0, &hash) {
-            self.throttle.failed(name, peer, Instant::now());
+            attempt.failed(Instant::now());
+            let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             eprintln!("chatd: failed PASSWORD for {name} from {peer}: wrong current password");
             return Err(ClientError::new(
                 ErrorCode::BadPassword,
                 "the current password is wrong: PASSWORD <current> <new> [end-sessions]",
             ));
         }
-        self.throttle.succeeded(name);
+        attempt.succeeded();
         self.set_password(&session.user, password, false, Some(session))?;
         if end_sessions {
             session

@@ -35,7 +35,8 @@ pub struct Config {
     /// Messages each room keeps in memory for SYNC and HISTORY (older ones are read from the
     /// store)...
     pub recent_per_room: usize,
-    /// ...and at most this many bytes of them, so a room of 4 KiB messages holds 64, not 1,000.
+    /// ...and at most this many bytes of them, so a room of 4 KiB messages holds ~250, not
+    /// 1,000 (4 MiB).
     pub recent_bytes_per_room: usize,
     /// What all rooms' recent logs may hold together. Over it, the logs of the least recently
     /// active rooms are dropped (see `recent`): a bound on memory however many rooms exist.
@@ -115,7 +116,7 @@ impl Default for Config {
             max_sessions: None,
             channel_capacity: 1024,
             recent_per_room: 1000,
-            recent_bytes_per_room: 256 * 1024,
+            recent_bytes_per_room: 1024 * 1024,
             recent_memory: 64 * 1024 * 1024,
             max_line: 8 * 1024,
             max_body: 4 * 1024,

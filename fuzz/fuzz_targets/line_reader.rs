@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read};
 
 use arbitrary::Arbitrary;
-use chatd::transport::reader::{LineReader, ReadLine};
+use chatd::transport::line_reader::{LineReader, ReadLine};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

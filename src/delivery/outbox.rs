@@ -2,11 +2,11 @@
 //!
 //! Publishers never write to a socket. They put an already-encoded [`Line`] into the
 //! connection's bounded queue with `try_send`, which neither blocks nor does I/O, and the
-//! connection's writer thread (`transport::writer`) drains the queue into the socket. A
+//! connection's writer thread (`transport::writer`) drains the queue into the connection. A
 //! connection whose queue is full has fallen a whole queue behind: it is closed as a slow
 //! consumer rather than waited for.
 
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use super::doorbell::Doorbell;
 use super::line::{Line, LineKind};
+use super::peer::Peer;
 use crate::stats::Stats;
 
 /// Why a connection ends. The writer turns it into the connection's last line.
@@ -54,7 +55,10 @@ impl CloseReason {
     /// the writer wrote: `(room, seq)` pairs, named in `BYE slow-consumer` so the client
     /// knows where to SYNC from.
     pub fn farewell(self, cursors: &[(Arc<str>, u64)]) -> Option<String> {
-        use crate::protocol::reply::bye;
+        use crate::protocol::reply::{bye, error};
+        use crate::protocol::{ClientError, ErrorCode};
+        // Refused at the door, before HELLO: there is no request, so no label.
+        let refusal = |code, text: &str| error(None, &ClientError::new(code, text));
         Some(match self {
             CloseReason::Quit => bye("quit", "", "goodbye"),
             CloseReason::Replaced => bye("replaced", "", "you logged in again from this device"),
@@ -76,13 +80,14 @@ impl CloseReason {
             }
             CloseReason::ServerShutdown => bye("server-shutdown", "", "the server is stopping"),
             CloseReason::LoginTimeout => bye("login-timeout", "", "no LOGIN in time"),
-            CloseReason::ServerFull => {
-                "ERR server-full :the server is at capacity; try again later\n".to_owned()
-            }
-            CloseReason::TooManyConnections => {
-                "ERR too-many-connections :too many connections from your address; close one first\n"
-                    .to_owned()
-            }
+            CloseReason::ServerFull => refusal(
+                ErrorCode::ServerFull,
+                "the server is at capacity; try again later",
+            ),
+            CloseReason::TooManyConnections => refusal(
+                ErrorCode::TooManyConnections,
+                "too many connections from your address; close one first",
+            ),
             CloseReason::Flooding => bye(
                 "flooding",
                 "",
@@ -109,9 +114,10 @@ pub struct Outbox {
     /// Connection number, unique for the server's lifetime; names the threads in logs.
     pub id: u64,
     queue: Sender<Arc<Line>>,
-    /// Shared with the reader and writer threads: one file descriptor per connection.
-    socket: Arc<TcpStream>,
-    /// Lock rank 4 (last). Set once, by whoever closes first; later reasons are ignored.
+    /// The connection underneath (a socket), shared with the reader and writer threads.
+    peer: Arc<dyn Peer>,
+    /// Ranked last in the crate docs' lock order. Set once, by whoever closes first; later
+    /// reasons are ignored.
     closing: Mutex<Option<CloseReason>>,
     /// Queue length past which ephemeral lines are shed (stage 1 of backpressure).
     soft_mark: usize,
@@ -126,14 +132,14 @@ impl Outbox {
     pub fn new(
         id: u64,
         queue: Sender<Arc<Line>>,
-        socket: Arc<TcpStream>,
+        peer: Arc<dyn Peer>,
         stats: Arc<Stats>,
     ) -> Outbox {
         let soft_mark = queue.capacity().unwrap_or(usize::MAX) / 2;
         Outbox {
             id,
             queue,
-            socket,
+            peer,
             closing: Mutex::new(None),
             soft_mark,
             doorbell: Doorbell::default(),
@@ -180,8 +186,8 @@ impl Outbox {
     }
 
     /// Starts closing the connection. Never blocks and never writes: it records the reason,
-    /// wakes the writer (which sends the farewell) and shuts the socket's read side so the
-    /// reader thread's blocking `read` returns and it logs the session out at once.
+    /// wakes the writer (which sends the farewell) and shuts the connection's read side so
+    /// the reader thread's blocking `read` returns and it logs the session out at once.
     /// Returns true for the call that actually started the close.
     pub fn close(&self, reason: CloseReason) -> bool {
         {
@@ -195,15 +201,15 @@ impl Outbox {
         // If the queue is full the writer is busy and sees the reason after its current batch.
         let _ = self.queue.try_send(Line::wake());
         self.doorbell.ring();
-        let _ = self.socket.shutdown(Shutdown::Read);
+        self.peer.shutdown_read();
         true
     }
 
-    /// Shuts the socket both ways: a blocked write fails at once. For shutdown, after the
-    /// polite close had its chance.
+    /// Shuts the connection both ways: a blocked write fails at once. For shutdown, after
+    /// the polite close had its chance.
     pub fn abort(&self) {
         self.close(CloseReason::Gone);
-        let _ = self.socket.shutdown(Shutdown::Both);
+        self.peer.abort();
     }
 
     /// Whether the connection is closing, without taking the lock (the writer asks once per
@@ -223,7 +229,7 @@ impl Outbox {
 
     /// The client's address (for per-address login throttling and logs).
     pub fn peer_ip(&self) -> Option<IpAddr> {
-        self.socket.peer_addr().ok().map(|addr| addr.ip())
+        self.peer.peer_ip()
     }
 
     pub fn stats(&self) -> &Stats {

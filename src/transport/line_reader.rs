@@ -4,7 +4,8 @@ use std::io::{self, BufRead, BufReader, ErrorKind};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadLine<'a> {
-    /// A complete line without its `\n`.
+    /// A complete line without its `\n`. A `\r` before the `\n` is left in, for the parser
+    /// to strip; the length limit does not count it.
     Line(&'a [u8]),
     /// A line longer than the limit ended; its bytes were discarded as they arrived.
     TooLong,
@@ -15,8 +16,9 @@ pub enum ReadLine<'a> {
     End,
 }
 
-/// Splits a byte stream into lines while holding at most `max_line` bytes of any one line, so
-/// a client cannot make the server buffer an endless line.
+/// Splits a byte stream into lines while holding at most `max_line` bytes of any one line
+/// (plus the `\r` of a `\r\n` line end), so a client cannot make the server buffer an endless
+/// line.
 ///
 /// A line in progress survives an error (such as a read timeout): calling `next_line` again
 /// carries on where the last call stopped.
@@ -62,8 +64,10 @@ impl<R: io::Read> LineReader<R> {
                 Err(e) => return Err(e),
             };
             if available.is_empty() {
-                // A last line without `\n` still counts, so `printf QUIT | nc` works.
-                let unfinished = self.in_line && !self.discarding;
+                // A last line without `\n` still counts, so `printf QUIT | nc` works. It has
+                // no line end, so a `\r` it ends with is content, and counts.
+                let unfinished =
+                    self.in_line && !self.discarding && self.line.len() <= self.max_line;
                 self.in_line = false;
                 return Ok(if unfinished {
                     ReadLine::Line(&self.line)
@@ -75,7 +79,10 @@ impl<R: io::Read> LineReader<R> {
                 Some(i) => (&available[..i], true),
                 None => (available, false),
             };
-            if !self.discarding && self.line.len() + chunk.len() > self.max_line {
+            // One byte over the limit is held for the `\r` of a `\r\n` line end, which the
+            // limit does not count: whether it is one is known only at the `\n`.
+            let holds = self.max_line.saturating_add(1);
+            if !self.discarding && self.line.len() + chunk.len() > holds {
                 self.discarding = true;
                 // Give the memory back: a long line's buffer is not kept for the next one.
                 self.line = Vec::new();
@@ -87,7 +94,8 @@ impl<R: io::Read> LineReader<R> {
             self.input.consume(used);
             if found_end {
                 self.in_line = false;
-                return Ok(if self.discarding {
+                let content = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+                return Ok(if self.discarding || content.len() > self.max_line {
                     ReadLine::TooLong
                 } else {
                     ReadLine::Line(&self.line)
@@ -131,6 +139,17 @@ mod tests {
             lines(b"12345678\n123456789\n", 8),
             ["12345678", "<too long>"]
         );
+    }
+
+    #[test]
+    fn the_limit_does_not_count_the_line_end() {
+        assert_eq!(
+            lines(b"12345678\r\n12345678\n123456789\r\n12345678\r\r\n", 8),
+            ["12345678\r", "12345678", "<too long>", "<too long>"]
+        );
+        // Without a `\n` after it, a `\r` is not a line end: it counts.
+        assert_eq!(lines(b"1234567\r", 8), ["1234567\r"]);
+        assert_eq!(lines(b"12345678\r", 8), Vec::<String>::new());
     }
 
     /// Reads as scripted: each step is some bytes or an error of the given kind.
@@ -179,22 +198,31 @@ mod tests {
         assert_eq!(lines(b"ok\n0123456789abc", 8), ["ok"]);
     }
 
-    /// What `LineReader` must produce for `bytes`: split on `\n`; a line over the limit is
-    /// `TooLong`; a last line without `\n` counts if it is not empty and fits.
+    /// What `LineReader` must produce for `bytes`: split on `\n`; a line over the limit
+    /// (not counting a `\r` before its `\n`) is `TooLong`; a last line without `\n` counts
+    /// if it is not empty and fits.
     fn model(bytes: &[u8], max_line: usize) -> Vec<String> {
         let mut out = Vec::new();
         let mut parts = bytes.split(|&b| b == b'\n').peekable();
         while let Some(part) = parts.next() {
-            let last = parts.peek().is_none();
-            if part.len() > max_line {
-                if !last {
-                    out.push("<too long>".to_owned());
+            if parts.peek().is_none() {
+                if !part.is_empty() && part.len() <= max_line {
+                    out.push(String::from_utf8_lossy(part).into_owned());
                 }
-            } else if !last || !part.is_empty() {
+                break;
+            }
+            if content(part).len() > max_line {
+                out.push("<too long>".to_owned());
+            } else {
                 out.push(String::from_utf8_lossy(part).into_owned());
             }
         }
         out
+    }
+
+    /// A line without the `\r` of a `\r\n` line end.
+    fn content(line: &[u8]) -> &[u8] {
+        line.strip_suffix(b"\r").unwrap_or(line)
     }
 
     proptest::proptest! {
@@ -225,7 +253,7 @@ mod tests {
             loop {
                 match reader.next_line() {
                     Ok(ReadLine::Line(l)) => {
-                        proptest::prop_assert!(l.len() <= max_line);
+                        proptest::prop_assert!(content(l).len() <= max_line);
                         got.push(String::from_utf8_lossy(l).into_owned());
                     }
                     Ok(ReadLine::TooLong) => got.push("<too long>".to_owned()),

@@ -1,7 +1,8 @@
 //! The line splitter against a model. The input is split into reads of fuzzer-chosen sizes,
 //! with interrupted and timed-out reads between them, and `LineReader` must produce exactly
 //! the lines the model does: split on `\n`, lines over the limit (not counting a `\r` before
-//! the `\n`) become `TooLong`, a last line without `\n` counts if it fits.
+//! the `\n`) become `TooLong`, blank lines (spaces only) are skipped, a last line without
+//! `\n` counts if it fits.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -68,7 +69,7 @@ fn model(bytes: &[u8], max_line: usize) -> Vec<Event> {
         }
         if content(part).len() > max_line {
             events.push(Event::TooLong);
-        } else {
+        } else if content(part).iter().any(|&b| b != b' ') {
             events.push(Event::Line(part.to_vec()));
         }
     }
@@ -97,7 +98,7 @@ fuzz_target!(|case: Case| {
                 events.push(Event::Line(line.to_vec()));
             }
             Ok(ReadLine::TooLong) => events.push(Event::TooLong),
-            Ok(ReadLine::Incomplete) => {}
+            Ok(ReadLine::Blank | ReadLine::Incomplete) => {}
             Ok(ReadLine::End) => break,
             Err(e) => assert_eq!(e.kind(), ErrorKind::WouldBlock),
         }

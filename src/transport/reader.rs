@@ -95,6 +95,8 @@ pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, mut lines: impl LineSou
                     );
                 }
             }
+            // Skipped by the line source: free, as the protocol promises.
+            Ok(ReadLine::Blank) => line_started = None,
             Ok(ReadLine::Incomplete) => {
                 line_started.get_or_insert_with(Instant::now);
             }

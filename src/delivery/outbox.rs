@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
@@ -102,13 +102,26 @@ impl CloseReason {
         })
     }
 
-    /// Whether lines still queued are written before the farewell. A slow consumer's queue is
-    /// what it could not keep up with: flushing it would hold the connection open for as long
-    /// as the client cares to stall, so it is dropped.
-    fn flushes_queue(self) -> bool {
-        !matches!(self, CloseReason::SlowConsumer | CloseReason::Gone)
+    /// For how long after the close lines still queued are written before the farewell. A
+    /// slow consumer's queue is what it could not keep up with: flushing it would hold the
+    /// connection open for as long as the client cares to stall, so it is dropped at once.
+    /// At shutdown a client that keeps up gets what was queued for it, but flushing a
+    /// backed-up queue would take the whole shutdown grace and leave no time for the goodbye,
+    /// so what is still queued [`SHUTDOWN_FLUSH`] after the close is dropped and the `BYE`
+    /// goes next.
+    fn flushes_queue_for(self) -> Duration {
+        match self {
+            CloseReason::SlowConsumer | CloseReason::Gone => Duration::ZERO,
+            CloseReason::ServerShutdown => SHUTDOWN_FLUSH,
+            _ => Duration::MAX,
+        }
     }
 }
+
+/// How long a stopping server keeps writing queued lines before it drops them and says
+/// `BYE server-shutdown`: a fifth of the listener's one-second polite grace, so that a
+/// client that had fallen behind but reads again within the grace still gets its goodbye.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_millis(200);
 
 pub struct Outbox {
     /// Connection number, unique for the server's lifetime; names the threads in logs.
@@ -116,9 +129,9 @@ pub struct Outbox {
     queue: Sender<Arc<Line>>,
     /// The connection underneath (a socket), shared with the reader and writer threads.
     peer: Arc<dyn Peer>,
-    /// Ranked last in the crate docs' lock order. Set once, by whoever closes first; later
-    /// reasons are ignored.
-    closing: Mutex<Option<CloseReason>>,
+    /// Ranked last in the crate docs' lock order. Set once, by whoever closes first, with
+    /// when; later reasons are ignored.
+    closing: Mutex<Option<(CloseReason, Instant)>>,
     /// Queue length past which ephemeral lines are shed (stage 1 of backpressure).
     soft_mark: usize,
     /// Wakes the writer thread when it sleeps; see `doorbell`.
@@ -195,7 +208,7 @@ impl Outbox {
             if closing.is_some() {
                 return false;
             }
-            *closing = Some(reason);
+            *closing = Some((reason, Instant::now()));
         }
         self.closed.store(true, Relaxed);
         // If the queue is full the writer is busy and sees the reason after its current batch.
@@ -219,12 +232,15 @@ impl Outbox {
     }
 
     pub fn closing(&self) -> Option<CloseReason> {
-        *self.closing.lock()
+        self.closing.lock().map(|(reason, _)| reason)
     }
 
-    /// Whether the writer should still write what is queued (see `CloseReason::flushes_queue`).
+    /// Whether the writer should still write what is queued (see
+    /// `CloseReason::flushes_queue_for`).
     pub fn keeps_writing(&self) -> bool {
-        self.closing().is_none_or(CloseReason::flushes_queue)
+        self.closing
+            .lock()
+            .is_none_or(|(reason, at)| at.elapsed() < reason.flushes_queue_for())
     }
 
     /// The client's address (for per-address login throttling and logs).

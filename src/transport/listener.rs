@@ -129,8 +129,15 @@ impl ServerHandle {
         self.shared.capacity
     }
 
-    /// Stops accepting, sends every connection `BYE server-shutdown`, and waits (at most
+    /// Stops accepting, closes every connection with `BYE server-shutdown`, and waits (at most
     /// 1.5 s) for their threads to finish. Returns whether all of them did.
+    ///
+    /// What a client is guaranteed: if it reads during the polite grace (the first second),
+    /// `BYE server-shutdown` is its last line. Lines queued for it are flushed first for
+    /// `delivery::outbox::SHUTDOWN_FLUSH` and dropped after that, so a client that had fallen
+    /// behind waits only for what its socket already holds. A client that does not read
+    /// during the grace cannot be given the goodbye (its socket buffers are full): its
+    /// connection is shut after the grace, and it reads what the kernel still delivers.
     pub fn shutdown(mut self) -> bool {
         self.stop()
     }

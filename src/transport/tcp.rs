@@ -105,6 +105,10 @@ impl FrameSink for TcpSink {
         if let Some(farewell) = farewell {
             let _ = (&*self.socket).write_all(farewell);
             linger(&self.socket, client_done);
+        } else {
+            // No farewell to wait for, but input left unread would still turn the close into
+            // a reset, which destroys whatever the client has not read yet.
+            discard_input(&self.socket);
         }
         let _ = self.socket.shutdown(Shutdown::Both);
     }
@@ -131,14 +135,21 @@ fn linger(socket: &TcpStream, client_done: bool) {
         let _ = socket.shutdown(Shutdown::Write);
     }
     let deadline = Instant::now() + LINGER;
-    let mut scratch = [0u8; 4096];
     loop {
-        while matches!((&*socket).read(&mut scratch), Ok(n) if n > 0) {}
+        discard_input(socket);
         if peer_hung_up(socket) || Instant::now() >= deadline {
             return;
         }
         std::thread::sleep(LINGER_STEP);
     }
+}
+
+/// Reads and drops what input has arrived. Only for a socket whose read side is shut (every
+/// close shuts it first: `Outbox::close`), where a read returns what is queued, then 0, and
+/// never blocks.
+fn discard_input(socket: &TcpStream) {
+    let mut scratch = [0u8; 4096];
+    while matches!((&*socket).read(&mut scratch), Ok(n) if n > 0) {}
 }
 
 /// Whether the client has closed its side: the connection's TCP state says its FIN arrived.

@@ -60,8 +60,9 @@ pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, mut sink: impl Frame
             break outbox.closing().unwrap_or(CloseReason::Gone);
         }
     };
-    // Lines left unwritten (a slow consumer's queue is dropped): their start cursors still
-    // hold, since nothing before a start was owed to this connection.
+    // Lines left unwritten (a slow consumer's queue, or a backed-up one at shutdown, is
+    // dropped): their start cursors still hold, since nothing before a start was owed to
+    // this connection.
     while let Ok(line) = queue.try_recv() {
         cursors.note_starts(&line);
     }

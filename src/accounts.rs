@@ -21,12 +21,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::lock_rank::{Rank, RankedCondvar, RankedMutex};
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use parking_lot::{Condvar, Mutex};
 
 use crate::protocol::{ClientError, ErrorCode};
-use crate::transport::limits::{address_key, TokenBucket};
+use crate::rate::{address_key, TokenBucket};
 
 /// Hashing costs ~19 MiB and tens of milliseconds of CPU (argon2's defaults, OWASP's
 /// recommendation). At most this many run at once, so a burst of logins cannot take all the
@@ -40,11 +40,14 @@ const HASH_BLOCKS: usize = Params::DEFAULT.block_count();
 /// use and reused for ever. Each hash allocating its own 19 MiB would leave them cached in the
 /// allocator's per-thread arenas (glibc keeps freed chunks of that size): a burst of account
 /// creation once left ~0.9 GB resident after every client had gone. Leaf lock.
-static HASHING_MEMORY: Mutex<HashingMemory> = Mutex::new(HashingMemory {
-    free: Vec::new(),
-    allocated: 0,
-});
-static HASHING_MEMORY_RETURNED: Condvar = Condvar::new();
+static HASHING_MEMORY: RankedMutex<HashingMemory> = RankedMutex::new(
+    Rank::Leaf,
+    HashingMemory {
+        free: Vec::new(),
+        allocated: 0,
+    },
+);
+static HASHING_MEMORY_RETURNED: RankedCondvar = RankedCondvar::new();
 
 struct HashingMemory {
     free: Vec<Box<[Block]>>,
@@ -179,12 +182,20 @@ pub fn retry_later(wait: Duration) -> ClientError {
 /// connections waiting out the same delay were all checked together when it ended.
 ///
 /// The throttle also holds the quota on new accounts ([`LoginThrottle::admit_new_account`]).
-#[derive(Default)]
 pub struct LoginThrottle {
     /// Leaf lock.
-    failures: Mutex<HashMap<ThrottleKey, Failures>>,
+    failures: RankedMutex<HashMap<ThrottleKey, Failures>>,
     /// Leaf lock.
-    new_accounts: Mutex<AccountQuota>,
+    new_accounts: RankedMutex<AccountQuota>,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> LoginThrottle {
+        LoginThrottle {
+            failures: RankedMutex::new(Rank::Leaf, HashMap::new()),
+            new_accounts: RankedMutex::new(Rank::Leaf, AccountQuota::default()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -5,6 +5,7 @@
 pub mod doorbell;
 pub mod line;
 pub mod outbox;
+pub mod peer;
 pub mod reply;
 
 pub use line::{Cursor, Line, LineKind};

@@ -2,21 +2,22 @@
 //!
 //! Publishers never write to a socket. They put a shared [`Line`] (a typed event) into the
 //! connection's bounded queue with `try_send`, which neither blocks nor does I/O, and the
-//! connection's writer thread (`transport::writer`) drains the queue into the socket. A
+//! connection's writer thread (`transport::writer`) drains the queue into the connection. A
 //! connection whose queue is full has fallen a whole queue behind: it is closed as a slow
 //! consumer rather than waited for.
 
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::lock_rank::{Rank, RankedMutex};
 use crossbeam_channel::{Sender, TrySendError};
-use parking_lot::Mutex;
 
 use super::doorbell::Doorbell;
 use super::line::{Line, LineKind};
+use super::peer::Peer;
 use crate::event::Event;
 use crate::protocol::{ClientError, ErrorCode};
 use crate::stats::Stats;
@@ -108,23 +109,36 @@ impl CloseReason {
         })
     }
 
-    /// Whether lines still queued are written before the farewell. A slow consumer's queue is
-    /// what it could not keep up with: flushing it would hold the connection open for as long
-    /// as the client cares to stall, so it is dropped.
-    fn flushes_queue(self) -> bool {
-        !matches!(self, CloseReason::SlowConsumer | CloseReason::Gone)
+    /// For how long after the close lines still queued are written before the farewell. A
+    /// slow consumer's queue is what it could not keep up with: flushing it would hold the
+    /// connection open for as long as the client cares to stall, so it is dropped at once.
+    /// At shutdown a client that keeps up gets what was queued for it, but flushing a
+    /// backed-up queue would take the whole shutdown grace and leave no time for the goodbye,
+    /// so what is still queued [`SHUTDOWN_FLUSH`] after the close is dropped and the `BYE`
+    /// goes next.
+    fn flushes_queue_for(self) -> Duration {
+        match self {
+            CloseReason::SlowConsumer | CloseReason::Gone => Duration::ZERO,
+            CloseReason::ServerShutdown => SHUTDOWN_FLUSH,
+            _ => Duration::MAX,
+        }
     }
 }
+
+/// How long a stopping server keeps writing queued lines before it drops them and says
+/// `BYE server-shutdown`: a fifth of the listener's one-second polite grace, so that a
+/// client that had fallen behind but reads again within the grace still gets its goodbye.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_millis(200);
 
 pub struct Outbox {
     /// Connection number, unique for the server's lifetime; names the threads in logs.
     pub id: u64,
     queue: Sender<Arc<Line>>,
-    /// Shared with the reader and writer threads: one file descriptor per connection.
-    socket: Arc<TcpStream>,
-    /// Lock rank 5, the last (see `lock_rank::Rank`). Set once, by whoever closes first; later
-    /// reasons are ignored.
-    closing: Mutex<Option<CloseReason>>,
+    /// The connection underneath (a socket), shared with the reader and writer threads.
+    peer: Arc<dyn Peer>,
+    /// Lock rank 5, the last (see `lock_rank::Rank`). Set once, by whoever closes first,
+    /// with when; later reasons are ignored.
+    closing: RankedMutex<Option<(CloseReason, Instant)>>,
     /// Queue length past which ephemeral lines are shed (stage 1 of backpressure).
     soft_mark: usize,
     /// Wakes the writer thread when it sleeps; see `doorbell`.
@@ -138,15 +152,15 @@ impl Outbox {
     pub fn new(
         id: u64,
         queue: Sender<Arc<Line>>,
-        socket: Arc<TcpStream>,
+        peer: Arc<dyn Peer>,
         stats: Arc<Stats>,
     ) -> Outbox {
         let soft_mark = queue.capacity().unwrap_or(usize::MAX) / 2;
         Outbox {
             id,
             queue,
-            socket,
-            closing: Mutex::new(None),
+            peer,
+            closing: RankedMutex::new(Rank::OutboxClosing, None),
             soft_mark,
             doorbell: Doorbell::default(),
             closed: AtomicBool::new(false),
@@ -192,8 +206,8 @@ impl Outbox {
     }
 
     /// Starts closing the connection. Never blocks and never writes: it records the reason,
-    /// wakes the writer (which sends the farewell) and shuts the socket's read side so the
-    /// reader thread's blocking `read` returns and it logs the session out at once.
+    /// wakes the writer (which sends the farewell) and shuts the connection's read side so
+    /// the reader thread's blocking `read` returns and it logs the session out at once.
     /// Returns true for the call that actually started the close.
     pub fn close(&self, reason: CloseReason) -> bool {
         {
@@ -201,21 +215,21 @@ impl Outbox {
             if closing.is_some() {
                 return false;
             }
-            *closing = Some(reason);
+            *closing = Some((reason, Instant::now()));
         }
         self.closed.store(true, Relaxed);
         // If the queue is full the writer is busy and sees the reason after its current batch.
         let _ = self.queue.try_send(Line::wake());
         self.doorbell.ring();
-        let _ = self.socket.shutdown(Shutdown::Read);
+        self.peer.shutdown_read();
         true
     }
 
-    /// Shuts the socket both ways: a blocked write fails at once. For shutdown, after the
-    /// polite close had its chance.
+    /// Shuts the connection both ways: a blocked write fails at once. For shutdown, after
+    /// the polite close had its chance.
     pub fn abort(&self) {
         self.close(CloseReason::Gone);
-        let _ = self.socket.shutdown(Shutdown::Both);
+        self.peer.abort();
     }
 
     /// Whether the connection is closing, without taking the lock (the writer asks once per
@@ -225,17 +239,20 @@ impl Outbox {
     }
 
     pub fn closing(&self) -> Option<CloseReason> {
-        *self.closing.lock()
+        self.closing.lock().map(|(reason, _)| reason)
     }
 
-    /// Whether the writer should still write what is queued (see `CloseReason::flushes_queue`).
+    /// Whether the writer should still write what is queued (see
+    /// `CloseReason::flushes_queue_for`).
     pub fn keeps_writing(&self) -> bool {
-        self.closing().is_none_or(CloseReason::flushes_queue)
+        self.closing
+            .lock()
+            .is_none_or(|(reason, at)| at.elapsed() < reason.flushes_queue_for())
     }
 
     /// The client's address (for per-address login throttling and logs).
     pub fn peer_ip(&self) -> Option<IpAddr> {
-        self.socket.peer_addr().ok().map(|addr| addr.ip())
+        self.peer.peer_ip()
     }
 
     pub fn stats(&self) -> &Stats {

@@ -13,15 +13,16 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::lock_rank::{Rank, RankedCondvar, RankedMutex};
 use crossbeam_channel::bounded;
-use parking_lot::{Condvar, Mutex};
-use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::capacity;
 use super::limits::{AddressSlot, AddressTable};
-use super::{reader, writer};
+use super::{reader, tcp, writer, FrameSink, LineSource};
 use crate::config::Config;
 use crate::delivery::outbox::{CloseReason, Outbox};
+use crate::delivery::peer::Peer;
 use crate::protocol::Wire;
 use crate::server::ChatServer;
 use crate::stats::Stats;
@@ -39,9 +40,6 @@ pub const WRITER_STACK: usize = 128 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1000);
 const SHUTDOWN_FORCE_GRACE: Duration = Duration::from_millis(500);
 
-/// Keepalive probes sent before a silent peer is declared dead.
-const KEEPALIVE_PROBES: u32 = 3;
-
 /// A running server. Dropping it shuts the server down.
 pub struct ServerHandle {
     local_addr: SocketAddr,
@@ -57,13 +55,13 @@ struct Shared {
     next_id: AtomicU64,
     /// Leaf lock: live connections by id, so shutdown can close each one. Shutdown copies
     /// the outboxes out before closing them.
-    connections: Mutex<HashMap<u64, Arc<Outbox>>>,
+    connections: RankedMutex<HashMap<u64, Arc<Outbox>>>,
     /// Leaf lock: the number of connections whose threads are still running; `all_gone`
     /// is signalled when it reaches zero.
-    live: Mutex<usize>,
+    live: RankedMutex<usize>,
     /// Open connections per client address, for `--max-per-ip` (its lock is a leaf lock).
     addresses: Arc<AddressTable>,
-    all_gone: Condvar,
+    all_gone: RankedCondvar,
 }
 
 /// Binds and starts serving. Port 0 picks a free port; see [`ServerHandle::local_addr`].
@@ -102,10 +100,10 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
         capacity,
         stopping: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
-        connections: Mutex::new(HashMap::new()),
-        live: Mutex::new(0),
+        connections: RankedMutex::new(Rank::Leaf, HashMap::new()),
+        live: RankedMutex::new(Rank::Leaf, 0),
         addresses,
-        all_gone: Condvar::new(),
+        all_gone: RankedCondvar::new(),
     });
     let accept_shared = Arc::clone(&shared);
     let accept_thread = thread::Builder::new()
@@ -132,8 +130,15 @@ impl ServerHandle {
         self.shared.capacity
     }
 
-    /// Stops accepting, sends every connection `BYE server-shutdown`, and waits (at most
+    /// Stops accepting, closes every connection with `BYE server-shutdown`, and waits (at most
     /// 1.5 s) for their threads to finish. Returns whether all of them did.
+    ///
+    /// What a client is guaranteed: if it reads during the polite grace (the first second),
+    /// `BYE server-shutdown` is its last line. Lines queued for it are flushed first for
+    /// `delivery::outbox::SHUTDOWN_FLUSH` and dropped after that, so a client that had fallen
+    /// behind waits only for what its socket already holds. A client that does not read
+    /// during the grace cannot be given the goodbye (its socket buffers are full): its
+    /// connection is shut after the grace, and it reads what the kernel still delivers.
     pub fn shutdown(mut self) -> bool {
         self.stop()
     }
@@ -286,7 +291,7 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Starts the writer and reader threads of a new connection. Gives the stream back if not
+/// Starts the writer and reader threads of a new TCP connection. Gives the stream back if not
 /// even the writer could start, so the caller can refuse it.
 fn start_connection(
     stream: TcpStream,
@@ -294,14 +299,40 @@ fn start_connection(
     shared: &Arc<Shared>,
 ) -> Result<(), TcpStream> {
     let config = &shared.server.config;
-    configure_socket(&stream, config.write_timeout, config.dead_peer_timeout);
+    let (socket, lines, sink) = tcp::split(
+        stream,
+        config.max_line,
+        config.write_timeout,
+        config.dead_peer_timeout,
+    );
+    let started = start_threads(Arc::clone(&socket) as _, lines, sink, address_slot, shared);
+    if started {
+        return Ok(());
+    }
+    // The failed spawn dropped the lines and the sink, and the outbox is gone with the
+    // connection's guard, which leaves us the only owner of the socket.
+    match Arc::try_unwrap(socket) {
+        Ok(stream) => Err(stream),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Registers a connection of any transport and starts its writer and reader threads.
+/// Returns false, with nothing left registered, if not even the writer could start.
+fn start_threads(
+    peer: Arc<dyn Peer>,
+    lines: impl LineSource + Send + 'static,
+    sink: impl FrameSink + Send + 'static,
+    address_slot: Option<AddressSlot>,
+    shared: &Arc<Shared>,
+) -> bool {
+    let config = &shared.server.config;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let socket = Arc::new(stream);
     let (queue, queued) = bounded(config.channel_capacity);
     let outbox = Arc::new(Outbox::new(
         id,
         queue,
-        Arc::clone(&socket),
+        peer,
         Arc::clone(&shared.server.stats),
     ));
     shared.connections.lock().insert(id, Arc::clone(&outbox));
@@ -314,23 +345,19 @@ fn start_connection(
     });
 
     let writer_guard = Arc::clone(&guard);
-    let (writer_outbox, writer_socket) = (Arc::clone(&outbox), Arc::clone(&socket));
+    let writer_outbox = Arc::clone(&outbox);
     let spawned = thread::Builder::new()
         .name(format!("chatd-w{id}"))
         .stack_size(WRITER_STACK)
         .spawn(move || {
             let _guard = writer_guard;
-            writer::run(writer_outbox, queued, writer_socket);
+            writer::run(writer_outbox, queued, sink);
         });
     if spawned.is_err() {
-        // The failed spawn dropped its closure; dropping the guard unregisters the outbox,
-        // which leaves us the only owner of the socket.
+        // The failed spawn dropped its closure; dropping the guard unregisters the outbox.
         drop(outbox);
         drop(guard);
-        return match Arc::try_unwrap(socket) {
-            Ok(stream) => Err(stream),
-            Err(_) => Ok(()),
-        };
+        return false;
     }
 
     let server = Arc::clone(&shared.server);
@@ -340,31 +367,12 @@ fn start_connection(
         .stack_size(READER_STACK)
         .spawn(move || {
             let _guard = guard;
-            reader::run(server, reader_outbox, socket);
+            reader::run(server, reader_outbox, lines);
         });
     if spawned.is_err() {
         // The writer is running: let it say why and close.
         Stats::add(&shared.server.stats.refused, 1);
         outbox.close(CloseReason::ServerFull);
     }
-    Ok(())
-}
-
-/// Liveness without application pings: TCP keepalive finds a peer that vanished (cable
-/// pulled, laptop asleep) within `dead_peer`, half of it idle and half probing, even if the
-/// server has nothing to send; a person idling in `nc` is never dropped because their
-/// kernel answers the probes. TCP_USER_TIMEOUT bounds how long sent data may stay
-/// unacknowledged, and the write timeout bounds a write blocked on a peer that stopped
-/// reading.
-fn configure_socket(stream: &TcpStream, write_timeout: Duration, dead_peer: Duration) {
-    // Chat lines are small and latency matters more than packet count; the writer batches.
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(write_timeout));
-    let socket = SockRef::from(stream);
-    let keepalive = TcpKeepalive::new()
-        .with_time(dead_peer / 2)
-        .with_interval(dead_peer / 2 / KEEPALIVE_PROBES)
-        .with_retries(KEEPALIVE_PROBES);
-    let _ = socket.set_tcp_keepalive(&keepalive);
-    let _ = socket.set_tcp_user_timeout(Some(dead_peer));
+    true
 }

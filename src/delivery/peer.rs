@@ -1,0 +1,19 @@
+//! What the delivery endpoint may do to the connection under it, whatever carries it.
+
+use std::net::IpAddr;
+
+/// The connection below an [`super::Outbox`]: a TCP socket today (`transport::tcp`), a
+/// WebSocket or anything else that carries lines tomorrow. Other threads hold the outbox, so
+/// every method takes `&self` and must be safe to call while the connection's reader and
+/// writer threads are blocked in I/O on it.
+pub trait Peer: Send + Sync {
+    /// Makes the reader thread's blocking read return (end of input), so it logs the session
+    /// out at once. Writing is not affected: the writer still sends the farewell.
+    fn shutdown_read(&self);
+
+    /// Shuts the connection both ways: a write blocked on it fails at once.
+    fn abort(&self);
+
+    /// The client's address, for per-address limits and logs.
+    fn peer_ip(&self) -> Option<IpAddr>;
+}

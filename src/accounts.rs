@@ -26,7 +26,8 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 use crate::protocol::{ClientError, ErrorCode};
-use crate::rate::{address_key, TokenBucket};
+use crate::quota::{Quota, Rate};
+use crate::rate::address_key;
 
 /// Hashing costs ~19 MiB and tens of milliseconds of CPU (argon2's defaults, OWASP's
 /// recommendation). At most this many run at once, so a burst of logins cannot take all the
@@ -37,7 +38,7 @@ const CONCURRENT_HASHES: usize = 2;
 const HASH_BLOCKS: usize = Params::DEFAULT.block_count();
 
 /// The working memory of every hash: at most [`CONCURRENT_HASHES`] buffers, allocated on first
-/// use and reused for ever. Each hash allocating its own 19 MiB would leave them cached in the
+/// use and reused until the server is idle (see [`release_idle_hashing_memory`]). Each hash allocating its own 19 MiB would leave them cached in the
 /// allocator's per-thread arenas (glibc keeps freed chunks of that size): a burst of account
 /// creation once left ~0.9 GB resident after every client had gone. Leaf lock.
 static HASHING_MEMORY: RankedMutex<HashingMemory> = RankedMutex::new(
@@ -52,6 +53,16 @@ static HASHING_MEMORY_RETURNED: RankedCondvar = RankedCondvar::new();
 struct HashingMemory {
     free: Vec<Box<[Block]>>,
     allocated: usize,
+}
+
+/// Frees the hashing buffers if no hash is running: called by the periodic sweep, so the
+/// 2 x 19 MiB go back once a burst of logins is over, instead of staying for good.
+pub fn release_idle_hashing_memory() {
+    let mut pool = HASHING_MEMORY.lock();
+    if pool.free.len() == pool.allocated {
+        pool.allocated = 0;
+        pool.free = Vec::new();
+    }
 }
 
 /// One hashing buffer, lent for one hash; given back on drop (a panic included).
@@ -186,14 +197,27 @@ pub struct LoginThrottle {
     /// Leaf lock.
     failures: RankedMutex<HashMap<ThrottleKey, Failures>>,
     /// Leaf lock.
-    new_accounts: RankedMutex<AccountQuota>,
+    new_accounts: RankedMutex<Quota<IpAddr>>,
+    /// Leaf lock.
+    new_names: RankedMutex<Quota<IpAddr>>,
 }
 
 impl Default for LoginThrottle {
     fn default() -> LoginThrottle {
         LoginThrottle {
             failures: RankedMutex::new(Rank::Leaf, HashMap::new()),
-            new_accounts: RankedMutex::new(Rank::Leaf, AccountQuota::default()),
+            new_accounts: RankedMutex::new(
+                Rank::Leaf,
+                Quota::new(
+                    NEW_ACCOUNTS_OVERALL,
+                    NEW_ACCOUNTS_PER_ADDRESS,
+                    Instant::now(),
+                ),
+            ),
+            new_names: RankedMutex::new(
+                Rank::Leaf,
+                Quota::new(NEW_NAMES_OVERALL, NEW_NAMES_PER_ADDRESS, Instant::now()),
+            ),
         }
     }
 }
@@ -315,6 +339,11 @@ impl LoginThrottle {
     pub fn admit_new_account(&self, address: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
         self.new_accounts.lock().admit(address, now)
     }
+
+    /// Spends one of the quota on new user names (see [`NEW_NAMES_PER_ADDRESS`]).
+    pub fn admit_new_name(&self, address: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
+        self.new_names.lock().admit(address, now)
+    }
 }
 
 fn forget_idle(table: &mut HashMap<ThrottleKey, Failures>, now: Instant) {
@@ -384,65 +413,27 @@ impl Drop for Attempt<'_> {
 
 /// New accounts per address (IPv6 by /64): a burst of 5, then 5 a minute. Each one is a
 /// stored user and an argon2 hash; a person needs one.
-const NEW_ACCOUNTS_PER_ADDRESS: u32 = 5;
+const NEW_ACCOUNTS_PER_ADDRESS: Rate = Rate {
+    burst: 5,
+    per: Duration::from_secs(60),
+};
 /// New accounts on the whole server: a burst of 60, then 60 a minute (3,600 an hour), so
 /// addresses in many places together cannot fill the store or keep the hashing busy either.
-const NEW_ACCOUNTS_OVERALL: u32 = 60;
-const QUOTA_REFILL: Duration = Duration::from_secs(60);
-/// Addresses whose quota is tracked at once. Past it, idle ones (full again) are forgotten;
-/// if none is, new addresses are held to the server-wide quota only.
-const MAX_QUOTA_ADDRESSES: usize = 10_000;
-
-struct AccountQuota {
-    overall: TokenBucket,
-    /// Each address's bucket, with when it last spent (it is full again
-    /// [`QUOTA_REFILL`] later, and then no different from a new one).
-    per_address: HashMap<IpAddr, (TokenBucket, Instant)>,
-}
-
-impl Default for AccountQuota {
-    fn default() -> AccountQuota {
-        AccountQuota {
-            overall: quota_bucket(NEW_ACCOUNTS_OVERALL, Instant::now()),
-            per_address: HashMap::new(),
-        }
-    }
-}
-
-fn quota_bucket(per_minute: u32, now: Instant) -> TokenBucket {
-    TokenBucket::full(
-        per_minute,
-        f64::from(per_minute) / QUOTA_REFILL.as_secs_f64(),
-        now,
-    )
-}
-
-impl AccountQuota {
-    fn admit(&mut self, address: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
-        if self.per_address.len() >= MAX_QUOTA_ADDRESSES {
-            self.per_address
-                .retain(|_, (_, last)| now.saturating_duration_since(*last) < QUOTA_REFILL);
-        }
-        // Both buckets are charged or neither: try on copies, keep them if both allow.
-        let mut overall = self.overall.clone();
-        overall.take(now)?;
-        let address = address.filter(|address| {
-            self.per_address.contains_key(address) || self.per_address.len() < MAX_QUOTA_ADDRESSES
-        });
-        if let Some(address) = address {
-            let (bucket, last) = self
-                .per_address
-                .entry(address)
-                .or_insert_with(|| (quota_bucket(NEW_ACCOUNTS_PER_ADDRESS, now), now));
-            let mut charged = bucket.clone();
-            charged.take(now)?;
-            *bucket = charged;
-            *last = now;
-        }
-        self.overall = overall;
-        Ok(())
-    }
-}
+const NEW_ACCOUNTS_OVERALL: Rate = Rate {
+    burst: 60,
+    per: Duration::from_secs(60),
+};
+/// New user names (first LOGIN of a name without a password) per address: each is a user
+/// kept for good, so a client cannot mint them without limit (security review finding 11).
+const NEW_NAMES_PER_ADDRESS: Rate = Rate {
+    burst: 30,
+    per: Duration::from_secs(60),
+};
+/// New user names on the whole server: generous for people, a bound for scripts.
+const NEW_NAMES_OVERALL: Rate = Rate {
+    burst: 1000,
+    per: Duration::from_secs(60),
+};
 
 #[cfg(test)]
 mod tests {
@@ -615,13 +606,14 @@ mod tests {
         let throttle = LoginThrottle::default();
         let t0 = Instant::now();
         let addr = throttle_address(ip("2001:db8::1"), false);
-        for _ in 0..NEW_ACCOUNTS_PER_ADDRESS {
+        let per_address = NEW_ACCOUNTS_PER_ADDRESS;
+        for _ in 0..per_address.burst {
             throttle.admit_new_account(addr, t0).unwrap();
         }
         let same_64 = throttle_address(ip("2001:db8::2"), false);
         let wait = throttle.admit_new_account(same_64, t0).unwrap_err();
-        assert_eq!(wait, QUOTA_REFILL / NEW_ACCOUNTS_PER_ADDRESS);
-        let mut admitted = NEW_ACCOUNTS_PER_ADDRESS;
+        assert_eq!(wait, per_address.per / per_address.burst);
+        let mut admitted = per_address.burst;
         for i in 0..1000u32 {
             let other = IpAddr::from([10, 0, (i / 256) as u8, i as u8]);
             if throttle.admit_new_account(Some(other), t0).is_err() {
@@ -629,9 +621,12 @@ mod tests {
             }
             admitted += 1;
         }
-        assert_eq!(admitted, NEW_ACCOUNTS_OVERALL, "the server-wide quota");
+        assert_eq!(
+            admitted, NEW_ACCOUNTS_OVERALL.burst,
+            "the server-wide quota"
+        );
         assert!(throttle.admit_new_account(None, t0).is_err());
-        let later = t0 + QUOTA_REFILL / NEW_ACCOUNTS_PER_ADDRESS;
+        let later = t0 + per_address.per / per_address.burst;
         assert!(
             throttle.admit_new_account(same_64, later).is_ok(),
             "refilled"

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::quota::Rate;
 use crate::recent::RecentLimits;
 
 use crate::store::Retention;
@@ -24,6 +25,12 @@ pub struct Config {
     /// Rooms (not counting direct conversations) one user may be in; JOIN past it gets
     /// `ERR too-many-rooms`.
     pub max_rooms_per_user: usize,
+    /// Rooms one user may create (JOIN of a free name), as a burst refilled at that rate...
+    pub new_rooms_per_user: Rate,
+    /// ...and rooms the whole server may get. Each room is kept for good, and LEAVE frees a
+    /// place among a user's rooms, so this is what bounds how fast rooms can pile up. Over
+    /// either: `ERR rate-limited :retry in <n>ms`.
+    pub new_rooms_overall: Rate,
     /// Members one room may have; JOIN past it gets `ERR room-full`.
     pub max_members_per_room: usize,
     /// Sessions beyond this are refused with `ERR server-full`. `None`: the ceiling computed
@@ -41,6 +48,12 @@ pub struct Config {
     /// What all rooms' recent logs may hold together. Over it, the logs of the least recently
     /// active rooms are dropped (see `recent`): a bound on memory however many rooms exist.
     pub recent_memory: usize,
+    /// With a store that keeps history, a room's recent log is dropped once the room has
+    /// been idle this long: memory goes back when the talking stops.
+    pub recent_idle: Duration,
+    /// Bytes of its own replies (SYNC, HISTORY, WHO, ROOMS) a session may have queued; past
+    /// it the session is a slow consumer. One reply is always let through.
+    pub max_reply_bytes: usize,
     /// Longest accepted line, in bytes; longer lines are discarded with `ERR line-too-long`.
     pub max_line: usize,
     /// Longest accepted message body, in bytes.
@@ -113,11 +126,21 @@ impl Default for Config {
             require_account: false,
             max_rooms_per_user: 200,
             max_members_per_room: 5_000,
+            new_rooms_per_user: Rate {
+                burst: 20,
+                per: Duration::from_secs(3600),
+            },
+            new_rooms_overall: Rate {
+                burst: 200,
+                per: Duration::from_secs(60),
+            },
             max_sessions: None,
             channel_capacity: 1024,
             recent_per_room: 1000,
             recent_bytes_per_room: 1024 * 1024,
             recent_memory: 64 * 1024 * 1024,
+            recent_idle: Duration::from_secs(10),
+            max_reply_bytes: 1024 * 1024,
             max_line: 8 * 1024,
             max_body: 4 * 1024,
             login_timeout: Duration::from_secs(30),

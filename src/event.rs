@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::client_ids::Published;
 use crate::message::Message;
 use crate::protocol::ClientError;
+use crate::recent::footprint;
 
 #[derive(Debug)]
 pub enum Event {
@@ -125,6 +126,30 @@ pub enum Event {
     },
     /// Writes nothing: a line that only carries cursors, or wakes a writer.
     Nothing,
+}
+
+impl Event {
+    /// Roughly what the event costs in memory while it waits in one session's queue, for the
+    /// replies that can be large and belong to one session (SYNC, HISTORY, WHO, ROOMS). An
+    /// event fanned out to many sessions is shared by all their queues and counts 0 here:
+    /// the queue's line cap bounds those.
+    pub fn reply_bytes(&self) -> usize {
+        const LINE: usize = 64;
+        match self {
+            Event::Replay(replay) => replay
+                .items
+                .iter()
+                .map(|item| match item {
+                    ReplayItem::Message(message) => footprint(message),
+                    ReplayItem::Gap { .. } => LINE,
+                })
+                .sum(),
+            Event::History(page) => page.messages.iter().map(|m| footprint(m)).sum(),
+            Event::Who { members, .. } => members.len() * LINE,
+            Event::Rooms(rooms) => rooms.len() * LINE,
+            _ => 0,
+        }
+    }
 }
 
 /// A SYNC reply, built under the room's lock so it meets the live stream without a gap.

@@ -82,6 +82,7 @@ pub mod event;
 pub mod lock_rank;
 pub mod message;
 pub mod protocol;
+pub mod quota;
 pub mod rate;
 pub mod recent;
 pub mod room;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chatd::config::RateLimit;
+use chatd::quota::Rate;
 use chatd::store::sqlite::{SqliteOptions, SyncMode};
 use chatd::store::{Retention, StoreConfig};
 use chatd::Config;
@@ -44,6 +45,12 @@ struct Flags {
     /// Rooms one user may be in (direct conversations not counted).
     #[arg(long, default_value_t = defaults().max_rooms_per_user)]
     max_rooms_per_user: usize,
+    /// Rooms one user may create in an hour (JOIN of a free name).
+    #[arg(long, default_value_t = defaults().new_rooms_per_user.burst)]
+    rooms_per_user_per_hour: u32,
+    /// Rooms the whole server may get in a minute.
+    #[arg(long, default_value_t = defaults().new_rooms_overall.burst)]
+    rooms_per_minute: u32,
     /// Members one room may have.
     #[arg(long, default_value_t = defaults().max_members_per_room)]
     max_members_per_room: usize,
@@ -73,6 +80,14 @@ struct Flags {
     /// active rooms' logs are dropped (they stay in the store).
     #[arg(long, default_value_t = defaults().recent_memory)]
     recent_memory: usize,
+    /// Seconds after which an idle room's in-memory log is dropped (it stays in the store;
+    /// not with --store memory, where the log is all the history there is).
+    #[arg(long, default_value_t = defaults().recent_idle.as_secs())]
+    recent_idle: u64,
+    /// Bytes of its own replies (SYNC, HISTORY, ...) a session may have queued unread before
+    /// it is disconnected as a slow consumer.
+    #[arg(long, default_value_t = defaults().max_reply_bytes)]
+    max_reply_bytes: usize,
     /// Longest accepted line, in bytes.
     #[arg(long, default_value_t = defaults().max_line as u64, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
     max_line: u64,
@@ -155,6 +170,7 @@ enum SyncKind {
 
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
+    tune_allocator();
     let store = match flags.store {
         StoreKind::Memory => StoreConfig::Memory,
         StoreKind::Sqlite => StoreConfig::Sqlite(SqliteOptions {
@@ -180,11 +196,21 @@ fn main() -> anyhow::Result<()> {
         require_account: flags.require_account,
         max_rooms_per_user: flags.max_rooms_per_user,
         max_members_per_room: flags.max_members_per_room,
+        new_rooms_per_user: Rate {
+            burst: flags.rooms_per_user_per_hour.max(1),
+            per: Duration::from_secs(3600),
+        },
+        new_rooms_overall: Rate {
+            burst: flags.rooms_per_minute.max(1),
+            per: Duration::from_secs(60),
+        },
         max_sessions: flags.max_sessions,
         channel_capacity: flags.channel_capacity as usize,
+        max_reply_bytes: flags.max_reply_bytes,
         recent_per_room: flags.recent,
         recent_bytes_per_room: flags.recent_bytes,
         recent_memory: flags.recent_memory,
+        recent_idle: Duration::from_secs(flags.recent_idle),
         max_line: flags.max_line as usize,
         max_body: flags.max_body as usize,
         login_timeout: Duration::from_secs(flags.login_timeout),
@@ -220,4 +246,19 @@ fn main() -> anyhow::Result<()> {
         eprintln!("chatd: some connections did not close in time");
     }
     Ok(())
+}
+
+/// glibc's allocator, left alone, keeps what a burst freed: every thread may get an arena of
+/// its own (up to 8 per core), and after the first large block is freed it raises the size
+/// above which blocks are mapped on their own, so large SYNC replies then land in the arenas
+/// and stay resident when freed. Fewer arenas, and large blocks always mapped (and so
+/// unmapped when freed), let the resident size fall back after a burst; the cost, a system
+/// call per large reply, is small next to the reply itself.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }

@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -57,8 +57,9 @@ pub struct Room {
     state: RankedMutex<RoomState>,
     store: Arc<dyn Store>,
     stats: Arc<Stats>,
-    /// When the room was last used (a tick of [`ACTIVITY`]): the server drops the recent logs
-    /// of the least recently active rooms first when over its memory budget.
+    /// When the room was last used (milliseconds on [`activity_clock`]): the server drops the
+    /// recent logs of idle rooms, and of the least recently active first when over its
+    /// memory budget.
     last_active: AtomicU64,
 }
 
@@ -68,8 +69,11 @@ pub struct Room {
 /// least one message, so paging always moves.
 pub const REPLY_BYTES: usize = 256 * 1024;
 
-/// A logical clock for `Room::last_active`: only the order of activity matters.
-static ACTIVITY: AtomicU64 = AtomicU64::new(0);
+/// Milliseconds since the first room was made: the clock of `Room::last_active`.
+pub fn activity_clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 struct RoomState {
     members: BTreeMap<Arc<str>, Arc<User>>,
@@ -222,14 +226,13 @@ impl Room {
             ),
             store,
             stats,
-            last_active: AtomicU64::new(ACTIVITY.fetch_add(1, Relaxed)),
+            last_active: AtomicU64::new(activity_clock()),
         }
     }
 
     /// Marks the room as just used.
     fn touch(&self) {
-        self.last_active
-            .store(ACTIVITY.fetch_add(1, Relaxed), Relaxed);
+        self.last_active.store(activity_clock(), Relaxed);
     }
 
     /// When the room was last used; a larger value is more recent.

@@ -34,6 +34,9 @@ pub struct Due {
 pub enum Task {
     /// Announce the user offline if their generation is still `generation`.
     Offline { user: Arc<User>, generation: u64 },
+    /// Drop idle rooms' recent logs and give freed memory back (see `ChatServer::sweep`);
+    /// it schedules the next one itself.
+    Sweep,
     /// Bring the typing indicator of `user` in `room` up to date.
     Typing { room: Arc<str>, user: Arc<str> },
 }

@@ -21,7 +21,7 @@ use support::Client;
 /// Resident memory the server may use at any moment while the attack runs.
 const BUDGET_KIB: u64 = 256 * 1024;
 /// How far above its idle baseline the server may stay once the attackers have left.
-const SETTLED_SLACK_KIB: u64 = 64 * 1024;
+const SETTLED_SLACK_KIB: u64 = 32 * 1024;
 /// How long the attackers run.
 const ATTACK: Duration = Duration::from_secs(10);
 /// A 4 KB body, the default body limit.
@@ -144,7 +144,6 @@ fn attacker<'scope>(
 /// never read a full SYNC of a big room: the server's resident memory stays under the budget
 /// while they run within the default limits, and returns near its baseline when they leave.
 #[test]
-#[ignore = "needs the room-memory and queued-bytes bounds (finding 2, 7)"]
 fn memory_stays_bounded_under_hostile_clients() {
     static STOP: AtomicBool = AtomicBool::new(false);
     static ROOMS: AtomicU64 = AtomicU64::new(0);
@@ -160,10 +159,20 @@ fn memory_stays_bounded_under_hostile_clients() {
         for churner in 0..4u64 {
             let addr = chatd.addr;
             attacker(scope, &STOP, &ROOMS, move |round| {
+                // New names and new rooms have quotas: a refused step is what a client
+                // within the default limits meets, so it waits a little and goes on.
                 let mut client = Client::connect(addr);
-                client.login(&format!("churn{churner}x{round}"));
+                client.send(&format!("LOGIN churn{churner}x{round}"));
+                if client.next_line().contains("rate-limited") {
+                    thread::sleep(Duration::from_millis(100));
+                    return;
+                }
                 let room = format!("churn{churner}r{round}");
-                client.join(&room);
+                client.send(&format!("JOIN {room}"));
+                if client.next_line().contains("rate-limited") {
+                    thread::sleep(Duration::from_millis(100));
+                    return;
+                }
                 for fill in ['x', 'y', 'z'] {
                     client.say(&room, &body(fill));
                 }
@@ -199,7 +208,7 @@ fn memory_stays_bounded_under_hostile_clients() {
         STOP.store(true, Ordering::Relaxed);
     });
     drop(stalled);
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(25);
     let mut settled = chatd.rss_kib();
     while settled > baseline + SETTLED_SLACK_KIB && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(200));

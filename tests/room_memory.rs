@@ -150,3 +150,42 @@ fn sync_pages_from_the_store_alone() {
     }
     assert_eq!(sync_all(&mut alice, "quiet"), (1..=7).collect::<Vec<u64>>());
 }
+
+/// A session that asks for history and never reads is dropped as a slow consumer, whether
+/// its replies pile up in its queue (`--max-reply-bytes`) or the kernel's send buffer
+/// swallowed them and the socket stopped draining (`--write-timeout`): security review
+/// finding 7.
+#[test]
+fn a_session_that_asks_and_never_reads_is_dropped() {
+    let server = TestServer::with(|config| {
+        config.write_timeout = std::time::Duration::from_secs(1);
+        config.recent_bytes_per_room = 4 << 20;
+    });
+    let mut alice = server.login("alice");
+    alice.join("big");
+    for n in 0..100 {
+        alice.say("big", &big_body(n));
+    }
+    let mut readers = Vec::new();
+    for i in 0..3 {
+        let mut reader = support::Client::connect_with_receive_buffer(server.addr(), 4096);
+        reader.login(&format!("reader{i}"));
+        reader.join("big");
+        for _ in 0..20 {
+            reader.send("SYNC big 0");
+        }
+        readers.push(reader);
+    }
+    // 3 readers x 20 replies of ~256 KiB: none may hold that much.
+    let mut watcher = server.login("watcher");
+    watcher.wait_for_stat("slow_consumers", 3);
+    for mut reader in readers {
+        let last = reader.read_until_closed();
+        assert!(
+            last.last()
+                .is_some_and(|l| l.starts_with("BYE slow-consumer ")),
+            "{:?}",
+            last.last()
+        );
+    }
+}

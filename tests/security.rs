@@ -370,3 +370,33 @@ fn retry_hint_is_parsed() {
     );
     assert_eq!(retry_in("ERR bad-password :x"), None);
 }
+
+/// Finding 2: JOIN and LEAVE free a place among a user's rooms, so rooms (kept for good) are
+/// also limited in how fast one user, and the whole server, can create them.
+#[test]
+fn room_creation_is_limited_per_user_and_overall() {
+    let server = TestServer::with(|config| {
+        config.new_rooms_per_user = chatd::quota::Rate {
+            burst: 3,
+            per: Duration::from_secs(3600),
+        };
+        config.new_rooms_overall = chatd::quota::Rate {
+            burst: 5,
+            per: Duration::from_secs(3600),
+        };
+    });
+    let mut alice = server.login("alice");
+    for n in 0..3 {
+        alice.join(&format!("a{n}"));
+        alice.send(&format!("LEAVE a{n}"));
+        alice.expect(&format!("OK LEAVE a{n}"));
+    }
+    alice.send("JOIN a3");
+    alice.expect_prefix("ERR rate-limited :retry in ");
+    alice.join("a0");
+    let mut bob = server.login("bob");
+    bob.join("b0");
+    bob.join("b1");
+    bob.send("JOIN b2");
+    bob.expect_prefix("ERR rate-limited :retry in ");
+}

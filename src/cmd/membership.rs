@@ -14,6 +14,15 @@ pub fn join(ctx: &Ctx<'_>, room_name: &str) -> Result<(), ClientError> {
         // Direct rooms come into being with their first DM; JOIN only re-confirms one.
         ctx.server.visible_room(room_name, user)?
     } else {
+        // A JOIN that creates a room spends the creation quota; so does one that meets an
+        // invite-only room it may not see, so the quota cannot tell the two apart either.
+        let exists_for_user = ctx
+            .server
+            .room(room_name)
+            .is_some_and(|room| room.visible_to(&user.name));
+        if !exists_for_user {
+            ctx.server.admit_new_room(&user.name)?;
+        }
         ctx.server
             .room_or_create(room_name, RoomKind::Public, Some(&user.name))
     };

@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::OnceLock;
 use std::thread::{self, Thread};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
@@ -89,8 +90,14 @@ impl Doorbell {
     }
 
     /// The writer's wait for its next line. `busy` says the stream was busy a moment ago:
-    /// then yield a few times first. `Err` means the queue is disconnected.
-    pub fn wait<T>(&self, queue: &Receiver<T>, busy: bool) -> Result<T, TryRecvError> {
+    /// then yield a few times first. `until` bounds the wait: past it, `Err(Empty)`.
+    /// `Err(Disconnected)` means the queue is disconnected.
+    pub fn wait<T>(
+        &self,
+        queue: &Receiver<T>,
+        busy: bool,
+        until: Option<Instant>,
+    ) -> Result<T, TryRecvError> {
         if busy {
             for _ in 0..BUSY_YIELDS {
                 match queue.try_recv() {
@@ -116,7 +123,19 @@ impl Doorbell {
             // A ring between the store above and here leaves an unpark token, so this
             // returns at once; spurious wake-ups just go round again.
             while self.sleeping.load(SeqCst) {
-                thread::park();
+                match until {
+                    None => thread::park(),
+                    Some(until) => {
+                        let now = Instant::now();
+                        if now >= until {
+                            // A ring racing with this finds the flag clear and, at worst,
+                            // leaves an unpark token: the next wait wakes once for nothing.
+                            self.sleeping.store(false, SeqCst);
+                            return queue.try_recv();
+                        }
+                        thread::park_timeout(until - now);
+                    }
+                }
             }
         }
     }
@@ -140,7 +159,7 @@ mod tests {
             writer_bell.register_writer();
             let mut sum = 0;
             for n in 0..LINES {
-                let got = writer_bell.wait(&rx, n % 2 == 0).expect("open");
+                let got = writer_bell.wait(&rx, n % 2 == 0, None).expect("open");
                 assert_eq!(got, n);
                 sum += got;
             }

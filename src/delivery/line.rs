@@ -22,6 +22,9 @@ pub struct Line {
     /// this line is written, everything in that room up to this seq that the session was owed
     /// has been written. The writer keeps the highest per room, for `BYE slow-consumer`.
     pub cursors: Box<[Cursor]>,
+    /// What the line costs the queue of the one session it is for, if it is a large reply
+    /// (see `Event::reply_bytes`); 0 for everything else.
+    pub reply_bytes: usize,
     /// The wire text, per protocol, filled by the first writer that needs it.
     encoded: [OnceLock<Box<str>>; Wire::COUNT],
 }
@@ -110,6 +113,7 @@ impl Line {
         cursors: Box<[Cursor]>,
     ) -> Arc<Line> {
         Arc::new(Line {
+            reply_bytes: event.reply_bytes(),
             event,
             label,
             kind,

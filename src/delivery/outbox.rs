@@ -7,8 +7,8 @@
 //! consumer rather than waited for.
 
 use std::net::IpAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,13 @@ pub struct Outbox {
     closing: RankedMutex<Option<(CloseReason, Instant)>>,
     /// Queue length past which ephemeral lines are shed (stage 1 of backpressure).
     soft_mark: usize,
+    /// Bytes of this session's own replies (SYNC, HISTORY, WHO, ...) queued and not yet taken
+    /// by the writer. Lines fanned out to many sessions are shared and counted by the line
+    /// cap alone; a reply is this session's alone, so its bytes are what a client that asks
+    /// and never reads could pile up.
+    reply_bytes: AtomicUsize,
+    /// Past this, the session is a slow consumer (`--max-reply-bytes`).
+    max_reply_bytes: usize,
     /// Wakes the writer thread when it sleeps; see `doorbell`.
     pub doorbell: Doorbell,
     /// Mirrors `closing.is_some()` for fan-out, which checks it on every line without a lock.
@@ -152,6 +159,7 @@ impl Outbox {
     pub fn new(
         id: u64,
         queue: Sender<Arc<Line>>,
+        max_reply_bytes: usize,
         peer: Arc<dyn Peer>,
         stats: Arc<Stats>,
     ) -> Outbox {
@@ -162,6 +170,8 @@ impl Outbox {
             peer,
             closing: RankedMutex::new(Rank::OutboxClosing, None),
             soft_mark,
+            reply_bytes: AtomicUsize::new(0),
+            max_reply_bytes,
             doorbell: Doorbell::default(),
             closed: AtomicBool::new(false),
             stats,
@@ -177,6 +187,9 @@ impl Outbox {
         }
         if line.kind == LineKind::Ephemeral && self.queue.len() >= self.soft_mark {
             Stats::add(&self.stats.shed, 1);
+            return false;
+        }
+        if !self.reserve(line) {
             return false;
         }
         match self.queue.try_send(Arc::clone(line)) {
@@ -198,10 +211,38 @@ impl Outbox {
     /// wait for room in the queue (that only delays this client's own next command), but not
     /// longer than `patience`: a client that does not read its replies is a slow consumer too.
     pub fn reply(&self, line: Arc<Line>, patience: Duration) {
+        if !self.reserve(&line) {
+            return;
+        }
         if self.queue.send_timeout(line, patience).is_ok() {
             self.doorbell.ring();
         } else if self.close(CloseReason::SlowConsumer) {
             Stats::add(&self.stats.slow_consumers, 1);
+        }
+    }
+
+    /// Counts a reply's bytes in before it is queued; a session over its reply bytes is a slow
+    /// consumer, closed rather than left to grow. (A reply that could not be queued after all
+    /// stays counted: the session is closing then, and nothing is queued again.)
+    fn reserve(&self, line: &Line) -> bool {
+        if line.reply_bytes == 0 {
+            return true;
+        }
+        let before = self.reply_bytes.fetch_add(line.reply_bytes, Relaxed);
+        // One reply is always let through, however large, so a client can always page.
+        if before > 0 && before + line.reply_bytes > self.max_reply_bytes {
+            if self.close(CloseReason::SlowConsumer) {
+                Stats::add(&self.stats.slow_consumers, 1);
+            }
+            return false;
+        }
+        true
+    }
+
+    /// The writer took `line` from the queue.
+    pub fn taken(&self, line: &Line) {
+        if line.reply_bytes > 0 {
+            self.reply_bytes.fetch_sub(line.reply_bytes, Relaxed);
         }
     }
 

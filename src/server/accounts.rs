@@ -83,7 +83,14 @@ impl ChatServer {
                     "this server needs an account: LOGIN {name} password=<password> creates one"
                 ),
             )),
-            (None, None, _) => Ok(false),
+            (None, None, _) => {
+                if self.user(name).is_none() {
+                    self.throttle
+                        .admit_new_name(address, Instant::now())
+                        .map_err(retry_later)?;
+                }
+                Ok(false)
+            }
         }
     }
 

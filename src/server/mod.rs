@@ -11,18 +11,22 @@ mod presence;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::accounts::LoginThrottle;
+use crate::accounts::{release_idle_hashing_memory, retry_later, LoginThrottle};
 use crate::config::Config;
 use crate::event::RoomListing;
-use crate::lock_rank::{Rank, RankedRwLock};
+use crate::lock_rank::{Rank, RankedMutex, RankedRwLock};
 use crate::protocol::{ClientError, ErrorCode};
+use crate::quota::Quota;
 use crate::recent::MemoryBudget;
+use crate::room::activity_clock;
 use crate::room::{Access, Room, RoomSetup};
 use crate::room_name::{dm_room_name, RoomKind};
 use crate::stats::Stats;
 use crate::store::{Store, StoreError, Write};
 use crate::timers::Timers;
+use crate::timers::{Due, Task};
 use crate::user::User;
 
 pub struct ChatServer {
@@ -38,6 +42,8 @@ pub struct ChatServer {
     /// The memory all rooms' recent logs may hold together (`--recent-memory`).
     recent_budget: Arc<MemoryBudget>,
     throttle: LoginThrottle,
+    /// Leaf lock: the quota on new rooms, per user and overall (`Config::new_rooms_per_user`).
+    new_rooms: RankedMutex<Quota<Arc<str>>>,
     timers: Timers,
 }
 
@@ -93,7 +99,12 @@ impl ChatServer {
             let room = Room::new(setup, Arc::clone(&store), Arc::clone(&stats), budget);
             rooms.insert(name, Arc::new(room));
         }
-        Ok(Arc::new_cyclic(|server| ChatServer {
+        let new_rooms = Quota::new(
+            config.new_rooms_overall,
+            config.new_rooms_per_user,
+            Instant::now(),
+        );
+        let server = Arc::new_cyclic(|server| ChatServer {
             config,
             stats,
             users: RankedRwLock::new(Rank::Leaf, users),
@@ -101,8 +112,15 @@ impl ChatServer {
             store,
             recent_budget,
             throttle: LoginThrottle::default(),
+            new_rooms: RankedMutex::new(Rank::Leaf, new_rooms),
             timers: Timers::start(server.clone()),
-        }))
+        });
+        let first_sweep = Due {
+            at: Instant::now() + SWEEP_EVERY,
+            what: Task::Sweep,
+        };
+        let _ = server.timers.schedule(first_sweep);
+        Ok(server)
     }
 
     /// When all rooms' recent logs together are over the memory budget, drops the logs of the
@@ -121,6 +139,30 @@ impl ChatServer {
             }
             room.forget_recent();
         }
+    }
+
+    /// Maintenance, on the timer thread every [`SWEEP_EVERY`]: with a store that holds the
+    /// history, the recent logs of rooms idle for `--recent-idle` are dropped (SYNC and
+    /// HISTORY read the store for them); idle hashing buffers are freed; then freed memory is
+    /// handed back to the OS, which the allocator would otherwise keep after a burst.
+    pub(crate) fn sweep(&self) {
+        if self.store.holds_history() {
+            let idle = self.config.recent_idle.as_millis() as u64;
+            let now = activity_clock();
+            let rooms: Vec<Arc<Room>> = self.rooms.read().values().cloned().collect();
+            for room in rooms {
+                if now.saturating_sub(room.last_active()) >= idle {
+                    room.forget_recent();
+                }
+            }
+        }
+        release_idle_hashing_memory();
+        give_back_freed_memory();
+        let next = Due {
+            at: Instant::now() + SWEEP_EVERY,
+            what: Task::Sweep,
+        };
+        let _ = self.timers.schedule(next);
     }
 
     /// Bytes all rooms' recent logs hold together (an estimate).
@@ -150,6 +192,16 @@ impl ChatServer {
         let room = self.room_or_create(&name, RoomKind::Direct, None);
         room.ensure_members(&[from, &recipient]);
         Ok(room)
+    }
+
+    /// Spends one of the quota on new rooms for `user`; refused: `ERR rate-limited`. LEAVE
+    /// frees a place in the rooms a user is in, so without this one user could create rooms
+    /// (each kept for good) without end.
+    pub(crate) fn admit_new_room(&self, user: &Arc<str>) -> Result<(), ClientError> {
+        self.new_rooms
+            .lock()
+            .admit(Some(Arc::clone(user)), Instant::now())
+            .map_err(retry_later)
     }
 
     pub(crate) fn known_user(&self, name: &str) -> Result<Arc<User>, ClientError> {
@@ -255,5 +307,20 @@ impl ChatServer {
             ));
         }
         Ok(room)
+    }
+}
+
+/// How often the timer thread sweeps (see [`ChatServer::sweep`]).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Asks glibc's allocator to return free memory at the top of each arena's heap to the OS.
+/// Reader threads allocate in their own arenas, and after a burst of large replies the freed
+/// space would otherwise stay resident for good.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only reorganises the allocator's free lists; no pointer we hold is
+    // affected.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -125,6 +125,7 @@ impl ChatServer {
                 let presence = user.lock_presence();
                 self.announce_offline(&presence, &user, generation);
             }
+            Task::Sweep => self.sweep(),
             Task::Typing { room, user } => {
                 if let Some(room) = self.room(&room) {
                     let next = room.reconcile_typing(&user);

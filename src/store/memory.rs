@@ -23,6 +23,11 @@ impl Store for MemoryStore {
         Ok(Vec::new())
     }
 
+    /// Nothing is kept: a room's recent log is its whole history.
+    fn holds_history(&self) -> bool {
+        false
+    }
+
     fn client_id(&self, _user: &str, _cid: &str) -> Result<Option<Published>, StoreError> {
         Ok(None)
     }

@@ -253,6 +253,13 @@ pub trait Store: Send + Sync {
     /// What `user` published under client id `cid`, if the store still has it (within the
     /// retention's `client_id_ttl`).
     fn client_id(&self, user: &str, cid: &str) -> Result<Option<Published>, StoreError>;
+
+    /// Whether `messages` returns what was written: if so, a room's in-memory recent log is
+    /// only a cache and may be dropped at any time. (Its one meaning; settling does not
+    /// depend on it.)
+    fn holds_history(&self) -> bool {
+        true
+    }
 }
 
 /// A promise that one write is stored or fails, shared by the store (which resolves

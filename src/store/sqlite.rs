@@ -164,10 +164,18 @@ impl SqliteStore {
             None => open_connection(&self.path, SyncMode::Normal)?,
         };
         let result = read(&connection).map_err(|e| fail(&self.path, "reading", e));
-        self.readers.lock().push(connection);
+        let mut idle = self.readers.lock();
+        // A burst of readers (many clients resuming at once) opens a connection each; only a
+        // few are kept, since each holds its own page cache (up to 2 MiB) for good.
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(connection);
+        }
         result
     }
 }
+
+/// Read connections kept open between reads: about what two cores can use at once.
+const MAX_IDLE_READERS: usize = 4;
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {

@@ -329,9 +329,11 @@ fn start_threads(
     let config = &shared.server.config;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (queue, queued) = bounded(config.channel_capacity);
+    let write_timeout = config.write_timeout;
     let outbox = Arc::new(Outbox::new(
         id,
         queue,
+        config.max_reply_bytes,
         peer,
         Arc::clone(&shared.server.stats),
     ));
@@ -351,7 +353,7 @@ fn start_threads(
         .stack_size(WRITER_STACK)
         .spawn(move || {
             let _guard = writer_guard;
-            writer::run(writer_outbox, queued, sink);
+            writer::run(writer_outbox, queued, sink, write_timeout);
         });
     if spawned.is_err() {
         // The failed spawn dropped its closure; dropping the guard unregisters the outbox.

@@ -39,6 +39,13 @@ pub trait FrameSink {
     /// reading, but not past the transport's write timeout; an error ends the connection.
     fn write_batch(&mut self, batch: &[u8]) -> io::Result<()>;
 
+    /// Bytes written but not yet sent to (or acknowledged by) the client, if the transport
+    /// can tell; 0 if it cannot. The writer drops a connection whose count stops going down
+    /// (a client that stopped reading, whose kernel buffer swallowed the writes).
+    fn unsent(&self) -> usize {
+        0
+    }
+
     /// Ends the connection: writes `farewell` (the last line), if any, then closes in the
     /// way that gives the client the best chance to read it. `client_done` says the client
     /// asked to leave (QUIT) and sends nothing more, so the close need not wait for its input.

@@ -101,6 +101,24 @@ impl FrameSink for TcpSink {
         (&*self.socket).write_all(batch)
     }
 
+    fn unsent(&self) -> usize {
+        let mut unsent: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ for a TCP socket) writes one int: the bytes in the
+        // socket's send queue that the peer has not acknowledged.
+        let status = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&*self.socket),
+                libc::TIOCOUTQ,
+                &mut unsent,
+            )
+        };
+        if status == 0 {
+            unsent.max(0) as usize
+        } else {
+            0
+        }
+    }
+
     fn close(self, farewell: Option<&[u8]>, client_done: bool) {
         if let Some(farewell) = farewell {
             let _ = (&*self.socket).write_all(farewell);

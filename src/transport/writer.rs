@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::protocol::Wire;
 
 use crate::delivery::{CloseReason, Cursor, Line, Outbox};
+use crate::stats::Stats;
 use crate::transport::FrameSink;
 
 /// Upper bound of one write. Large enough to carry a burst, small enough that a connection
@@ -25,24 +26,48 @@ pub const MAX_BATCH: usize = 64 * 1024;
 /// A writer that wrote this recently counts as busy and yields briefly before sleeping.
 const BUSY_WINDOW: Duration = Duration::from_millis(1);
 
-pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, mut sink: impl FrameSink) {
+/// `stall` is how long the transport may hold unsent bytes without sending any before the
+/// client counts as not reading (`--write-timeout`).
+pub fn run(
+    outbox: Arc<Outbox>,
+    queue: Receiver<Arc<Line>>,
+    mut sink: impl FrameSink,
+    stall: Duration,
+) {
     let mut batch: Vec<u8> = Vec::new();
     let mut cursors = Cursors::default();
+    let mut drain = DrainWatch::new(stall);
     outbox.doorbell.register_writer();
     let mut last_write = Instant::now() - BUSY_WINDOW;
     let reason = loop {
         // The outbox holds a sender for as long as this thread holds the outbox, so this
         // only returns lines; closing is signalled by `Outbox::close`, which queues a wake-up.
         let busy = last_write.elapsed() < BUSY_WINDOW;
-        let Ok(first) = outbox.doorbell.wait(&queue, busy) else {
-            break outbox.closing().unwrap_or(CloseReason::Gone);
+        let first = match outbox.doorbell.wait(&queue, busy, drain.next_check()) {
+            Ok(line) => line,
+            Err(TryRecvError::Empty) => {
+                // Nothing to write, but bytes still unsent: is the client reading them?
+                if drain.stalled(sink.unsent(), Instant::now())
+                    && outbox.close(CloseReason::SlowConsumer)
+                {
+                    Stats::add(&outbox.stats().slow_consumers, 1);
+                }
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => {
+                break outbox.closing().unwrap_or(CloseReason::Gone);
+            }
         };
         batch.clear();
         cursors.pending.clear();
         cursors.take(&first, &mut batch);
+        outbox.taken(&first);
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(line) => cursors.take(&line, &mut batch),
+                Ok(line) => {
+                    cursors.take(&line, &mut batch);
+                    outbox.taken(&line);
+                }
                 Err(_) => break,
             }
         }
@@ -55,6 +80,7 @@ pub fn run(outbox: Arc<Outbox>, queue: Receiver<Arc<Line>>, mut sink: impl Frame
         }
         cursors.commit();
         last_write = Instant::now();
+        drain.wrote(sink.unsent(), last_write);
         if batch.capacity() > MAX_BATCH {
             batch = Vec::new();
         }
@@ -126,5 +152,77 @@ impl Cursors {
             .collect();
         all.sort();
         all
+    }
+}
+
+/// Watches a transport's unsent bytes while the writer has nothing more to write. A client
+/// that stops reading lets the kernel's send buffer swallow megabytes, after which every
+/// write has succeeded and the writer waits idle: no write ever times out. So while bytes are
+/// unsent the writer looks again every [`DRAIN_CHECK`], and a connection whose unsent count
+/// has not gone down for `stall` is a slow consumer.
+struct DrainWatch {
+    stall: Duration,
+    /// Unsent bytes at the last look, and since when the count has not gone down.
+    unsent: usize,
+    since: Instant,
+}
+
+/// How often an idle writer with unsent bytes looks at them.
+const DRAIN_CHECK: Duration = Duration::from_millis(500);
+
+impl DrainWatch {
+    fn new(stall: Duration) -> DrainWatch {
+        DrainWatch {
+            stall,
+            unsent: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// When to look again, if bytes are waiting.
+    fn next_check(&self) -> Option<Instant> {
+        (self.unsent > 0).then(|| Instant::now() + DRAIN_CHECK.min(self.stall))
+    }
+
+    /// After a write: the count is what the transport holds now.
+    fn wrote(&mut self, unsent: usize, now: Instant) {
+        if unsent == 0 || unsent < self.unsent || self.unsent == 0 {
+            self.since = now;
+        }
+        self.unsent = unsent;
+    }
+
+    /// After a look while idle: whether the client has taken nothing for `stall`.
+    fn stalled(&mut self, unsent: usize, now: Instant) -> bool {
+        if unsent == 0 || unsent < self.unsent {
+            self.since = now;
+        }
+        self.unsent = unsent;
+        unsent > 0 && now.duration_since(self.since) >= self.stall
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::*;
+
+    /// A count that goes down is progress; one that stays put for the stall time is not.
+    #[test]
+    fn a_client_that_takes_nothing_is_stalled() {
+        let start = Instant::now();
+        let mut watch = DrainWatch::new(Duration::from_secs(10));
+        watch.wrote(4000, start);
+        assert!(watch.next_check().is_some());
+        assert!(
+            !watch.stalled(3000, start + Duration::from_secs(8)),
+            "progress"
+        );
+        assert!(!watch.stalled(3000, start + Duration::from_secs(17)));
+        assert!(watch.stalled(3000, start + Duration::from_secs(18)));
+        assert!(
+            !watch.stalled(0, start + Duration::from_secs(30)),
+            "all sent"
+        );
+        assert!(watch.next_check().is_none());
     }
 }

@@ -32,6 +32,14 @@ pub struct TestServer {
     _data: Option<tempfile::TempDir>,
 }
 
+/// A creation quota no test reaches.
+pub fn unlimited() -> chatd::quota::Rate {
+    chatd::quota::Rate {
+        burst: 1_000_000,
+        per: Duration::from_secs(1),
+    }
+}
+
 /// Which store test servers use: `CHATD_TEST_STORE=memory` or `sqlite` (the default, as for
 /// the `chatd` binary). CI runs the whole suite with each.
 fn test_store() -> (StoreConfig, Option<tempfile::TempDir>) {
@@ -78,6 +86,9 @@ impl TestServer {
             presence_grace: Duration::ZERO,
             // Floods are how these tests load the fan-out; the rate limiter has its own tests.
             rate_limit: None,
+            // Tests make rooms by the thousand; the room quota has its own tests.
+            new_rooms_per_user: unlimited(),
+            new_rooms_overall: unlimited(),
             ..Config::default()
         };
         configure(&mut config);

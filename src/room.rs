@@ -37,7 +37,7 @@ use crate::delivery::{Line, Outbox, Reply};
 use crate::event::{Event, HistoryPage, MemberStatus, Replay, ReplayItem, RoomListing};
 use crate::lock_rank::{Rank, RankedMutex};
 use crate::message::Message;
-use crate::protocol::{ClientError, ErrorCode};
+use crate::protocol::{ClientError, ErrorCode, Wire};
 use crate::recent::{footprint, MemoryBudget, RecentLimits, RecentLog};
 pub use crate::room_name::RoomKind;
 use crate::session::Session;
@@ -110,6 +110,16 @@ struct Pending {
     ack: Arc<Line>,
     origin: Arc<Outbox>,
     ticket: Ticket,
+}
+
+/// Encodes freshly fanned-out lines in the chatd protocol once, on the posting thread, after
+/// the room's lock is released and before the sleeping writers are woken. Otherwise the
+/// writers of a big room, woken together, would all meet the empty text slot at once and
+/// queue up on it while the first of them encodes. Other protocols encode on first use.
+fn encode_ahead(lines: &[Arc<Line>]) {
+    for line in lines {
+        line.encoded(Wire::Chatd);
+    }
 }
 
 /// Who among a room's members an event goes to (see [`broadcast`]).
@@ -563,12 +573,13 @@ impl Room {
                 origin: Arc::clone(&session.outbox),
                 ticket: ticket.clone(),
             });
-            self.settle(&mut state);
+            let settled = self.settle(&mut state);
+            drop(state);
+            encode_ahead(&settled);
             message
         };
         if let Err(e) = ticket.wait() {
-            let _wakes = WakeBatch::start();
-            self.settle(&mut self.state.lock());
+            self.settle_now();
             return Err(ClientError::new(
                 ErrorCode::StoreFailed,
                 format!("the message could not be stored, so it was not sent ({e})"),
@@ -577,14 +588,23 @@ impl Room {
         // A store may resolve tickets inline (then the settle above already ran) or later on
         // its own thread, so the poster always settles once its ticket has: otherwise a
         // resolved message could wait for the room's next post. Nothing ready is a no-op.
-        let _wakes = WakeBatch::start();
-        self.settle(&mut self.state.lock());
+        self.settle_now();
         Ok(message)
     }
 
+    /// Takes the lock and settles: the wake-ups of sleeping writers wait until the lock is
+    /// released and the new lines are encoded (see [`encode_ahead`]).
+    fn settle_now(&self) {
+        let _wakes = WakeBatch::start();
+        let settled = self.settle(&mut self.state.lock());
+        encode_ahead(&settled);
+    }
+
     /// Fans out, in seq order, every message at the front of the queue whose store write has
-    /// finished: the single point where a message becomes visible.
-    fn settle(&self, state: &mut RoomState) {
+    /// finished: the single point where a message becomes visible. Returns the lines it
+    /// fanned out.
+    fn settle(&self, state: &mut RoomState) -> Vec<Arc<Line>> {
+        let mut settled = Vec::new();
         let mut messages = 0;
         let mut deliveries = 0;
         while let Some(outcome) = state.pending.front().and_then(|p| p.ticket.outcome()) {
@@ -600,6 +620,7 @@ impl Room {
             let event = Event::Message(Arc::clone(&message));
             let line = Line::progress(event, None, &self.name, message.seq);
             deliveries += broadcast(state, &line, Audience::Everyone);
+            settled.push(line);
             // Whoever posts has read the room up to their own message. Recorded silently: a
             // READ event per message would double the fan-out.
             state.read.insert(Arc::clone(&message.sender), message.seq);
@@ -610,6 +631,7 @@ impl Room {
             Stats::add(&self.stats.messages, messages);
             Stats::add(&self.stats.deliveries, deliveries);
         }
+        settled
     }
 
     /// Replays to the session every message after `after`, as one reply queued under the

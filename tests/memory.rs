@@ -8,11 +8,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,31 +40,18 @@ impl Chatd {
     /// The binary on 127.0.0.1:0 with default limits over a fresh database.
     fn start() -> Chatd {
         let data = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
-            .args(["--listen", "127.0.0.1:0", "--presence-grace", "0"])
-            .arg("--data")
-            .arg(data.path().join("chatd.db"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn chatd");
-        let stderr = child.stderr.take().expect("stderr");
-        let (listening, address) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("chatd: listening on ") {
-                    let addr = rest.split(' ').next().unwrap_or_default().to_owned();
-                    let _ = listening.send(addr);
-                }
-            }
-        });
-        let addr = address
-            .recv_timeout(Duration::from_secs(10))
-            .expect("chatd listening within 10 s");
+        let path = data.path().join("chatd.db");
+        let args = [
+            OsStr::new("--presence-grace"),
+            "0".as_ref(),
+            "--data".as_ref(),
+            path.as_os_str(),
+        ];
+        let (child, addr, _log) =
+            support::spawn_chatd(&args).unwrap_or_else(|log| panic!("chatd did not start:\n{log}"));
         Chatd {
             child,
-            addr: addr.parse().expect("listening address"),
+            addr,
             _data: data,
         }
     }

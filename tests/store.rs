@@ -6,12 +6,13 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ struct Chatd {
     child: Child,
     addr: SocketAddr,
     /// Every stderr line, collected by a thread.
-    log: Arc<Mutex<Vec<String>>>,
+    log: support::ChatdLog,
 }
 
 impl Chatd {
@@ -34,51 +35,9 @@ impl Chatd {
 
     /// Starts it; `Err` carries its stderr if it exited (or did not listen within 10 s).
     fn try_start(data: &Path) -> Result<Chatd, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--presence-grace",
-                "0",
-                "--no-rate-limit",
-            ])
-            .arg("--data")
-            .arg(data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn chatd");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (listening, address) = mpsc::channel();
-        let collected = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("chatd: listening on ") {
-                    let addr = rest.split(' ').next().unwrap_or_default().to_owned();
-                    let _ = listening.send(addr);
-                }
-                collected.lock().unwrap().push(line);
-            }
-        });
-        match address.recv_timeout(Duration::from_secs(10)) {
-            Ok(addr) => Ok(Chatd {
-                child,
-                addr: addr.parse().expect("listening address"),
-                log,
-            }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                // The collector thread ends at EOF; give it the last lines.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline && log.lock().unwrap().is_empty() {
-                    thread::yield_now();
-                }
-                Err(log.lock().unwrap().join("\n"))
-            }
-        }
+        let args = ["--presence-grace", "0", "--no-rate-limit", "--data"].map(OsStr::new);
+        let (child, addr, log) = support::spawn_chatd(&[&args[..], &[data.as_os_str()]].concat())?;
+        Ok(Chatd { child, addr, log })
     }
 
     fn login(&self, name: &str) -> Client {

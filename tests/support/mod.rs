@@ -728,3 +728,54 @@ pub fn clip(line: &str) -> String {
         format!("{head}... ({} bytes)", line.len())
     }
 }
+
+/// The `chatd` binary, started on 127.0.0.1:0 with `args`, once it says it is listening
+/// (within 10 s). Its stderr lines are collected in the returned log. `Err` carries the log if
+/// it exited or did not listen in time.
+pub fn spawn_chatd(
+    args: &[&std::ffi::OsStr],
+) -> Result<(std::process::Child, SocketAddr, ChatdLog), String> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chatd");
+    let stderr = child.stderr.take().expect("stderr");
+    let log: ChatdLog = Default::default();
+    let (listening, address) = std::sync::mpsc::channel();
+    let collected = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.strip_prefix("chatd: listening on ") {
+                let addr = rest.split(' ').next().unwrap_or_default().to_owned();
+                let _ = listening.send(addr);
+            }
+            collected.lock().unwrap().push(line);
+        }
+    });
+    match address.recv_timeout(Duration::from_secs(10)) {
+        Ok(addr) => Ok((child, addr.parse().expect("listening address"), log)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            // The collector thread ends at EOF; give it the last lines.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && log.lock().unwrap().is_empty() {
+                std::thread::yield_now();
+            }
+            let lines = log.lock().unwrap().join("\n");
+            Err(lines)
+        }
+    }
+}
+
+/// A spawned chatd's stderr, line by line.
+pub type ChatdLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;

@@ -97,7 +97,9 @@ impl AddressTable {
             return Ok(None);
         };
         let key = address_key(ip);
-        if key.is_loopback() && !self.count_loopback {
+        // The address itself, not only its key: `::1`'s /64 key is `::`, which is not
+        // loopback, and an IPv4-mapped loopback keys to 127.0.0.1.
+        if (ip.is_loopback() || key.is_loopback()) && !self.count_loopback {
             return Ok(None);
         }
         let mut open = self.open.lock();
@@ -112,8 +114,9 @@ impl AddressTable {
         }))
     }
 
-    /// Connections counted for `ip`'s address now.
-    pub fn open_from(&self, ip: IpAddr) -> usize {
+    /// Connections counted for `ip`'s address now (for tests).
+    #[cfg(test)]
+    fn open_from(&self, ip: IpAddr) -> usize {
         self.open.lock().get(&address_key(ip)).copied().unwrap_or(0)
     }
 }
@@ -278,5 +281,15 @@ mod tests {
         assert!(counted.admit(loopback).is_err());
         let uncapped = AddressTable::new(None, true);
         assert!(uncapped.admit(loopback).unwrap().is_none());
+    }
+
+    /// `::1` is loopback too, though its /64 key (`::`) is not.
+    #[test]
+    fn ipv6_loopback_is_exempt_like_ipv4() {
+        let table = AddressTable::new(Some(1), false);
+        for _ in 0..3 {
+            let slot = table.admit("::1".parse().unwrap()).unwrap();
+            assert!(slot.is_none(), "not counted");
+        }
     }
 }

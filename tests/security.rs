@@ -398,3 +398,23 @@ fn room_creation_is_limited_per_user_and_overall() {
     bob.send("JOIN b2");
     bob.expect_prefix("ERR rate-limited :retry in ");
 }
+
+/// Finding 11: new user names are limited per address (here loopback counts, as with
+/// `--per-ip-loopback`), so a client cannot mint users, each kept for good, without end.
+#[test]
+fn new_names_are_limited_per_address() {
+    let server = TestServer::with(|config| {
+        config.per_ip_loopback = true;
+        config.max_per_ip = None;
+    });
+    for n in 0..30 {
+        let mut client = server.connect();
+        client.send(&format!("LOGIN name{n}"));
+        client.expect(&format!("OK LOGIN name{n}"));
+    }
+    let mut one_too_many = server.connect();
+    one_too_many.send("LOGIN name30");
+    one_too_many.expect_prefix("ERR rate-limited :retry in ");
+    one_too_many.send("LOGIN name0");
+    one_too_many.expect("OK LOGIN name0");
+}

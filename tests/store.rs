@@ -496,3 +496,38 @@ fn store_errors_say_what_kind() {
     }
     panic!("the tiny database must fill up");
 }
+
+/// Security review finding 9: security changes are acknowledged only once stored, as
+/// messages are: a `kill -9` right after the OK never loses them. (Before the fix, PRIVATE was
+/// lost in 11 of 25 such trials.)
+#[test]
+fn security_changes_survive_a_crash_right_after_their_ok() {
+    let (_dir, data) = temp_db();
+    for trial in 0..8 {
+        let server = Chatd::start(&data);
+        let owner = format!("owner{trial}");
+        let room = format!("secret{trial}");
+        let mut client = server.login(&owner);
+        client.join(&room);
+        if trial % 2 == 0 {
+            client.send("REGISTER pass-word");
+            client.expect(&format!("OK REGISTER {owner}"));
+        } else {
+            client.send(&format!("PRIVATE {room} on"));
+            client.expect(&format!("OK PRIVATE {room} on"));
+        }
+        server.crash();
+
+        let server = Chatd::start(&data);
+        if trial % 2 == 0 {
+            let mut impostor = Client::connect(server.addr);
+            impostor.send(&format!("LOGIN {owner}"));
+            impostor.expect_prefix("ERR bad-password :");
+        } else {
+            let mut outsider = server.login("outsider");
+            outsider.send(&format!("WHO {room}"));
+            outsider.expect(&format!("ERR no-such-room :there is no room {room}"));
+        }
+        server.crash();
+    }
+}

@@ -4,8 +4,9 @@
 #
 #   bench/ab.sh /tmp/chatd-before target/release/chatd
 #   MEMBERS=1000 ROUNDS=5 bench/ab.sh A B
+#   STORE=sqlite bench/ab.sh A B      # the durable default (a fresh database per run)
 #
-# Each run starts the binary on 127.0.0.1 (memory store, no rate limit), runs
+# Each run starts the binary on 127.0.0.1 ($STORE store, default memory; no rate limit), runs
 # `chatd-bench fanout --members $MEMBERS --senders 10` for $DURATION seconds, stops it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,13 +15,16 @@ MEMBERS=${MEMBERS:-100}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-3}
 PORT=${PORT:-17900}
+STORE=${STORE:-memory}
 [[ $# -ge 2 ]] || { echo "usage: $0 BINARY BINARY..." >&2; exit 2; }
 cargo build --release --quiet -p chatd-bench --manifest-path "$ROOT/Cargo.toml"
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 for round in $(seq 1 "$ROUNDS"); do
     for binary in "$@"; do
-        "$binary" --listen "127.0.0.1:$PORT" --store memory --no-rate-limit 2>/dev/null &
+        rm -f "$OUT"/chatd.db*
+        "$binary" --listen "127.0.0.1:$PORT" --store "$STORE" --data "$OUT/chatd.db" \
+            --no-rate-limit 2>/dev/null &
         pid=$!
         sleep 0.5
         "$BENCH" --addr "127.0.0.1:$PORT" --server-pid "$pid" --duration "$DURATION" --warmup 1 \

@@ -80,7 +80,11 @@ pub fn run(
         }
         cursors.commit();
         last_write = Instant::now();
-        drain.wrote(sink.unsent(), last_write);
+        // Asking the kernel costs a system call, so only after a large batch (a reply, a
+        // burst) or while bytes were already waiting: small writes cannot pile up much.
+        if batch.len() >= DRAIN_WATCH_BATCH || drain.watching() {
+            drain.wrote(sink.unsent(), last_write);
+        }
         if batch.capacity() > MAX_BATCH {
             batch = Vec::new();
         }
@@ -170,6 +174,9 @@ struct DrainWatch {
 /// How often an idle writer with unsent bytes looks at them.
 const DRAIN_CHECK: Duration = Duration::from_millis(500);
 
+/// Batches from this size on make the writer look at the unsent bytes.
+const DRAIN_WATCH_BATCH: usize = 16 * 1024;
+
 impl DrainWatch {
     fn new(stall: Duration) -> DrainWatch {
         DrainWatch {
@@ -177,6 +184,11 @@ impl DrainWatch {
             unsent: 0,
             since: Instant::now(),
         }
+    }
+
+    /// Whether bytes were unsent at the last look.
+    fn watching(&self) -> bool {
+        self.unsent > 0
     }
 
     /// When to look again, if bytes are waiting.

@@ -340,7 +340,7 @@ impl LoginThrottle {
         self.new_accounts.lock().admit(address, now)
     }
 
-    /// Spends one of the quota on new user names (see [`NEW_NAMES_PER_ADDRESS`]).
+    /// Spends one of the quota on new user names (see `NEW_NAMES_PER_ADDRESS`).
     pub fn admit_new_name(&self, address: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
         self.new_names.lock().admit(address, now)
     }

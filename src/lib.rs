@@ -20,14 +20,14 @@
 //! | [`transport`] | sockets and threads: the accept loop, one reader and one writer thread per connection, capacity from OS limits, abuse limits (per-address cap, rate limit) |
 //! | [`cmd`] | carrying out each command: one file per command family, each handler given a reply context |
 //! | [`server`] | `ChatServer`: the directory of users and rooms; presence (sessions arriving and leaving) and accounts beside it |
-//! | [`room`] | `Room`: members, recent history, seqs, access, and [`room`]'s `broadcast`, the one loop over a room's members |
+//! | [`room`] | `Room`: members, seqs (the room's lock is the seq authority), access, and `broadcast`, the one loop over a room's members; [`recent`]: its in-memory log and the server's memory budget for them |
 //! | [`user`], [`session`] | `User`: one person, their rooms and sessions; `Session`: one logged-in device |
 //! | [`delivery`] | what the domain queues to a session: `Line` (a typed event, encoded once per protocol), `Outbox` (the bounded queue, slow-consumer verdict, close), `Reply` (the reply context), `Doorbell` (waking a writer) |
 //! | [`event`] | `Event`: every reply and event the server sends, as typed values |
 //! | [`protocol`] | the chatd line protocol: the verb table and parser (lines in), the encoder (events out) |
 //! | [`store`] | the `Store` trait; `memory` and `sqlite` (group commit on one writer thread) |
-//! | [`accounts`], [`timers`], [`client_ids`], [`typing`] | password hashing and the login throttle; deferred work; the idempotent-send window; typing rules |
-//! | [`message`], [`room_name`], [`config`], [`stats`] | shared vocabulary: messages, room kinds and DM names, tunables, counters |
+//! | [`accounts`], [`quota`], [`timers`], [`client_ids`], [`typing`] | password hashing and the login throttle; creation quotas; deferred work (presence grace, typing expiry, the memory sweep); the idempotent-send window; typing rules |
+//! | [`message`], [`room_name`], [`rate`], [`lock_rank`], [`config`], [`stats`] | shared vocabulary: messages, room kinds and DM names, token buckets, the lock table, tunables, counters |
 //!
 //! docs/design.md ends with "How to extend chatd": the files to touch to add a command, a
 //! transport or a store backend.
@@ -46,7 +46,8 @@
 //! - `chatd-store` (SQLite only): commits every queued write as one transaction, then
 //!   resolves the writes' tickets; posters wait on their ticket, outside every room lock.
 //! - `chatd-timers`: sleeps until the next due item (an offline announcement after the
-//!   presence grace period, a typing expiry), re-checks it against current state, acts.
+//!   presence grace period, a typing expiry, the 5 s memory sweep), re-checks it against
+//!   current state, acts.
 //!
 //! Channels: each connection has one bounded crossbeam channel of `Arc<Line>` (capacity
 //! [`Config::channel_capacity`], default 1,024). Senders: any reader thread, via fan-out

@@ -14,7 +14,7 @@
 //! the second.
 //!
 //! Every room event (MSG, JOINED, LEFT, TYPING, READ, and the presence a joiner brings)
-//! reaches members through one function, [`broadcast`], always called with the room locked.
+//! reaches members through one function, `broadcast`, always called with the room locked.
 //! Because of that, every session sees a room's events in the order they happened there, and a
 //! member who joins sees exactly the messages settled after their join. Queueing is a
 //! `try_send` into each session's bounded queue, which never blocks and never touches a

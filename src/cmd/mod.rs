@@ -2,18 +2,18 @@
 //!
 //! The reader thread parses a line into a [`Request`] (`protocol::command`, whose verb table
 //! is the single list of commands) and hands it to its connection's [`Client`]. `Client`
-//! checks login once, for every command, from the table; then [`dispatch`] sends the command
+//! checks login once, for every command, from the table; then `dispatch` sends the command
 //! to its home:
 //!
 //! | file | commands |
 //! |---|---|
-//! | [`account`] | LOGIN, REGISTER, PASSWORD |
-//! | [`membership`] | JOIN, LEAVE |
-//! | [`post`] | SEND, DM (client ids, idempotent retries) |
-//! | [`history`] | HISTORY, SYNC |
-//! | [`owner`] | PRIVATE, INVITE, KICK |
-//! | [`signals`] | TYPING, READ, SET |
-//! | [`info`] | WHO, ROOMS, PING, HELP, STATS, QUIT |
+//! | `account` | LOGIN, REGISTER, PASSWORD |
+//! | `membership` | JOIN, LEAVE |
+//! | `post` | SEND, DM (client ids, idempotent retries) |
+//! | `history` | HISTORY, SYNC |
+//! | `owner` | PRIVATE, INVITE, KICK |
+//! | `signals` | TYPING, READ, SET |
+//! | `info` | WHO, ROOMS, PING, HELP, STATS, QUIT |
 //!
 //! A command finds its users and rooms through `ChatServer`, asks them to act, and answers
 //! through its [`Reply`] context. "How does JOIN work" is `membership.rs` plus `Room::join`.

@@ -3,7 +3,7 @@
 //! It finds or creates users and rooms; commands (`crate::cmd`) then ask them to act. It
 //! never loops over a room's sessions itself (fan-out belongs to `Room`, device handling to
 //! `User`). Two concerns that span users and rooms live beside it:
-//! [`presence`] (sessions arriving and leaving, what peers are told) and [`accounts`]
+//! `presence` (sessions arriving and leaving, what peers are told) and `accounts`
 //! (credentials, REGISTER, PASSWORD).
 
 mod accounts;

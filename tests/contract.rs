@@ -45,3 +45,50 @@ fn info_tells_the_protocol_version_and_the_limits() {
     assert_eq!(field(&line, "rate-limit"), Some("off"), "{line}");
     assert_eq!(field(&line, "rate-burst"), None, "{line}");
 }
+
+/// A cid names one message: used again for another room, another recipient or another body
+/// it gets `ERR cid-reused` and posts nothing (it used to get the original `OK`, often of
+/// another verb, while the new message was dropped). The same message again is a retry. Cid
+/// values are case-sensitive, and a send that failed leaves its cid unused.
+#[test]
+fn a_reused_cid_with_another_message_is_refused_and_posts_nothing() {
+    let server = TestServer::start();
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    let mut carol = server.login("carol");
+    for client in [&mut alice, &mut bob] {
+        client.join("general");
+    }
+    alice.expect_joined("general", "bob");
+
+    alice.send("@d1;cid=k DM bob hi bob");
+    let ok = alice.expect_shape("@d1 OK DM bob dm:alice:bob 1 <id>");
+    let id = ok.rsplit(' ').next().unwrap().to_owned();
+    alice.expect_msg();
+    bob.expect_msg();
+
+    alice.send("@d2;cid=k DM carol hi bob");
+    alice.expect_prefix("@d2 ERR cid-reused :cid k was used for another message");
+    alice.send("@d3;cid=k SEND general hi bob");
+    alice.expect_prefix("@d3 ERR cid-reused :");
+    alice.send("@d4;cid=k DM bob hi bob!");
+    alice.expect_prefix("@d4 ERR cid-reused :");
+    // The same message, even by another verb to the same room, is a retry.
+    alice.send("@d5;cid=k SEND dm:alice:bob hi bob");
+    alice.expect(&format!("@d5 OK DM bob dm:alice:bob 1 {id}"));
+    for client in [&mut alice, &mut bob, &mut carol] {
+        client.expect_quiet();
+    }
+
+    // Case-sensitive: K is another cid.
+    alice.send("@u;cid=K SEND general hi bob");
+    alice.expect_prefix("@u OK SEND general 1 ");
+    alice.expect_msg();
+    bob.expect_msg();
+
+    // A failed send does not use its cid up.
+    alice.send("@f;cid=later SEND nowhere hello");
+    alice.expect_prefix("@f ERR no-such-room :");
+    alice.send("@g;cid=later SEND general hello");
+    alice.expect_prefix("@g OK SEND general 2 ");
+}

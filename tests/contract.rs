@@ -92,3 +92,22 @@ fn a_reused_cid_with_another_message_is_refused_and_posts_nothing() {
     alice.send("@g;cid=later SEND general hello");
     alice.expect_prefix("@g OK SEND general 2 ");
 }
+
+/// Every direct reply carries its command's label: also `ERR line-too-long` (the label is
+/// read from the start of the discarded line) and the `BYE quit` that answers a QUIT. Both
+/// used to come without it, so a client waiting on the label waited forever.
+#[test]
+fn a_too_long_line_and_quit_are_answered_with_their_label() {
+    let server = TestServer::start();
+    let mut alice = server.login("alice");
+    alice.join("general");
+    let long = "z".repeat(9000);
+    alice.send(&format!("@big;cid=c-1 SEND general {long}"));
+    alice.expect("@big ERR line-too-long :lines are at most 8192 bytes; the line was discarded");
+    // A tag block too long to be kept whole cannot be read: no label rather than a wrong one.
+    alice.send(&format!("@{long} PING"));
+    alice.expect("ERR line-too-long :lines are at most 8192 bytes; the line was discarded");
+    alice.send("@q QUIT");
+    alice.expect("@q BYE quit :goodbye");
+    alice.expect_closed();
+}

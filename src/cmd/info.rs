@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use super::Ctx;
 use crate::config::StoreConfig;
-use crate::delivery::CloseReason;
 use crate::event::Event;
 use crate::protocol::{ClientError, PROTOCOL_VERSION};
 use crate::room::REPLY_BYTES;
@@ -102,6 +101,6 @@ pub fn info(ctx: &Ctx<'_>) -> Result<(), ClientError> {
 
 /// `QUIT`: the writer says `BYE quit` after what is queued, and closes.
 pub fn quit(ctx: &Ctx<'_>) -> Result<(), ClientError> {
-    ctx.reply.outbox().close(CloseReason::Quit);
+    ctx.reply.quit();
     Ok(())
 }

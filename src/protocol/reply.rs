@@ -178,10 +178,11 @@ fn encode_into(out: &mut String, event: &Event, label: Option<&str>) -> std::fmt
             detail,
             text,
         } => {
+            // Labelled only when it answers a labelled QUIT.
             if detail.is_empty() {
-                writeln!(out, "BYE {reason} :{text}")?;
+                writeln!(out, "{tag}BYE {reason} :{text}")?;
             } else {
-                writeln!(out, "BYE {reason} {detail} :{text}")?;
+                writeln!(out, "{tag}BYE {reason} {detail} :{text}")?;
             }
         }
         Event::Nothing => {}

@@ -48,7 +48,9 @@ pub fn fingerprint(room: &str, body: &str) -> u64 {
     [room, body]
         .iter()
         .flat_map(|field| field.bytes().chain([0xff]))
-        .fold(OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME))
+        .fold(OFFSET, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+        })
 }
 
 pub struct ClientIds {

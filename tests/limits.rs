@@ -206,7 +206,10 @@ fn a_client_that_waits_each_retry_in_is_never_disconnected() {
             panic!("after {accepted} accepted and {refused} refused: {line:?}");
         }
     }
-    assert!(refused > 5, "the client did run into the limit ({refused} refusals)");
+    assert!(
+        refused > 5,
+        "the client did run into the limit ({refused} refusals)"
+    );
 
     let mut impatient = server.connect();
     let deadline = Instant::now() + DEADLINE;

@@ -360,8 +360,11 @@ fn a_reused_cid_is_refused_across_a_restart_and_old_cids_still_retry() {
     alice.read_until_closed();
     server.stop();
     let db = rusqlite::Connection::open(&data).unwrap();
-    db.execute("UPDATE client_ids SET fingerprint = NULL WHERE cid = 'old'", [])
-        .unwrap();
+    db.execute(
+        "UPDATE client_ids SET fingerprint = NULL WHERE cid = 'old'",
+        [],
+    )
+    .unwrap();
     drop(db);
 
     let server = Chatd::start(&data);

@@ -262,12 +262,18 @@ mod tests {
         let mut limiter = CommandLimiter::new(&limit, t0);
         assert_eq!(limiter.admit(t0), Admission::Allowed);
         assert!(matches!(limiter.admit(t0), Admission::Refused { .. }));
-        assert!(matches!(limiter.admit(t0), Admission::Refused { .. }), "spends one");
+        assert!(
+            matches!(limiter.admit(t0), Admission::Refused { .. }),
+            "spends one"
+        );
         // Two seconds later: a command token and the refusal have come back, and the
         // times told have passed, so the next refusal is free again.
         let t2 = t0 + Duration::from_secs(2);
         assert_eq!(limiter.admit(t2), Admission::Allowed);
-        assert!(matches!(limiter.admit(t2), Admission::Refused { .. }), "free");
+        assert!(
+            matches!(limiter.admit(t2), Admission::Refused { .. }),
+            "free"
+        );
         assert!(matches!(limiter.admit(t2), Admission::Refused { .. }));
         assert!(matches!(limiter.admit(t2), Admission::Refused { .. }));
         assert_eq!(limiter.admit(t2), Admission::Flooding);

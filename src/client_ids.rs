@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-/// What a client id published: enough to repeat its `OK SEND` / `OK DM` exactly.
+/// What a client id published: enough to repeat its `OK SEND` / `OK DM` exactly, and to tell
+/// a retry from a different message sent under the same id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub room: Arc<str>,
@@ -19,6 +20,37 @@ pub struct Published {
     pub id: Uuid,
     /// For a DM, the recipient named in `OK DM`.
     pub to: Option<Arc<str>>,
+    /// The [`fingerprint`] of what was asked for. `None` for ids stored before fingerprints
+    /// were (schema version 2): those are taken as matching, as they always were.
+    pub fingerprint: Option<u64>,
+}
+
+impl Published {
+    /// Whether a post that asks for `fingerprint` is a retry of this one (and so gets its
+    /// `OK` again) rather than another message under a reused id (`ERR cid-reused`).
+    pub fn is_retry_of(&self, fingerprint: u64) -> bool {
+        self.fingerprint.is_none_or(|own| own == fingerprint)
+    }
+}
+
+/// What a post asks for, as one number: the room it goes to and the body. The verb is left
+/// out on purpose: `DM bob` and `SEND dm:alice:bob` post the same message to the same room,
+/// and the room already tells recipients apart (a DM to carol goes to `dm:alice:carol`).
+/// Stored beside the client id, in memory and in the store, instead of the body itself, so
+/// the window costs a few bytes per id. FNV-1a, because it must give
+/// the same number in every build that reads the store; collisions only matter between one
+/// user's own messages, and a collision makes a different message look like a retry, which
+/// is what every reused id did before fingerprints.
+pub fn fingerprint(room: &str, body: &str) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    // 0xff never occurs in UTF-8, so it separates the fields unambiguously.
+    [room, body]
+        .iter()
+        .flat_map(|field| field.bytes().chain([0xff]))
+        .fold(OFFSET, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+        })
 }
 
 pub struct ClientIds {
@@ -76,6 +108,7 @@ mod tests {
             seq,
             id: Uuid::nil(),
             to: None,
+            fingerprint: Some(0),
         }
     }
 
@@ -89,6 +122,20 @@ mod tests {
         ids.record("c", published(3), now);
         assert_eq!(ids.get("a", now), None, "evicted by count");
         assert_eq!(ids.get("c", now).map(|p| p.seq), Some(3));
+    }
+
+    #[test]
+    fn a_fingerprint_tells_room_and_body_apart() {
+        let base = fingerprint("general", "hi");
+        assert_eq!(base, fingerprint("general", "hi"));
+        for other in [
+            fingerprint("general", "hi "),
+            fingerprint("random", "hi"),
+            fingerprint("dm:alice:bob", "hi"),
+            fingerprint("generalh", "i"),
+        ] {
+            assert_ne!(base, other);
+        }
     }
 
     #[test]

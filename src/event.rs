@@ -82,6 +82,8 @@ pub enum Event {
     },
     Help,
     Stats(Vec<(&'static str, u64)>),
+    /// INFO's reply: the protocol version and the server's limits, as `key=value` fields.
+    Info(Vec<(&'static str, String)>),
 
     // Events: something happened in a room or to a person the recipient shares one with.
     Message(Arc<Message>),

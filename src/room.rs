@@ -42,7 +42,7 @@ use crate::recent::{footprint, MemoryBudget, RecentLimits, RecentLog};
 pub use crate::room_name::RoomKind;
 use crate::session::Session;
 use crate::stats::Stats;
-use crate::store::{Store, Ticket, Write};
+use crate::store::{PostedId, Store, Ticket, Write};
 use crate::typing::Typing;
 use crate::user::User;
 
@@ -531,12 +531,13 @@ impl Room {
 
     /// Posts a message and returns once it is settled: acknowledged to the poster (`ack` is
     /// its OK line, built from the new message) and fanned out to every session of every
-    /// member, the poster's own devices included. `client_id` is stored with the message.
+    /// member, the poster's own devices included. `client_id` (the id and the fingerprint of
+    /// the post) is stored with the message.
     pub fn publish(
         &self,
         session: &Session,
         body: &str,
-        client_id: Option<&str>,
+        client_id: Option<(&str, u64)>,
         ack: impl FnOnce(&Message) -> Arc<Line>,
     ) -> Result<Arc<Message>, ClientError> {
         self.touch();
@@ -559,7 +560,11 @@ impl Room {
                 body: body.into(),
                 sent_at: Utc::now(),
             });
-            let client_id = client_id.map(|cid| (Arc::clone(&session.user.name), Box::from(cid)));
+            let client_id = client_id.map(|(cid, fingerprint)| PostedId {
+                user: Arc::clone(&session.user.name),
+                cid: Box::from(cid),
+                fingerprint,
+            });
             // Queued under the lock so the store receives each room's messages in seq order
             // and a crash can never keep seq n + 1 without seq n.
             let write = Write::Message {

@@ -325,8 +325,10 @@ fn labels_tag_direct_replies_only() {
     alice.send("@lv LEAVE general");
     alice.expect("@lv OK LEAVE general");
     bob.expect("LEFT general alice");
+    // The BYE that answers a labelled QUIT is its reply, so it carries the label (issue 19;
+    // it used to come unlabelled).
     alice.send("@q QUIT");
-    alice.expect("BYE quit :goodbye");
+    alice.expect("@q BYE quit :goodbye");
     alice.expect_closed();
 }
 

@@ -143,7 +143,8 @@ fn blank_lines_are_free_and_quit_is_never_rate_limited() {
 }
 
 /// A client that keeps sending after its refusals are spent is disconnected with
-/// `BYE flooding`, after exactly its burst and its refusal budget.
+/// `BYE flooding`, after exactly its burst, one free refusal (the first, when nobody had been
+/// told to wait) and its refusal budget.
 #[test]
 fn a_client_that_ignores_rate_limited_replies_is_disconnected_for_flooding() {
     let server = TestServer::with(|c| {
@@ -154,9 +155,10 @@ fn a_client_that_ignores_rate_limited_replies_is_disconnected_for_flooding() {
         })
     });
     let mut flooder = server.connect();
-    // Exactly burst + refusals + 1 lines, all in one write: the server reads every byte
-    // before it closes, so the close is a clean FIN and the BYE cannot be lost to a reset.
-    let lines = "PING x\n".repeat(4 + 6 + 1);
+    // Exactly burst + 1 free refusal + refusals + 1 lines, all in one write: the server reads
+    // every byte before it closes, so the close is a clean FIN and the BYE cannot be lost to
+    // a reset.
+    let lines = "PING x\n".repeat(4 + 1 + 6 + 1);
     flooder.send_raw(lines.as_bytes());
     let replies = flooder.read_until_closed();
     let pongs = replies.iter().filter(|l| *l == "PONG x").count();
@@ -164,7 +166,7 @@ fn a_client_that_ignores_rate_limited_replies_is_disconnected_for_flooding() {
         .iter()
         .filter(|l| l.starts_with("ERR rate-limited :retry in "))
         .count();
-    assert_eq!((pongs, refusals), (4, 6), "{replies:#?}");
+    assert_eq!((pongs, refusals), (4, 7), "{replies:#?}");
     assert!(
         replies.last().unwrap().starts_with("BYE flooding :"),
         "{replies:#?}"
@@ -174,6 +176,51 @@ fn a_client_that_ignores_rate_limited_replies_is_disconnected_for_flooding() {
     let mut next = server.connect();
     next.send("PING fine");
     next.expect("PONG fine");
+}
+
+/// Issue 19: a client that sends one command at a time, at once after each reply, and waits
+/// exactly each `retry in` it is told, is never cut off, however long it goes on (the old
+/// limiter spent a refusal on every refusal and closed this client with `BYE flooding`); the
+/// same pace with the waits ignored still is.
+#[test]
+fn a_client_that_waits_each_retry_in_is_never_disconnected() {
+    let limit = RateLimit {
+        burst: 5,
+        per_second: 20.0,
+        flood_refusals: 5,
+    };
+    let server = TestServer::with(|c| c.rate_limit = Some(limit));
+    let mut obedient = server.connect();
+    let started = Instant::now();
+    let (mut accepted, mut refused) = (0, 0);
+    // 3 s at 20 commands a second: the old limiter gave up after about 0.3 s.
+    while started.elapsed() < Duration::from_secs(3) {
+        obedient.send("@p PING steady");
+        let line = obedient.next_line();
+        if line == "@p PONG steady" {
+            accepted += 1;
+        } else if line.starts_with("@p ERR rate-limited :retry in ") {
+            refused += 1;
+            thread::sleep(retry_in(&line));
+        } else {
+            panic!("after {accepted} accepted and {refused} refused: {line:?}");
+        }
+    }
+    assert!(
+        refused > 5,
+        "the client did run into the limit ({refused} refusals)"
+    );
+
+    let mut impatient = server.connect();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        impatient.send("PING fast");
+        let line = impatient.next_line();
+        if line.starts_with("BYE flooding :") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never cut off: {line}");
+    }
 }
 
 /// A client may not make the server hold a line open by trickling its bytes: the line must

@@ -32,7 +32,8 @@ fn pair(server: &TestServer) -> (Client, Client, String) {
     (alice, bob, epoch)
 }
 
-/// A retry with the same cid gets the original OK (same seq and id, its own label) and posts nothing.
+/// A retry with the same cid gets the original OK (same seq and id, its own label) and posts
+/// nothing; the same cid with another body gets `ERR cid-reused` and posts nothing either.
 #[test]
 fn a_retried_cid_returns_the_original_ok_and_posts_nothing() {
     let server = TestServer::start();
@@ -48,9 +49,10 @@ fn a_retried_cid_returns_the_original_ok_and_posts_nothing() {
 
     alice.send("@again;cid=c-1 SEND general hello");
     alice.expect(&format!("@again OK SEND general 1 {id}"));
-    // A retry may carry a different body: the cid alone identifies the message.
+    // Another body under the same cid is another message, refused: answering it with the
+    // original OK (as before issue 19) told the client it was posted when it was dropped.
     alice.send("@third;cid=c-1 SEND general hello, edited");
-    alice.expect(&format!("@third OK SEND general 1 {id}"));
+    alice.expect_prefix("@third ERR cid-reused :cid c-1 was used for another message");
     alice.expect_quiet();
     bob.expect_quiet();
 

@@ -341,6 +341,44 @@ fn send_until_killed(
     outcome
 }
 
+/// A cid's fingerprint is stored with it: after a restart, the cid with another body is
+/// refused with `ERR cid-reused`, and the same body still gets the original OK. A cid stored
+/// before fingerprints were (schema version 2, fingerprint NULL) is taken as a retry, as
+/// every reused cid was then.
+#[test]
+fn a_reused_cid_is_refused_across_a_restart_and_old_cids_still_retry() {
+    let (_dir, data) = temp_db();
+    let server = Chatd::start(&data);
+    let mut alice = server.login("alice");
+    alice.join("general");
+    for (label, cid, body) in [("a", "first", "one"), ("b", "old", "two")] {
+        alice.send(&format!("@{label};cid={cid} SEND general {body}"));
+        alice.expect_prefix(&format!("@{label} OK SEND general "));
+        alice.expect_msg();
+    }
+    alice.send("QUIT");
+    alice.read_until_closed();
+    server.stop();
+    let db = rusqlite::Connection::open(&data).unwrap();
+    db.execute(
+        "UPDATE client_ids SET fingerprint = NULL WHERE cid = 'old'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+
+    let server = Chatd::start(&data);
+    let mut alice = server.login("alice");
+    alice.send("@r;cid=first SEND general one");
+    alice.expect_prefix("@r OK SEND general 1 ");
+    alice.send("@x;cid=first SEND general not one");
+    alice.expect_prefix("@x ERR cid-reused :");
+    alice.send("@o;cid=old SEND general anything");
+    alice.expect_prefix("@o OK SEND general 2 ");
+    alice.expect_quiet();
+    server.stop();
+}
+
 /// A database written by a newer chatd is refused with a clear message, and left untouched.
 #[test]
 fn refuses_a_newer_schema() {

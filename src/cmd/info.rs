@@ -1,9 +1,12 @@
-//! WHO, ROOMS, PING, HELP, STATS, QUIT: questions about the server, and leaving it.
+//! WHO, ROOMS, PING, HELP, STATS, INFO, QUIT: questions about the server, and leaving it.
+
+use std::time::Duration;
 
 use super::Ctx;
-use crate::delivery::CloseReason;
+use crate::config::StoreConfig;
 use crate::event::Event;
-use crate::protocol::ClientError;
+use crate::protocol::{ClientError, PROTOCOL_VERSION};
+use crate::room::REPLY_BYTES;
 use crate::stats::Stats;
 
 /// `WHO <room>`: the members, each online or offline since when.
@@ -57,8 +60,47 @@ pub fn stats(ctx: &Ctx<'_>) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// `INFO`: the protocol version and the limits a client paces itself by, so none of them
+/// has to be guessed from the defaults in protocol.md.
+pub fn info(ctx: &Ctx<'_>) -> Result<(), ClientError> {
+    let config = &ctx.server.config;
+    let store = match config.store {
+        StoreConfig::Memory => "memory",
+        StoreConfig::Sqlite(_) => "sqlite",
+    };
+    let millis = |d: Duration| d.as_millis().to_string();
+    let mut fields = vec![
+        ("proto", PROTOCOL_VERSION.to_string()),
+        ("store", store.to_owned()),
+        ("max-line", config.max_line.to_string()),
+        ("max-body", config.max_body.to_string()),
+    ];
+    match &config.rate_limit {
+        Some(limit) => fields.extend([
+            ("rate-limit", "on".to_owned()),
+            ("rate-burst", limit.burst.to_string()),
+            ("rate-per-second", limit.per_second.to_string()),
+            ("flood-refusals", limit.flood_refusals.to_string()),
+        ]),
+        None => fields.push(("rate-limit", "off".to_owned())),
+    }
+    fields.extend([
+        ("sync-limit", config.sync_limit.to_string()),
+        ("page-bytes", REPLY_BYTES.to_string()),
+        ("recent", config.recent_per_room.to_string()),
+        ("cid-window", config.client_id_window.to_string()),
+        ("cid-ttl-ms", millis(config.client_id_ttl)),
+        ("typing-ttl-ms", millis(config.typing_ttl)),
+        ("presence-grace-ms", millis(config.presence_grace)),
+        ("login-timeout-ms", millis(config.login_timeout)),
+        ("line-timeout-ms", millis(config.line_timeout)),
+    ]);
+    ctx.reply.send(Event::Info(fields));
+    Ok(())
+}
+
 /// `QUIT`: the writer says `BYE quit` after what is queued, and closes.
 pub fn quit(ctx: &Ctx<'_>) -> Result<(), ClientError> {
-    ctx.reply.outbox().close(CloseReason::Quit);
+    ctx.reply.quit();
     Ok(())
 }

@@ -13,7 +13,7 @@
 //! | `history` | HISTORY, SYNC |
 //! | `owner` | PRIVATE, INVITE, KICK |
 //! | `signals` | TYPING, READ, SET |
-//! | `info` | WHO, ROOMS, PING, HELP, STATS, QUIT |
+//! | `info` | WHO, ROOMS, PING, HELP, STATS, INFO, QUIT |
 //!
 //! A command finds its users and rooms through `ChatServer`, asks them to act, and answers
 //! through its [`Reply`] context. "How does JOIN work" is `membership.rs` plus `Room::join`.
@@ -167,6 +167,7 @@ fn dispatch(ctx: &Ctx<'_>, client_id: Option<&str>, command: Command) -> Result<
         Command::Ping { token } => info::ping(ctx, token),
         Command::Help => info::help(ctx),
         Command::Stats => info::stats(ctx),
+        Command::Info => info::info(ctx),
         Command::Quit => info::quit(ctx),
     }
 }

@@ -2,13 +2,14 @@
 //!
 //! The ordering and durability rules are `Room::publish` (seq assigned under the room's lock,
 //! acknowledged and fanned out only once stored). Here: finding the room, and the client-id
-//! window that turns a retry into the original's `OK` instead of a second post.
+//! window that turns a retry into the original's `OK` instead of a second post, and a
+//! different message under a used id into `ERR cid-reused` instead of a silent drop.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::Ctx;
-use crate::client_ids::Published;
+use crate::client_ids::{fingerprint, Published};
 use crate::event::Event;
 use crate::message::Message;
 use crate::protocol::{ClientError, ErrorCode};
@@ -38,8 +39,11 @@ pub fn dm(ctx: &Ctx<'_>, to: &str, body: &str, client_id: Option<&str>) -> Resul
 }
 
 /// Publishes to `room`. With a client id, a retry of an id already published gets the
-/// original `OK` again and publishes nothing; the id's lock (rank 2) is held from the check
-/// to the record, so two devices retrying one id at once still post it once.
+/// original `OK` again and publishes nothing, and a different message under that id (another
+/// room, hence another recipient, or another body) gets `ERR cid-reused` and publishes nothing either: answering it with
+/// the original's `OK` would tell the client a message was posted that never was. The id's
+/// lock (rank 2) is held from the check to the record, so two devices retrying one id at once
+/// still post it once.
 fn post(
     ctx: &Ctx<'_>,
     room: &Room,
@@ -55,6 +59,7 @@ fn post(
     let Some(cid) = client_id else {
         return room.publish(session, body, None, ack).map(drop);
     };
+    let asked = fingerprint(&room.name, body);
     let user = &session.user;
     let mut client_ids = user.lock_client_ids();
     let now = Instant::now();
@@ -69,11 +74,23 @@ fn post(
         })?,
     };
     if let Some(original) = original {
+        if !original.is_retry_of(asked) {
+            return Err(ClientError::new(
+                ErrorCode::CidReused,
+                format!(
+                    "cid {cid} was used for another message (seq {} in {}); nothing was posted: \
+                     use a new cid for a new message",
+                    original.seq, original.room
+                ),
+            ));
+        }
         session.deliver(&ctx.reply.line(Event::OkPost(original)));
         return Ok(());
     }
-    let message = room.publish(session, body, Some(cid), ack)?;
-    client_ids.record(cid, published(&message, to), now);
+    let message = room.publish(session, body, Some((cid, asked)), ack)?;
+    let mut record = published(&message, to);
+    record.fingerprint = Some(asked);
+    client_ids.record(cid, record, now);
     Ok(())
 }
 
@@ -83,5 +100,6 @@ fn published(message: &Message, to: Option<Arc<str>>) -> Published {
         seq: message.seq,
         id: message.id,
         to,
+        fingerprint: None,
     }
 }

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::lock_rank::{Rank, RankedMutex};
@@ -152,6 +152,9 @@ pub struct Outbox {
     pub doorbell: Doorbell,
     /// Mirrors `closing.is_some()` for fan-out, which checks it on every line without a lock.
     closed: AtomicBool,
+    /// The label of the QUIT that ended the connection, for its `BYE quit`: the one farewell
+    /// that is a direct reply. Set once, before the close, by [`Outbox::quit`].
+    quit_label: OnceLock<Arc<str>>,
     stats: Arc<Stats>,
 }
 
@@ -174,6 +177,7 @@ impl Outbox {
             max_reply_bytes,
             doorbell: Doorbell::default(),
             closed: AtomicBool::new(false),
+            quit_label: OnceLock::new(),
             stats,
         }
     }
@@ -264,6 +268,23 @@ impl Outbox {
         self.doorbell.ring();
         self.peer.shutdown_read();
         true
+    }
+
+    /// Closes the connection because the client sent QUIT, labelled `label`: its `BYE quit`
+    /// answers that command, so it carries the label like every direct reply.
+    pub fn quit(&self, label: Option<&str>) {
+        if let Some(label) = label {
+            let _ = self.quit_label.set(Arc::from(label));
+        }
+        self.close(CloseReason::Quit);
+    }
+
+    /// The label for the connection's farewell: the QUIT's, when QUIT ended it.
+    pub fn farewell_label(&self, reason: CloseReason) -> Option<&str> {
+        match reason {
+            CloseReason::Quit => self.quit_label.get().map(|label| &**label),
+            _ => None,
+        }
     }
 
     /// Shuts the connection both ways: a blocked write fails at once. For shutdown, after

@@ -55,6 +55,11 @@ impl Reply {
         self.outbox.reply(self.line(event), self.patience);
     }
 
+    /// Ends the connection for QUIT; its `BYE quit` carries this reply's label.
+    pub fn quit(&self) {
+        self.outbox.quit(self.label.as_deref());
+    }
+
     pub fn error(&self, error: ClientError) {
         self.send(Event::Error(error));
     }

@@ -122,6 +122,8 @@ pub enum Command {
     Help,
     Quit,
     Stats,
+    /// The protocol version and the limits this server applies, for clients to pace by.
+    Info,
 }
 
 /// A password as the client sent it. Its `Debug` does not show it, so it cannot leak into a
@@ -220,6 +222,7 @@ pub static VERBS: &[Verb] = &[
     verb("SET", "SET receipts on|off", true, set),
     verb("PING", "PING [<token>]", false, ping),
     verb("STATS", "STATS", false, |_| Ok(Command::Stats)),
+    verb("INFO", "INFO", false, |_| Ok(Command::Info)),
     verb("HELP", "HELP", false, |_| Ok(Command::Help)),
     verb("QUIT", "QUIT", false, |_| Ok(Command::Quit)),
 ];
@@ -855,6 +858,7 @@ mod tests {
         assert_eq!(command("HELP"), Command::Help);
         assert_eq!(command("QUIT"), Command::Quit);
         assert_eq!(command("STATS"), Command::Stats);
+        assert_eq!(command("info"), Command::Info);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub enum ErrorCode {
     RoomFull,
     /// The store could not write (disk full, file unwritable): the message was not sent.
     StoreFailed,
+    /// A SEND or DM reused a client id of the user's that published a different message
+    /// (to another room or recipient, or with another body): nothing was posted.
+    CidReused,
 }
 
 impl ErrorCode {
@@ -65,6 +68,7 @@ impl ErrorCode {
             ErrorCode::AccountRequired => "account-required",
             ErrorCode::TooManyConnections => "too-many-connections",
             ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::CidReused => "cid-reused",
         }
     }
 }

@@ -6,6 +6,11 @@ pub mod error;
 pub mod name;
 pub mod reply;
 
+/// The version of the protocol protocol.md describes, told by `INFO` as `proto=`. It goes up
+/// with every change to the wire that a client could notice; protocol.md's changelog lists
+/// them. (HELLO's `chatd 0.1` is fixed text, kept byte for byte for existing clients.)
+pub const PROTOCOL_VERSION: u32 = 2;
+
 pub use command::{parse_request, Command, Password, Rejection, Request, Setting};
 pub use error::{ClientError, ErrorCode};
 

@@ -150,6 +150,13 @@ fn encode_into(out: &mut String, event: &Event, label: Option<&str>) -> std::fmt
             }
             out.push('\n');
         }
+        Event::Info(fields) => {
+            write!(out, "{tag}OK INFO")?;
+            for (key, value) in fields {
+                write!(out, " {key}={value}")?;
+            }
+            out.push('\n');
+        }
         Event::Message(message) => write_msg(out, Tag(None), message)?,
         Event::Joined { room, user } => writeln!(out, "JOINED {room} {user}")?,
         Event::Left { room, user } => writeln!(out, "LEFT {room} {user}")?,
@@ -171,10 +178,11 @@ fn encode_into(out: &mut String, event: &Event, label: Option<&str>) -> std::fmt
             detail,
             text,
         } => {
+            // Labelled only when it answers a labelled QUIT.
             if detail.is_empty() {
-                writeln!(out, "BYE {reason} :{text}")?;
+                writeln!(out, "{tag}BYE {reason} :{text}")?;
             } else {
-                writeln!(out, "BYE {reason} {detail} :{text}")?;
+                writeln!(out, "{tag}BYE {reason} {detail} :{text}")?;
             }
         }
         Event::Nothing => {}

@@ -37,6 +37,15 @@ pub enum StoreConfig {
     Sqlite(sqlite::SqliteOptions),
 }
 
+/// A client id to record with its message: whose, the id, and the fingerprint of what was
+/// asked for (see `client_ids::fingerprint`).
+#[derive(Debug, Clone)]
+pub struct PostedId {
+    pub user: Arc<str>,
+    pub cid: Box<str>,
+    pub fingerprint: u64,
+}
+
 /// Opens the configured backend: the only place that names one.
 pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config {
@@ -168,7 +177,7 @@ pub enum Write {
     /// so after a crash either both exist or neither does).
     Message {
         message: Arc<Message>,
-        client_id: Option<(Arc<str>, Box<str>)>,
+        client_id: Option<PostedId>,
     },
     Read {
         room: Arc<str>,

@@ -87,6 +87,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (room, user)
     ) WITHOUT ROWID;
 "#,
+    // 3: what each client id asked for, so a reused id with another message is refused.
+    r#"
+    ALTER TABLE client_ids ADD COLUMN fingerprint INTEGER;  -- NULL: stored before version 3
+"#,
 ];
 
 /// Writes waiting for the writer thread. Deep enough to absorb bursts from thousands of
@@ -401,7 +405,8 @@ impl Store for SqliteStore {
         let oldest = millis(&Utc::now()) - self.client_id_ttl.as_millis() as i64;
         self.with_reader(|db| {
             db.query_row(
-                "SELECT room, seq, msg_id FROM client_ids WHERE user = ?1 AND cid = ?2 AND at >= ?3",
+                "SELECT room, seq, msg_id, fingerprint FROM client_ids
+                 WHERE user = ?1 AND cid = ?2 AND at >= ?3",
                 params![user, cid, oldest],
                 |row| {
                     let room: String = row.get(0)?;
@@ -412,6 +417,8 @@ impl Store for SqliteStore {
                         seq: row.get::<_, i64>(1)? as u64,
                         id: Uuid::from_slice(&id).unwrap_or_default(),
                         to,
+                        // Stored as SQLite's signed 64-bit integer, bit for bit.
+                        fingerprint: row.get::<_, Option<i64>>(3)?.map(|f| f as u64),
                     })
                 },
             )
@@ -575,18 +582,20 @@ fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<()> 
                 message.body,
                 millis(&message.sent_at),
             ])?;
-            if let Some((user, cid)) = client_id {
+            if let Some(posted) = client_id {
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO client_ids (user, cid, room, seq, msg_id, at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR REPLACE INTO client_ids
+                     (user, cid, room, seq, msg_id, at, fingerprint)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
                 .execute(params![
-                    user,
-                    cid,
+                    posted.user,
+                    posted.cid,
                     message.room,
                     message.seq as i64,
                     message.id.as_bytes().as_slice(),
                     millis(&Utc::now()),
+                    posted.fingerprint as i64,
                 ])?;
             }
         }

@@ -29,21 +29,33 @@ pub enum Admission {
     Flooding,
 }
 
-/// Refused commands forgiven per second. Slow on purpose: a client that honours `retry in`
-/// is refused at most about once per burst, so only one that ignores the replies runs out.
+/// Refused commands forgiven per second. Slow on purpose: only a client that sends before the
+/// time it was told spends refusals, and such a client should run out.
 const REFUSALS_FORGIVEN_PER_SECOND: f64 = 1.0;
 
-/// One session's command rate limit: a bucket of commands, and a second bucket of refusals.
+/// One session's command rate limit: a bucket of commands, a second bucket of refusals, and
+/// the latest retry time the session was told.
 ///
-/// Every refused command spends a refusal; a session with none left is flooding. So a client
-/// that pipelines a burst past its limit, reads `ERR rate-limited` and slows down loses a few
-/// refusals and gets them back, while one that keeps writing as fast as it can is
-/// disconnected after `flood_refusals` refusals, within milliseconds, before it has cost the
-/// server more than that many short error lines.
+/// A refusal spends one of the session's refusals only when the command arrived *before* the
+/// retry time of an earlier refusal: the client sent it without waiting as told. A client
+/// that waits every `retry in` it is given is never cut off, however long it keeps sending
+/// faster than the rate (issue 19: spending a refusal on every refusal cut such a client off
+/// after about 12 s). One that keeps writing as fast as it can is disconnected after
+/// `flood_refusals` refusals, within milliseconds, before it has cost the server more than
+/// that many short error lines.
+///
+/// Commands refused together are told successive times, one token interval apart, so that a
+/// client with several commands in flight that retries each at its own time finds a token
+/// for each instead of all colliding on the first.
 #[derive(Debug, Clone)]
 pub struct CommandLimiter {
     commands: TokenBucket,
     refusals: TokenBucket,
+    /// The time a command refused now would be given by the refusals already made: the latest
+    /// retry time told. A command arriving before it did not wait.
+    promised: Option<Instant>,
+    /// How long the bucket takes to gain one token.
+    interval: Duration,
 }
 
 impl CommandLimiter {
@@ -51,19 +63,39 @@ impl CommandLimiter {
         CommandLimiter {
             commands: TokenBucket::full(limit.burst, limit.per_second, now),
             refusals: TokenBucket::full(limit.flood_refusals, REFUSALS_FORGIVEN_PER_SECOND, now),
+            promised: None,
+            interval: Duration::from_secs_f64(1.0 / limit.per_second),
         }
     }
 
     /// Charges one command arriving at `now`.
     pub fn admit(&mut self, now: Instant) -> Admission {
-        match self.commands.take(now) {
-            Ok(()) => Admission::Allowed,
-            Err(retry_in) => match self.refusals.take(now) {
-                Ok(()) => Admission::Refused { retry_in },
-                Err(_) => Admission::Flooding,
-            },
+        let token_in = match self.commands.take(now) {
+            Ok(()) => return Admission::Allowed,
+            Err(token_in) => token_in,
+        };
+        let retry_at = match self.promised.filter(|&promised| promised > now) {
+            // Told to wait until `promised` and came early: a refusal spent, and the next
+            // free time after the ones already told.
+            Some(promised) => {
+                if self.refusals.take(now).is_err() {
+                    return Admission::Flooding;
+                }
+                (promised + self.interval).max(now + token_in)
+            }
+            // Waited as told (or was never told): free.
+            None => now + token_in,
+        };
+        self.promised = Some(retry_at);
+        Admission::Refused {
+            retry_in: ceil_to_millis(retry_at - now),
         }
     }
+}
+
+/// Rounded up, so a client that waits exactly the `retry in` it was told is on time.
+fn ceil_to_millis(wait: Duration) -> Duration {
+    Duration::from_millis(wait.as_nanos().div_ceil(1_000_000) as u64)
 }
 
 /// Open connections per client address, for `--max-per-ip`.
@@ -210,8 +242,11 @@ mod tests {
         let mut limiter = CommandLimiter::new(&limit, t0);
         assert_eq!(limiter.admit(t0), Admission::Allowed);
         assert_eq!(limiter.admit(t0), Admission::Allowed);
-        for _ in 0..3 {
-            assert_eq!(limiter.admit(t0), Admission::Refused { retry_in: ms(1000) });
+        // The first refusal is free (nobody had been told to wait); each later one came
+        // before its time, so spends a refusal, and is told the next free time.
+        for n in 1..=4 {
+            let retry_in = Duration::from_secs(n);
+            assert_eq!(limiter.admit(t0), Admission::Refused { retry_in });
         }
         assert_eq!(limiter.admit(t0), Admission::Flooding);
     }
@@ -227,13 +262,67 @@ mod tests {
         let mut limiter = CommandLimiter::new(&limit, t0);
         assert_eq!(limiter.admit(t0), Admission::Allowed);
         assert!(matches!(limiter.admit(t0), Admission::Refused { .. }));
-        assert!(matches!(limiter.admit(t0), Admission::Refused { .. }));
-        // Two seconds later: a command token and two refusals have come back.
+        assert!(
+            matches!(limiter.admit(t0), Admission::Refused { .. }),
+            "spends one"
+        );
+        // Two seconds later: a command token and the refusal have come back, and the
+        // times told have passed, so the next refusal is free again.
         let t2 = t0 + Duration::from_secs(2);
         assert_eq!(limiter.admit(t2), Admission::Allowed);
+        assert!(
+            matches!(limiter.admit(t2), Admission::Refused { .. }),
+            "free"
+        );
         assert!(matches!(limiter.admit(t2), Admission::Refused { .. }));
         assert!(matches!(limiter.admit(t2), Admission::Refused { .. }));
         assert_eq!(limiter.admit(t2), Admission::Flooding);
+    }
+
+    /// Issue 19: one command at a time, sent at once after each OK and after each `retry in`,
+    /// for ten minutes past the burst: the old limiter cut this client off after ~12 s.
+    #[test]
+    fn a_client_that_waits_each_retry_is_never_flooding() {
+        let t0 = Instant::now();
+        let limit = RateLimit::default();
+        let mut limiter = CommandLimiter::new(&limit, t0);
+        let mut now = t0;
+        let (mut accepted, mut refused) = (0, 0);
+        while now < t0 + Duration::from_secs(600) {
+            match limiter.admit(now) {
+                Admission::Allowed => accepted += 1,
+                Admission::Refused { retry_in } => {
+                    refused += 1;
+                    now += retry_in;
+                }
+                Admission::Flooding => panic!("flooding after {accepted} commands"),
+            }
+            now += ms(1);
+        }
+        assert!(accepted > 5 * 590, "{accepted} accepted");
+        assert!(refused > 0);
+    }
+
+    /// Forty commands in flight, each resent at the time its refusal gave: every resend finds
+    /// a token, and nobody is cut off.
+    #[test]
+    fn commands_refused_together_are_given_successive_times() {
+        let t0 = Instant::now();
+        let limit = RateLimit::default();
+        let mut limiter = CommandLimiter::new(&limit, t0);
+        let mut retries = Vec::new();
+        for _ in 0..40 {
+            match limiter.admit(t0) {
+                Admission::Allowed => {}
+                Admission::Refused { retry_in } => retries.push(t0 + retry_in),
+                Admission::Flooding => panic!("flooding"),
+            }
+        }
+        assert_eq!(retries.len(), 40 - limit.burst as usize);
+        assert!(retries.windows(2).all(|w| w[1] - w[0] >= ms(200)));
+        for at in retries {
+            assert_eq!(limiter.admit(at), Admission::Allowed);
+        }
     }
 
     #[test]

@@ -7,8 +7,9 @@ pub enum ReadLine<'a> {
     /// A complete line without its `\n`. A `\r` before the `\n` is left in, for the parser
     /// to strip; the length limit does not count it.
     Line(&'a [u8]),
-    /// A line longer than the limit ended; its bytes were discarded as they arrived.
-    TooLong,
+    /// A line longer than the limit ended; its bytes were discarded as they arrived, all but
+    /// its first [`KEPT_OF_LONG_LINE`] (or fewer), kept so the reply can carry the line's label.
+    TooLong(&'a [u8]),
     /// Only blank lines (empty, or nothing but spaces) ended, and were skipped: the protocol
     /// ignores them, so they never reach the caller one by one. Call again; the caller gets
     /// control back after every read so it can enforce deadlines.
@@ -39,6 +40,10 @@ pub struct LineReader<R> {
     /// The line in progress passed `max_line`: its bytes are skipped until its end.
     discarding: bool,
 }
+
+/// Bytes kept from the start of a line that is too long: enough for a tag block with a label
+/// and a cid, so even `ERR line-too-long` can be matched to its request.
+pub const KEPT_OF_LONG_LINE: usize = 160;
 
 /// Read buffer per connection. Lines longer than this are assembled in `line`.
 const READ_BUFFER: usize = 4096;
@@ -102,8 +107,12 @@ impl<R: io::Read> LineReader<R> {
             let holds = self.max_line.saturating_add(1);
             if !self.discarding && self.line.len() + chunk.len() > holds {
                 self.discarding = true;
-                // Give the memory back: a long line's buffer is not kept for the next one.
-                self.line = Vec::new();
+                // Keep the line's start, for its label; give the rest of the memory back, so
+                // a long line's buffer is not kept for the next one.
+                let room = KEPT_OF_LONG_LINE.saturating_sub(self.line.len());
+                self.line.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                self.line.truncate(KEPT_OF_LONG_LINE);
+                self.line.shrink_to_fit();
             }
             if !self.discarding {
                 self.line.extend_from_slice(chunk);
@@ -114,7 +123,7 @@ impl<R: io::Read> LineReader<R> {
                 self.in_line = false;
                 let content = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
                 return Ok(if self.discarding || content.len() > self.max_line {
-                    ReadLine::TooLong
+                    ReadLine::TooLong(&self.line[..self.line.len().min(KEPT_OF_LONG_LINE)])
                 } else if is_blank(content) {
                     // Its end came in a later read than its start, so `blank_run` missed it.
                     ReadLine::Blank
@@ -163,7 +172,7 @@ mod tests {
         loop {
             match reader.next_line().unwrap() {
                 ReadLine::Line(l) => out.push(String::from_utf8_lossy(l).into_owned()),
-                ReadLine::TooLong => out.push("<too long>".into()),
+                ReadLine::TooLong(_) => out.push("<too long>".into()),
                 ReadLine::Blank | ReadLine::Incomplete => {}
                 ReadLine::End => return out,
             }
@@ -325,7 +334,7 @@ mod tests {
                         proptest::prop_assert!(content(l).len() <= max_line);
                         got.push(String::from_utf8_lossy(l).into_owned());
                     }
-                    Ok(ReadLine::TooLong) => got.push("<too long>".to_owned()),
+                    Ok(ReadLine::TooLong(_)) => got.push("<too long>".to_owned()),
                     Ok(ReadLine::Blank | ReadLine::Incomplete) => {}
                     Ok(ReadLine::End) => break,
                     Err(e) => proptest::prop_assert_eq!(e.kind(), ErrorKind::WouldBlock),

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::cmd::Client;
 use crate::delivery::outbox::{CloseReason, Outbox};
+use crate::protocol::command::readable_label;
 use crate::protocol::{parse_request, ClientError, Command, ErrorCode};
 use crate::server::ChatServer;
 use crate::stats::Stats;
@@ -82,11 +83,17 @@ pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, mut lines: impl LineSou
                     }
                 }
             }
-            Ok(ReadLine::TooLong) => {
+            Ok(ReadLine::TooLong(start)) => {
                 line_started = None;
-                if charge(&mut limiter, &connection, &outbox, None) {
+                // The label, if the kept start of the line holds the whole tag block.
+                let label = start
+                    .contains(&b' ')
+                    .then(|| readable_label(start))
+                    .flatten();
+                let label = label.as_deref();
+                if charge(&mut limiter, &connection, &outbox, label) {
                     connection.refuse(
-                        None,
+                        label,
                         ClientError::new(
                             ErrorCode::LineTooLong,
                             format!("lines are at most {max_line} bytes; the line was discarded"),

@@ -100,7 +100,7 @@ pub fn run(
     }
     let farewell = reason
         .farewell(&cursors.written())
-        .map(|event| Wire::Chatd.encode(&event, None));
+        .map(|event| Wire::Chatd.encode(&event, outbox.farewell_label(reason)));
     sink.close(
         farewell.as_deref().map(str::as_bytes),
         reason == CloseReason::Quit,

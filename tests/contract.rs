@@ -4,7 +4,7 @@
 mod support;
 
 use chatd::config::{RateLimit, StoreConfig};
-use support::{field, Client, Msg, TestServer};
+use support::{field, Client, Msg, ReadLines, TestServer};
 
 /// `store=` from INFO: which store the test server runs on (`CHATD_TEST_STORE`).
 fn store_of(client: &mut Client) -> String {
@@ -268,4 +268,42 @@ fn tab_lines_repeated_joins_and_repeated_options() {
     let again = client.join("general");
     assert_eq!((first.seq, again.seq), (0, 1));
     assert_eq!(first.epoch, again.epoch);
+}
+
+/// Item 10: retention is applied while the server runs (at each pass of its interval), not
+/// only at a restart: once a pass has run, SYNC reports what it deleted as a GAP. Read from
+/// the store alone here (no recent log), so the in-memory log does not replay it.
+#[test]
+fn retention_applies_while_the_server_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = StoreConfig::Sqlite(chatd::store::sqlite::SqliteOptions {
+        path: dir.path().join("chatd.db"),
+        sync: chatd::store::sqlite::SyncMode::Normal,
+        retention: chatd::store::Retention {
+            max_per_room: Some(5),
+            interval: std::time::Duration::from_millis(100),
+            ..chatd::store::Retention::default()
+        },
+        max_pages: None,
+    });
+    let server = TestServer::with(|config| {
+        config.store = store;
+        config.recent_per_room = 0;
+    });
+    let mut alice = server.login("alice");
+    alice.join("kept");
+    for n in 0..12 {
+        alice.say("kept", &format!("m{n}"));
+    }
+    // Bounded: a pass runs every 100 ms; give it up to 50 tries.
+    for _ in 0..50 {
+        alice.send("SYNC kept 0");
+        let first = alice.next_line();
+        alice.skip_to_prefix("OK SYNC kept ");
+        if first == "GAP kept 1 7" {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    alice.fail("retention never deleted messages 1-7 while the server ran");
 }

@@ -735,10 +735,18 @@ pub fn clip(line: &str) -> String {
 pub fn spawn_chatd(
     args: &[&std::ffi::OsStr],
 ) -> Result<(std::process::Child, SocketAddr, ChatdLog), String> {
+    spawn_chatd_on("127.0.0.1:0", args)
+}
+
+/// [`spawn_chatd`] listening on `listen`: a restart on the address clients already know.
+pub fn spawn_chatd_on(
+    listen: &str,
+    args: &[&std::ffi::OsStr],
+) -> Result<(std::process::Child, SocketAddr, ChatdLog), String> {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

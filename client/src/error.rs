@@ -1,0 +1,37 @@
+//! The client's errors: concrete, matchable, with the server's own code where it gave one.
+
+use std::fmt;
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The deadline passed first; `what` names what was awaited.
+    Timeout { what: String },
+    /// The server answered `ERR <code> :<text>`: nothing was done.
+    Refused { code: String, text: String },
+    /// LOGIN was refused for good (`bad-password`, `account-required`, `invalid-name`, ...).
+    LoginRefused { code: String, text: String },
+    /// The session ended for good: `BYE replaced`, `registered`, `password-changed` (a person
+    /// must act), `quit`, or a replacement when [`crate::Config::replaced_pause`] is `None`.
+    Ended { reason: String, text: String },
+    /// An argument the protocol cannot carry (a body with a line break, an empty name).
+    InvalidArgument(String),
+    /// A resume state that does not parse.
+    BadResumeState(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Timeout { what } => write!(f, "timed out waiting for {what}"),
+            Error::Refused { code, text } => write!(f, "refused: {code} ({text})"),
+            Error::LoginRefused { code, text } => write!(f, "login refused: {code} ({text})"),
+            Error::Ended { reason, text } => write!(f, "session ended: {reason} ({text})"),
+            Error::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
+            Error::BadResumeState(why) => write!(f, "bad resume state: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -307,3 +307,31 @@ fn retention_applies_while_the_server_runs() {
     }
     alice.fail("retention never deleted messages 1-7 while the server ran");
 }
+
+/// Item 5: a client's own replies count toward its queue, so one that keeps asking and does
+/// not read is cut off as a slow consumer, named in STATS, like one that does not read its
+/// rooms; the other members are not held up.
+#[test]
+fn your_own_unread_replies_make_you_a_slow_consumer() {
+    let server = TestServer::with(|config| {
+        config.channel_capacity = 4;
+        config.write_timeout = std::time::Duration::from_secs(1);
+        config.recent_bytes_per_room = 4 << 20;
+    });
+    let mut alice = server.login("alice");
+    alice.join("big");
+    let body = "x".repeat(4000);
+    for _ in 0..100 {
+        alice.say("big", &body);
+    }
+    let mut asker = Client::connect_with_receive_buffer(server.addr(), 4096);
+    asker.login("asker");
+    asker.join("big");
+    for _ in 0..12 {
+        asker.send("HISTORY big 100");
+    }
+    let mut watcher = server.login("watcher");
+    watcher.wait_for_stat("slow_consumers", 1);
+    alice.send("SEND big still flowing");
+    alice.skip_to_prefix("OK SEND big 101 ");
+}

@@ -27,6 +27,8 @@ pub struct Cluster {
     bin: PathBuf,
     /// `Some("postgres")` when running as root.
     run_as: Option<String>,
+    /// Whether commits are fsynced (benchmarks); tests run without.
+    durable: bool,
     next_database: AtomicU32,
 }
 
@@ -36,6 +38,15 @@ pub type Unavailable = String;
 impl Cluster {
     /// Starts a new cluster (about a second). `Err` says what is missing.
     pub fn start() -> Result<Cluster, Unavailable> {
+        Cluster::start_with(false)
+    }
+
+    /// A cluster whose commits are fsynced, as a production server's are (for benchmarks).
+    pub fn start_durable() -> Result<Cluster, Unavailable> {
+        Cluster::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Cluster, Unavailable> {
         let bin = find_bin_dir().ok_or_else(|| {
             "no PostgreSQL binaries (initdb, pg_ctl) on PATH or under /usr/lib/postgresql/*/bin; \
              install the postgresql package"
@@ -57,6 +68,7 @@ impl Cluster {
             dir: Some(dir),
             bin,
             run_as,
+            durable,
             next_database: AtomicU32::new(0),
         };
         cluster.run(
@@ -185,9 +197,14 @@ impl Cluster {
         // fsync off: tests check behaviour, not power loss (commits still wait for the WAL
         // write, so a chatd crash loses nothing acknowledged).
         let options = format!(
-            "-c listen_addresses='' -k {} -p {PORT} -c fsync=off -c full_page_writes=off \
-             -c max_connections=400 -c shared_buffers=32MB",
-            self.dir().display()
+            "-c listen_addresses='' -k {} -p {PORT} -c max_connections=400 \
+             -c shared_buffers=128MB {}",
+            self.dir().display(),
+            if self.durable {
+                ""
+            } else {
+                "-c fsync=off -c full_page_writes=off"
+            }
         );
         self.run(
             "pg_ctl",

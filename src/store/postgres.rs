@@ -507,12 +507,13 @@ struct Statements {
     join: Statement,
     leave_member: Statement,
     leave_read: Statement,
-    message: Statement,
-    client_id: Statement,
+    messages: Statement,
+    client_ids: Statement,
     read: Statement,
+    reads: Statement,
     last_seen: Statement,
     share_receipts: Statement,
-    room_seq: Statement,
+    room_seqs: Statement,
 }
 
 impl Statements {
@@ -534,13 +535,17 @@ impl Statements {
             )?,
             leave_member: db.prepare("DELETE FROM members WHERE room = $1 AND username = $2")?,
             leave_read: db.prepare("DELETE FROM reads WHERE room = $1 AND username = $2")?,
-            message: db.prepare(
+            // A batch's messages, client ids, room seqs and poster reads each go in one
+            // statement over arrays: one round trip for a thousand messages, not a thousand.
+            messages: db.prepare(
                 "INSERT INTO messages (room, seq, id, sender, body, sent_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bytea[], $4::text[],
+                                      $5::text[], $6::bigint[])",
             )?,
-            client_id: db.prepare(
+            client_ids: db.prepare(
                 "INSERT INTO client_ids (username, cid, room, seq, msg_id, at, fingerprint)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[],
+                                      $5::bytea[], $6::bigint[], $7::bigint[])
                  ON CONFLICT (username, cid) DO UPDATE SET room = excluded.room,
                    seq = excluded.seq, msg_id = excluded.msg_id, at = excluded.at,
                    fingerprint = excluded.fingerprint",
@@ -551,9 +556,19 @@ impl Statements {
                  ON CONFLICT (room, username) DO UPDATE
                  SET seq = GREATEST(reads.seq, excluded.seq)",
             )?,
+            reads: db.prepare(
+                "INSERT INTO reads (room, username, seq)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
+                 ON CONFLICT (room, username) DO UPDATE
+                 SET seq = GREATEST(reads.seq, excluded.seq)",
+            )?,
             last_seen: db.prepare("UPDATE users SET last_seen = $2 WHERE name = $1")?,
             share_receipts: db.prepare("UPDATE users SET share_receipts = $2 WHERE name = $1")?,
-            room_seq: db.prepare("UPDATE rooms SET seq = GREATEST(seq, $2) WHERE name = $1")?,
+            room_seqs: db.prepare(
+                "UPDATE rooms SET seq = GREATEST(rooms.seq, posted.seq)
+                 FROM UNNEST($1::text[], $2::bigint[]) AS posted (name, seq)
+                 WHERE rooms.name = posted.name",
+            )?,
         })
     }
 }
@@ -745,32 +760,122 @@ fn apply_in_transaction(
 ) -> Result<(), StoreError> {
     let run = |db: &mut Client| -> Result<(), postgres::Error> {
         let mut tx = db.transaction()?;
-        // Once per batch rather than per message: each room's seq, and each poster's read
-        // position (posting marks the room read up to one's own message).
-        let mut room_seqs: HashMap<&str, i64> = HashMap::new();
-        let mut poster_reads: HashMap<(&str, &str), i64> = HashMap::new();
+        // Other writes in queue order; messages (and their client ids) after them, together.
+        // Only message writes touch those two tables, so this keeps every row's order.
+        let mut posted = Posted::default();
         for write in writes {
-            apply(&mut tx, statements, write)?;
-            if let Write::Message { message, .. } = write {
-                let seq = message.seq as i64;
-                let room = room_seqs.entry(&message.room).or_default();
-                *room = (*room).max(seq);
-                let read = poster_reads
-                    .entry((&message.room, &message.sender))
-                    .or_default();
-                *read = (*read).max(seq);
+            match write {
+                Write::Message { message, client_id } => posted.add(message, client_id.as_ref()),
+                other => apply(&mut tx, statements, other)?,
             }
         }
-        for (room, seq) in &room_seqs {
-            tx.execute(&statements.room_seq, &[room, seq])?;
-        }
-        for ((room, user), seq) in &poster_reads {
-            tx.execute(&statements.read, &[room, user, seq])?;
-        }
+        posted.insert(&mut tx, statements)?;
         tx.commit()
     };
     // No database name in this text: it reaches the poster in `ERR store-failed`.
     run(db).map_err(StoreError::from)
+}
+
+/// A batch's messages as columns, for the array inserts.
+#[derive(Default)]
+struct Posted<'a> {
+    rooms: Vec<&'a str>,
+    seqs: Vec<i64>,
+    ids: Vec<&'a [u8]>,
+    senders: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+    sent_at: Vec<i64>,
+    /// `(user, cid)` -> index of its message; a map, so one statement never updates a row
+    /// twice (PostgreSQL refuses that).
+    client_ids: HashMap<(&'a str, &'a str), (usize, u64)>,
+    /// Each room's highest seq, and each poster's read position (posting marks the room read
+    /// up to one's own message): once per batch rather than per message.
+    room_seqs: HashMap<&'a str, i64>,
+    poster_reads: HashMap<(&'a str, &'a str), i64>,
+}
+
+impl<'a> Posted<'a> {
+    fn add(&mut self, message: &'a Message, client_id: Option<&'a super::PostedId>) {
+        let seq = message.seq as i64;
+        if let Some(posted) = client_id {
+            self.client_ids.insert(
+                (&posted.user, &posted.cid),
+                (self.seqs.len(), posted.fingerprint),
+            );
+        }
+        self.rooms.push(&message.room);
+        self.seqs.push(seq);
+        self.ids.push(message.id.as_bytes());
+        self.senders.push(&message.sender);
+        self.bodies.push(&message.body);
+        self.sent_at.push(millis(&message.sent_at));
+        let room = self.room_seqs.entry(&message.room).or_default();
+        *room = (*room).max(seq);
+        let read = self
+            .poster_reads
+            .entry((&message.room, &message.sender))
+            .or_default();
+        *read = (*read).max(seq);
+    }
+
+    fn insert(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        statements: &Statements,
+    ) -> Result<(), postgres::Error> {
+        if self.seqs.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            &statements.messages,
+            &[
+                &self.rooms,
+                &self.seqs,
+                &self.ids,
+                &self.senders,
+                &self.bodies,
+                &self.sent_at,
+            ],
+        )?;
+        if !self.client_ids.is_empty() {
+            let now = millis(&Utc::now());
+            let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut ids = Vec::new();
+            let mut fingerprints = Vec::new();
+            for (&(user, cid), &(i, fingerprint)) in &self.client_ids {
+                columns.0.push(user);
+                columns.1.push(cid);
+                columns.2.push(self.rooms[i]);
+                columns.3.push(self.seqs[i]);
+                ids.push(self.ids[i]);
+                // Stored as a signed 64-bit integer, bit for bit.
+                fingerprints.push(fingerprint as i64);
+            }
+            let at = vec![now; ids.len()];
+            tx.execute(
+                &statements.client_ids,
+                &[
+                    &columns.0,
+                    &columns.1,
+                    &columns.2,
+                    &columns.3,
+                    &ids,
+                    &at,
+                    &fingerprints,
+                ],
+            )?;
+        }
+        let (rooms, seqs): (Vec<&str>, Vec<i64>) = self.room_seqs.iter().unzip();
+        tx.execute(&statements.room_seqs, &[&rooms, &seqs])?;
+        let mut reads = (Vec::new(), Vec::new(), Vec::new());
+        for (&(room, user), &seq) in &self.poster_reads {
+            reads.0.push(room);
+            reads.1.push(user);
+            reads.2.push(seq);
+        }
+        tx.execute(&statements.reads, &[&reads.0, &reads.1, &reads.2])?;
+        Ok(())
+    }
 }
 
 fn apply(
@@ -813,34 +918,8 @@ fn apply(
             tx.execute(&statements.leave_member, &[&&**room, &&**user])?;
             tx.execute(&statements.leave_read, &[&&**room, &&**user])?;
         }
-        Write::Message { message, client_id } => {
-            let id: &[u8] = message.id.as_bytes();
-            tx.execute(
-                &statements.message,
-                &[
-                    &&*message.room,
-                    &(message.seq as i64),
-                    &id,
-                    &&*message.sender,
-                    &&*message.body,
-                    &millis(&message.sent_at),
-                ],
-            )?;
-            if let Some(posted) = client_id {
-                tx.execute(
-                    &statements.client_id,
-                    &[
-                        &&*posted.user,
-                        &&*posted.cid,
-                        &&*message.room,
-                        &(message.seq as i64),
-                        &id,
-                        &millis(&Utc::now()),
-                        &(posted.fingerprint as i64),
-                    ],
-                )?;
-            }
-        }
+        // Batched by `Posted`.
+        Write::Message { .. } => unreachable!("messages are inserted by Posted::insert"),
         Write::Read { room, user, seq } => {
             tx.execute(&statements.read, &[&&**room, &&**user, &(*seq as i64)])?;
         }

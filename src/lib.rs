@@ -25,7 +25,7 @@
 //! | [`delivery`] | what the domain queues to a session: `Line` (a typed event, encoded once per protocol), `Outbox` (the bounded queue, slow-consumer verdict, close), `Reply` (the reply context), `Doorbell` (waking a writer) |
 //! | [`event`] | `Event`: every reply and event the server sends, as typed values |
 //! | [`protocol`] | the chatd line protocol: the verb table and parser (lines in), the encoder (events out) |
-//! | [`store`] | the `Store` trait; `memory` and `sqlite` (group commit on one writer thread) |
+//! | [`store`] | the `Store` trait; `memory`, `sqlite` and `postgres` (group commit on one writer thread) |
 //! | [`accounts`], [`quota`], [`timers`], [`client_ids`], [`typing`] | password hashing and the login throttle; creation quotas; deferred work (presence grace, typing expiry, the memory sweep); the idempotent-send window; typing rules |
 //! | [`message`], [`room_name`], [`rate`], [`lock_rank`], [`config`], [`stats`] | shared vocabulary: messages, room kinds and DM names, token buckets, the lock table, tunables, counters |
 //!
@@ -43,7 +43,7 @@
 //!   socket, encoding each line for the connection's protocol (once per line and protocol,
 //!   shared with every other writer) and batching whatever is queued into one write; parks at
 //!   once when idle (`delivery::doorbell`).
-//! - `chatd-store` (SQLite only): commits every queued write as one transaction, then
+//! - `chatd-store` (SQLite and PostgreSQL): commits every queued write as one transaction, then
 //!   resolves the writes' tickets; posters wait on their ticket, outside every room lock.
 //! - `chatd-timers`: sleeps until the next due item (an offline announcement after the
 //!   presence grace period, a typing expiry, the 5 s memory sweep), re-checks it against

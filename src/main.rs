@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chatd::config::RateLimit;
 use chatd::quota::Rate;
+use chatd::store::postgres::PostgresOptions;
 use chatd::store::sqlite::{SqliteOptions, SyncMode};
 use chatd::store::{Retention, StoreConfig};
 use chatd::Config;
@@ -27,12 +28,18 @@ struct Flags {
     #[arg(long, default_value_t = defaults().listen)]
     listen: SocketAddr,
     /// Where rooms, members and messages are kept: `sqlite` (the --data file; survives
-    /// restarts and crashes) or `memory` (lost on restart).
+    /// restarts and crashes), `postgres` (the --database-url database) or `memory` (lost on
+    /// restart).
     #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
     store: StoreKind,
     /// The SQLite database file, created if missing.
     #[arg(long, default_value = "chatd.db")]
     data: PathBuf,
+    /// The PostgreSQL database for `--store postgres`: `postgres://user:pass@host:port/db`
+    /// or a libpq key=value string (`host=/run/postgresql dbname=chatd`). The database must
+    /// exist; chatd creates its tables.
+    #[arg(long, env = "CHATD_DATABASE_URL", required_if_eq("store", "postgres"))]
+    database_url: Option<String>,
     /// When an acknowledged message is safe: `full` fsyncs every group commit (survives power
     /// loss); `normal` fsyncs only at WAL checkpoints (survives a process crash, not a power
     /// loss; faster).
@@ -159,6 +166,7 @@ fn positive_number(text: &str) -> Result<f64, String> {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum StoreKind {
     Sqlite,
+    Postgres,
     Memory,
 }
 
@@ -171,6 +179,14 @@ enum SyncKind {
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     tune_allocator();
+    let retention = Retention {
+        max_age: flags
+            .retention_days
+            .map(|days| Duration::from_secs(days * 24 * 3600)),
+        max_per_room: flags.retention_per_room,
+        client_id_ttl: Duration::from_secs(flags.client_id_hours * 3600),
+        ..Retention::default()
+    };
     let store = match flags.store {
         StoreKind::Memory => StoreConfig::Memory,
         StoreKind::Sqlite => StoreConfig::Sqlite(SqliteOptions {
@@ -179,15 +195,12 @@ fn main() -> anyhow::Result<()> {
                 SyncKind::Full => SyncMode::Full,
                 SyncKind::Normal => SyncMode::Normal,
             },
-            retention: Retention {
-                max_age: flags
-                    .retention_days
-                    .map(|days| Duration::from_secs(days * 24 * 3600)),
-                max_per_room: flags.retention_per_room,
-                client_id_ttl: Duration::from_secs(flags.client_id_hours * 3600),
-                ..Retention::default()
-            },
+            retention,
             max_pages: None,
+        }),
+        StoreKind::Postgres => StoreConfig::Postgres(PostgresOptions {
+            url: flags.database_url.clone().unwrap_or_default(),
+            retention,
         }),
     };
     let config = Config {

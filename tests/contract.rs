@@ -43,7 +43,7 @@ fn info_tells_the_protocol_version_and_the_limits() {
         assert_eq!(field(&line, key), Some(value), "{key} in {line}");
     }
     let store = field(&line, "store").unwrap();
-    assert!(store == "sqlite" || store == "memory", "{line}");
+    assert!(["sqlite", "memory", "postgres"].contains(&store), "{line}");
 
     let unlimited = TestServer::start();
     let mut client = unlimited.login("alice");

@@ -67,6 +67,7 @@ pub fn info(ctx: &Ctx<'_>) -> Result<(), ClientError> {
     let store = match config.store {
         StoreConfig::Memory => "memory",
         StoreConfig::Sqlite(_) => "sqlite",
+        StoreConfig::Postgres(_) => "postgres",
     };
     let millis = |d: Duration| d.as_millis().to_string();
     let mut fields = vec![

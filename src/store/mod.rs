@@ -1,10 +1,13 @@
-//! Persistence: the `Store` trait, its two backends, and [`open`], which picks one.
+//! Persistence: the `Store` trait, its backends, and [`open`], which picks one.
 //!
 //! - [`memory::MemoryStore`]: keeps nothing. History lives only in each room's recent log and
 //!   is lost on restart (rooms get new epochs, so resuming clients are told).
 //! - [`sqlite::SqliteStore`] (the default): an embedded SQLite database in WAL mode, written by
 //!   one `chatd-store` thread that commits whatever is queued as one transaction (group
 //!   commit), so durability costs one fsync per batch rather than per message.
+//! - [`postgres::PostgresStore`]: the same design on a PostgreSQL server (one writer thread,
+//!   one transaction per batch, a small pool of read connections), reconnecting with backoff
+//!   when the connection is lost.
 //!
 //! Writes are queued with [`Store::write`]. A message's write carries a [`Ticket`]: the
 //! poster waits on it, and the message is acknowledged (`OK SEND`) and fanned out only once
@@ -15,6 +18,7 @@
 //! a new backend is a new file, one arm there and one [`StoreConfig`] variant.
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -35,6 +39,8 @@ pub enum StoreConfig {
     Memory,
     /// An embedded SQLite database file.
     Sqlite(sqlite::SqliteOptions),
+    /// A database on a PostgreSQL server.
+    Postgres(postgres::PostgresOptions),
 }
 
 /// A client id to record with its message: whose, the id, and the fingerprint of what was
@@ -51,6 +57,7 @@ pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config {
         StoreConfig::Memory => Arc::new(memory::MemoryStore),
         StoreConfig::Sqlite(options) => Arc::new(sqlite::SqliteStore::open(options.clone())?),
+        StoreConfig::Postgres(options) => Arc::new(postgres::PostgresStore::open(options.clone())?),
     })
 }
 

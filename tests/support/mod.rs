@@ -8,6 +8,8 @@
 // Each test file uses its own subset of these helpers.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -40,17 +42,23 @@ pub fn unlimited() -> chatd::quota::Rate {
     }
 }
 
-/// Which store test servers use: `CHATD_TEST_STORE=memory` or `sqlite` (the default, as for
-/// the `chatd` binary). CI runs the whole suite with each.
+/// Which store test servers use: `CHATD_TEST_STORE=memory`, `postgres` (a fresh database
+/// per server in the binary's one throwaway cluster; see [`postgres`]) or `sqlite` (the
+/// default, as for the `chatd` binary). CI runs the whole suite with each.
 fn test_store() -> (StoreConfig, Option<tempfile::TempDir>) {
     match std::env::var("CHATD_TEST_STORE").as_deref() {
         Ok("memory") => (StoreConfig::Memory, None),
+        Ok("postgres") => match postgres::Cluster::shared() {
+            Some(cluster) => (cluster.store(), None),
+            // Outside CI, without PostgreSQL installed: `Cluster::shared` said why.
+            None => std::process::exit(0),
+        },
         Ok("sqlite") | Err(_) => {
             let dir = tempfile::tempdir().expect("temp dir for the test database");
             let store = sqlite_store(dir.path().join("chatd.db"), None);
             (store, Some(dir))
         }
-        Ok(other) => panic!("CHATD_TEST_STORE={other}: expected memory or sqlite"),
+        Ok(other) => panic!("CHATD_TEST_STORE={other}: expected memory, postgres or sqlite"),
     }
 }
 

@@ -12,109 +12,26 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use support::postgres::Cluster;
-use support::{Client, Msg, TestServer};
+use support::{all_messages, ChatdProcess as Chatd, Msg, TestServer};
 
-/// A `chatd` process serving a PostgreSQL database.
-struct Chatd {
-    child: Child,
-    addr: SocketAddr,
-    log: support::ChatdLog,
-}
-
-impl Chatd {
-    fn start(url: &str) -> Chatd {
-        Chatd::try_start(url).unwrap_or_else(|log| panic!("chatd did not start:\n{log}"))
-    }
-
-    fn try_start(url: &str) -> Result<Chatd, String> {
-        let args = [
-            "--presence-grace",
-            "0",
-            "--no-rate-limit",
-            "--store",
-            "postgres",
-            "--database-url",
-            url,
-        ]
-        .map(OsStr::new);
-        let (child, addr, log) = support::spawn_chatd(&args)?;
-        Ok(Chatd { child, addr, log })
-    }
-
-    fn login(&self, name: &str) -> Client {
-        let mut client = Client::connect(self.addr);
-        client.login(name);
-        client
-    }
-
-    /// SIGTERM, and the process must exit 0 within 5 s.
-    fn stop(mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "chatd did not exit within 5 s");
-            thread::sleep(Duration::from_millis(10));
-        };
-        assert!(
-            status.success(),
-            "chatd exited with {status}: {:?}",
-            self.log.lock().unwrap()
-        );
-    }
-
-    /// SIGKILL: no chance to flush or close anything.
-    fn crash(mut self) {
-        self.child.kill().expect("kill -9 chatd");
-        self.child.wait().expect("reap chatd");
-    }
-}
-
-impl Drop for Chatd {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Every message of `room` from seq 1 by paging SYNC, deduplicated by id, in seq order.
-fn all_messages(client: &mut Client, room: &str) -> Vec<Msg> {
-    let mut messages = Vec::new();
-    let mut after = 0;
-    for _ in 0..1000 {
-        client.send(&format!("SYNC {room} {after}"));
-        loop {
-            let line = client.next_line();
-            if line.starts_with("MSG ") {
-                let msg = Msg::parse(&line).expect("MSG");
-                after = msg.seq;
-                messages.push(msg);
-            } else if line.starts_with(&format!("OK SYNC {room} ")) {
-                if !line.ends_with(" more") {
-                    let mut seen = HashSet::new();
-                    messages.retain(|m: &Msg| seen.insert(m.id.clone()));
-                    messages.sort_by_key(|m| m.seq);
-                    return messages;
-                }
-                break;
-            }
-            // GAP lines (unused seqs of failed writes) and other people's events.
-        }
-    }
-    panic!("SYNC paging did not end");
+/// The binary over the PostgreSQL database at `url`.
+fn postgres(url: &str) -> [&OsStr; 7] {
+    [
+        "--presence-grace",
+        "0",
+        "--no-rate-limit",
+        "--store",
+        "postgres",
+        "--database-url",
+        url,
+    ]
+    .map(OsStr::new)
 }
 
 /// A restart keeps users, rooms, epochs, seqs, memberships, DMs, reads and client ids, and a
@@ -125,7 +42,7 @@ fn restart_keeps_everything() {
         return;
     };
     let url = cluster.create_database();
-    let server = Chatd::start(&url);
+    let server = Chatd::start(&postgres(&url));
     let mut alice = server.login("alice");
     let mut bob = server.login("bob");
     let join = alice.join("general");
@@ -149,7 +66,7 @@ fn restart_keeps_everything() {
     alice.read_until_closed();
     server.stop();
 
-    let server = Chatd::start(&url);
+    let server = Chatd::start(&postgres(&url));
     let mut alice = server.login("alice");
     alice.send("ROOMS");
     alice.expect_prefix("ROOM dm:alice:bob seq=1 ");
@@ -192,11 +109,11 @@ fn refuses_a_newer_schema() {
         return;
     };
     let url = cluster.create_database();
-    Chatd::start(&url).stop();
+    Chatd::start(&postgres(&url)).stop();
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     db.execute("UPDATE chatd_schema SET version = 99", &[])
         .unwrap();
-    let log = Chatd::try_start(&url)
+    let log = Chatd::try_start(&postgres(&url))
         .err()
         .expect("chatd must refuse a newer schema");
     assert!(
@@ -213,7 +130,7 @@ fn refuses_a_newer_schema() {
 /// A database that cannot be reached is refused at start-up, naming it (not its password).
 #[test]
 fn refuses_an_unreachable_database() {
-    let log = Chatd::try_start("postgres://chatd:secret@127.0.0.1:1/chatd")
+    let log = Chatd::try_start(&postgres("postgres://chatd:secret@127.0.0.1:1/chatd"))
         .err()
         .expect("chatd must refuse an unreachable database");
     assert!(
@@ -235,7 +152,7 @@ fn crash_loses_no_acknowledged_message() {
     };
     let url = cluster.create_database();
     for round in 0..ROUNDS {
-        let server = Chatd::start(&url);
+        let server = Chatd::start(&postgres(&url));
         let stop = Arc::new(AtomicBool::new(false));
         let senders: Vec<_> = (0..SENDERS)
             .map(|i| {
@@ -251,7 +168,7 @@ fn crash_loses_no_acknowledged_message() {
         stop.store(true, Ordering::SeqCst);
         let outcomes: Vec<SenderOutcome> = senders.into_iter().map(|s| s.join().unwrap()).collect();
 
-        let server = Chatd::start(&url);
+        let server = Chatd::start(&postgres(&url));
         let mut checker = server.login("checker");
         checker.join("crash");
         let before = all_messages(&mut checker, "crash");

@@ -10,84 +10,21 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use chatd::store::{self, StoreErrorKind, Ticket, Write};
-use support::{Client, Msg, TestServer};
+use support::{all_messages, ChatdProcess as Chatd, Client, Msg, TestServer};
 
-/// A `chatd` process serving a database file.
-struct Chatd {
-    child: Child,
-    addr: SocketAddr,
-    /// Every stderr line, collected by a thread.
-    log: support::ChatdLog,
-}
-
-impl Chatd {
-    /// Starts the binary on 127.0.0.1:0 over `data` and waits (bounded) until it listens.
-    fn start(data: &Path) -> Chatd {
-        Chatd::try_start(data).unwrap_or_else(|log| panic!("chatd did not start:\n{log}"))
-    }
-
-    /// Starts it; `Err` carries its stderr if it exited (or did not listen within 10 s).
-    fn try_start(data: &Path) -> Result<Chatd, String> {
-        let args = ["--presence-grace", "0", "--no-rate-limit", "--data"].map(OsStr::new);
-        let (child, addr, log) = support::spawn_chatd(&[&args[..], &[data.as_os_str()]].concat())?;
-        Ok(Chatd { child, addr, log })
-    }
-
-    fn login(&self, name: &str) -> Client {
-        let mut client = Client::connect(self.addr);
-        client.login(name);
-        client
-    }
-
-    /// SIGTERM, and the process must exit 0 within 5 s.
-    fn stop(mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let status = wait_exit(&mut self.child, Duration::from_secs(5));
-        assert!(
-            status.success(),
-            "chatd exited with {status}: {:?}",
-            self.log.lock().unwrap()
-        );
-    }
-
-    /// SIGKILL: no chance to flush or close anything.
-    fn crash(mut self) {
-        self.child.kill().expect("kill -9 chatd");
-        self.child.wait().expect("reap chatd");
-    }
-}
-
-/// A test that fails half-way must not leave its server running.
-impl Drop for Chatd {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "chatd did not exit within {limit:?}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+/// The binary over the SQLite file `data`.
+fn sqlite(data: &Path) -> Vec<&OsStr> {
+    let mut args = ["--presence-grace", "0", "--no-rate-limit", "--data"]
+        .map(OsStr::new)
+        .to_vec();
+    args.push(data.as_os_str());
+    args
 }
 
 fn temp_db() -> (tempfile::TempDir, PathBuf) {
@@ -96,46 +33,12 @@ fn temp_db() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// Every message of `room` from seq 1, by paging SYNC, deduplicated by id (live MSG lines may
-/// arrive while it reads) and in seq order.
-fn all_messages(client: &mut Client, room: &str) -> Vec<Msg> {
-    let mut messages = Vec::new();
-    let mut after = 0;
-    for _ in 0..1000 {
-        client.send(&format!("SYNC {room} {after}"));
-        loop {
-            let line = client.next_line();
-            if line.starts_with("MSG ") {
-                let msg = Msg::parse(&line).expect("MSG");
-                after = msg.seq;
-                messages.push(msg);
-            } else if line.starts_with(&format!("OK SYNC {room} ")) {
-                if !line.ends_with(" more") {
-                    let mut seen = HashSet::new();
-                    messages.retain(|m: &Msg| seen.insert(m.id.clone()));
-                    messages.sort_by_key(|m| m.seq);
-                    return messages;
-                }
-                break;
-            } else {
-                // GAP lines, and events of other people (PRESENCE, JOINED, ...).
-                let verb = line.split(' ').next().unwrap_or_default();
-                assert!(
-                    ["GAP", "PRESENCE", "JOINED", "LEFT", "READ", "TYPING"].contains(&verb),
-                    "unexpected line in SYNC: {line}"
-                );
-            }
-        }
-    }
-    panic!("SYNC paging did not end");
-}
-
 /// A restart keeps users, rooms, epochs, seqs, memberships, DMs, reads and client ids, and a
 /// client resumes across it with SYNC and no gap.
 #[test]
 fn restart_keeps_everything() {
     let (_dir, data) = temp_db();
-    let server = Chatd::start(&data);
+    let server = Chatd::start(&sqlite(&data));
     let mut alice = server.login("alice");
     let mut bob = server.login("bob");
     let join = alice.join("general");
@@ -159,7 +62,7 @@ fn restart_keeps_everything() {
     alice.read_until_closed();
     server.stop();
 
-    let server = Chatd::start(&data);
+    let server = Chatd::start(&sqlite(&data));
     let mut alice = server.login("alice");
     alice.send("ROOMS");
     alice.expect_prefix("ROOM dm:alice:bob seq=1 ");
@@ -206,7 +109,7 @@ fn crash_loses_no_acknowledged_message() {
     const ROUNDS: usize = 3;
     let (_dir, data) = temp_db();
     for round in 0..ROUNDS {
-        let server = Chatd::start(&data);
+        let server = Chatd::start(&sqlite(&data));
         let stop = Arc::new(AtomicBool::new(false));
         let senders: Vec<_> = (0..SENDERS)
             .map(|i| {
@@ -221,7 +124,7 @@ fn crash_loses_no_acknowledged_message() {
         stop.store(true, Ordering::SeqCst);
         let outcomes: Vec<SenderOutcome> = senders.into_iter().map(|s| s.join().unwrap()).collect();
 
-        let server = Chatd::start(&data);
+        let server = Chatd::start(&sqlite(&data));
         let mut checker = server.login("checker");
         checker.join("crash");
         let before: Vec<Msg> = all_messages(&mut checker, "crash");
@@ -348,7 +251,7 @@ fn send_until_killed(
 #[test]
 fn a_reused_cid_is_refused_across_a_restart_and_old_cids_still_retry() {
     let (_dir, data) = temp_db();
-    let server = Chatd::start(&data);
+    let server = Chatd::start(&sqlite(&data));
     let mut alice = server.login("alice");
     alice.join("general");
     for (label, cid, body) in [("a", "first", "one"), ("b", "old", "two")] {
@@ -367,7 +270,7 @@ fn a_reused_cid_is_refused_across_a_restart_and_old_cids_still_retry() {
     .unwrap();
     drop(db);
 
-    let server = Chatd::start(&data);
+    let server = Chatd::start(&sqlite(&data));
     let mut alice = server.login("alice");
     alice.send("@r;cid=first SEND general one");
     alice.expect_prefix("@r OK SEND general 1 ");
@@ -383,11 +286,11 @@ fn a_reused_cid_is_refused_across_a_restart_and_old_cids_still_retry() {
 #[test]
 fn refuses_a_newer_schema() {
     let (_dir, data) = temp_db();
-    Chatd::start(&data).stop();
+    Chatd::start(&sqlite(&data)).stop();
     let db = rusqlite::Connection::open(&data).unwrap();
     db.pragma_update(None, "user_version", 99).unwrap();
     drop(db);
-    let log = Chatd::try_start(&data)
+    let log = Chatd::try_start(&sqlite(&data))
         .err()
         .expect("chatd must refuse a newer schema");
     assert!(
@@ -406,7 +309,7 @@ fn refuses_a_newer_schema() {
 fn refuses_a_corrupt_file() {
     let (_dir, data) = temp_db();
     std::fs::write(&data, vec![0x5a; 8192]).unwrap();
-    let log = Chatd::try_start(&data)
+    let log = Chatd::try_start(&sqlite(&data))
         .err()
         .expect("chatd must refuse a corrupt file");
     assert!(log.contains("is it a chatd database?"), "{log}");
@@ -417,7 +320,7 @@ fn refuses_a_corrupt_file() {
 #[test]
 fn refuses_an_unwritable_location() {
     let data = Path::new("/proc/chatd-test/chatd.db");
-    let log = Chatd::try_start(data)
+    let log = Chatd::try_start(&sqlite(data))
         .err()
         .expect("chatd must refuse an unwritable path");
     assert!(log.contains("/proc/chatd-test/chatd.db"), "{log}");
@@ -542,7 +445,7 @@ fn store_errors_say_what_kind() {
 fn security_changes_survive_a_crash_right_after_their_ok() {
     let (_dir, data) = temp_db();
     for trial in 0..8 {
-        let server = Chatd::start(&data);
+        let server = Chatd::start(&sqlite(&data));
         let owner = format!("owner{trial}");
         let room = format!("secret{trial}");
         let mut client = server.login(&owner);
@@ -556,7 +459,7 @@ fn security_changes_survive_a_crash_right_after_their_ok() {
         }
         server.crash();
 
-        let server = Chatd::start(&data);
+        let server = Chatd::start(&sqlite(&data));
         if trial % 2 == 0 {
             let mut impostor = Client::connect(server.addr);
             impostor.send(&format!("LOGIN {owner}"));

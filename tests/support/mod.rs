@@ -795,3 +795,108 @@ pub fn spawn_chatd_on(
 
 /// A spawned chatd's stderr, line by line.
 pub type ChatdLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// The real `chatd` binary, started on 127.0.0.1:0 with test flags; a test that fails half-way
+/// does not leave it running.
+pub struct ChatdProcess {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    /// Every stderr line, collected by a thread.
+    log: ChatdLog,
+}
+
+impl ChatdProcess {
+    /// Starts it with `args` (after `--listen`) and waits (bounded) until it listens.
+    pub fn start(args: &[&std::ffi::OsStr]) -> ChatdProcess {
+        ChatdProcess::try_start(args).unwrap_or_else(|log| panic!("chatd did not start:\n{log}"))
+    }
+
+    /// Starts it; `Err` carries its stderr if it exited (or did not listen within 10 s).
+    pub fn try_start(args: &[&std::ffi::OsStr]) -> Result<ChatdProcess, String> {
+        let (child, addr, log) = spawn_chatd(args)?;
+        Ok(ChatdProcess { child, addr, log })
+    }
+
+    pub fn login(&self, name: &str) -> Client {
+        let mut client = Client::connect(self.addr);
+        client.login(name);
+        client
+    }
+
+    /// SIGTERM, and the process must exit 0 within 5 s.
+    pub fn stop(mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = wait_exit(&mut self.child, Duration::from_secs(5));
+        assert!(
+            status.success(),
+            "chatd exited with {status}: {:?}",
+            self.log.lock().unwrap()
+        );
+    }
+
+    /// SIGKILL: no chance to flush or close anything.
+    pub fn crash(mut self) {
+        self.child.kill().expect("kill -9 chatd");
+        self.child.wait().expect("reap chatd");
+    }
+}
+
+impl Drop for ChatdProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits (polling, bounded by `limit`) for a child process to exit.
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chatd did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Every message of `room` from seq 1, by paging SYNC, deduplicated by id (live MSG lines may
+/// arrive while it reads) and in seq order.
+pub fn all_messages(client: &mut Client, room: &str) -> Vec<Msg> {
+    let mut messages = Vec::new();
+    let mut after = 0;
+    for _ in 0..1000 {
+        client.send(&format!("SYNC {room} {after}"));
+        loop {
+            let line = client.next_line();
+            if line.starts_with("MSG ") {
+                let msg = Msg::parse(&line).expect("MSG");
+                after = msg.seq;
+                messages.push(msg);
+            } else if line.starts_with(&format!("OK SYNC {room} ")) {
+                if !line.ends_with(" more") {
+                    let mut seen = std::collections::HashSet::new();
+                    messages.retain(|m: &Msg| seen.insert(m.id.clone()));
+                    messages.sort_by_key(|m| m.seq);
+                    return messages;
+                }
+                break;
+            } else {
+                // GAP lines, and events of other people (PRESENCE, JOINED, ...).
+                let verb = line.split(' ').next().unwrap_or_default();
+                assert!(
+                    ["GAP", "PRESENCE", "JOINED", "LEFT", "READ", "TYPING"].contains(&verb),
+                    "unexpected line in SYNC: {line}"
+                );
+            }
+        }
+    }
+    panic!("SYNC paging did not end");
+}

@@ -16,15 +16,16 @@ pub fn join(ctx: &Ctx<'_>, room_name: &str) -> Result<(), ClientError> {
     } else {
         // A JOIN that creates a room spends the creation quota; so does one that meets an
         // invite-only room it may not see, so the quota cannot tell the two apart either.
-        let exists_for_user = ctx
-            .server
-            .room(room_name)
-            .is_some_and(|room| room.visible_to(&user.name));
-        if !exists_for_user {
-            ctx.server.admit_new_room(&user.name)?;
+        match ctx.server.room(room_name) {
+            Some(room) if room.visible_to(&user.name) => room,
+            existing => {
+                ctx.server.admit_new_room(&user.name)?;
+                existing.unwrap_or_else(|| {
+                    ctx.server
+                        .room_or_create(room_name, RoomKind::Public, Some(&user.name))
+                })
+            }
         }
-        ctx.server
-            .room_or_create(room_name, RoomKind::Public, Some(&user.name))
     };
     let limits = JoinLimits {
         max_members: ctx.server.config.max_members_per_room,

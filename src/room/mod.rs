@@ -543,7 +543,7 @@ impl Room {
     ) -> Result<Arc<Message>, ClientError> {
         self.touch();
         let ticket = Ticket::default();
-        let message = {
+        let (message, settled_inline) = {
             // Declared before the lock, so dropped after it: writers woken by this fan-out
             // are unparked once the lock is released.
             let _wakes = WakeBatch::start();
@@ -580,21 +580,28 @@ impl Room {
                 ticket: ticket.clone(),
             });
             let settled = self.settle(&mut state);
+            // A store that resolved the ticket inline (memory) has settled it just now.
+            let settled_inline = state.settled >= message.seq;
             drop(state);
             encode_ahead(&settled);
-            message
+            (message, settled_inline)
         };
         if let Err(e) = ticket.wait() {
-            self.settle_now();
+            if !settled_inline {
+                self.settle_now();
+            }
             return Err(ClientError::new(
                 ErrorCode::StoreFailed,
                 format!("the message could not be stored, so it was not sent ({e})"),
             ));
         }
-        // A store may resolve tickets inline (then the settle above already ran) or later on
-        // its own thread, so the poster always settles once its ticket has: otherwise a
-        // resolved message could wait for the room's next post. Nothing ready is a no-op.
-        self.settle_now();
+        // A store may resolve tickets inline (then the settle above already made this message
+        // visible, and taking the lock again would be wasted) or later on its own thread: then
+        // the poster settles once its ticket has, or the message could wait for the room's
+        // next post.
+        if !settled_inline {
+            self.settle_now();
+        }
         Ok(message)
     }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::client_ids::Published;
+use crate::keys::{DeviceKey, KeyChange};
 use crate::message::Message;
 use crate::protocol::ClientError;
 use crate::recent::footprint;
@@ -84,6 +85,23 @@ pub enum Event {
     Stats(Vec<(&'static str, u64)>),
     /// INFO's reply: the protocol version and the server's limits, as `key=value` fields.
     Info(Vec<(&'static str, String)>),
+    /// KEY's reply: the session's device key is published (or was already).
+    OkKey {
+        user: Arc<str>,
+        device: Arc<str>,
+        change: KeyChange,
+    },
+    /// KEYS's reply: a user's device keys, and whether the name has an account (without
+    /// one, anyone who logs in as the name can change its keys: docs/e2e.md).
+    Keys {
+        user: Arc<str>,
+        account: bool,
+        devices: Vec<DeviceKey>,
+    },
+    OkRevoke {
+        user: Arc<str>,
+        device: Arc<str>,
+    },
 
     // Events: something happened in a room or to a person the recipient shares one with.
     Message(Arc<Message>),
@@ -120,6 +138,13 @@ pub enum Event {
         room: Arc<str>,
         by: Arc<str>,
     },
+    /// A user's device list changed: `key` is the device's new key, `None` if it was revoked.
+    /// Sent to the user's DM peers and other sessions, so their clients fetch KEYS again.
+    Device {
+        user: Arc<str>,
+        device: Arc<str>,
+        key: Option<Arc<str>>,
+    },
     /// The connection's last line: why it ends, and (for a slow consumer) where to resume.
     Bye {
         reason: &'static str,
@@ -149,6 +174,7 @@ impl Event {
             Event::History(page) => page.messages.iter().map(|m| footprint(m)).sum(),
             Event::Who { members, .. } => members.len() * LINE,
             Event::Rooms(rooms) => rooms.len() * LINE,
+            Event::Keys { devices, .. } => devices.len() * 2 * LINE,
             _ => 0,
         }
     }

@@ -27,6 +27,7 @@
 //! | [`protocol`] | the chatd line protocol: the verb table and parser (lines in), the encoder (events out) |
 //! | [`store`] | the `Store` trait; `memory`, `sqlite` and `postgres` (group commit on one writer thread) |
 //! | [`accounts`], [`quota`], [`timers`], [`client_ids`], [`typing`] | password hashing and the login throttle; creation quotas; deferred work (presence grace, typing expiry, the memory sweep); the idempotent-send window; typing rules |
+//! | [`keys`] | the key directory's vocabulary (device public keys for end-to-end encrypted DMs; docs/e2e.md) |
 //! | [`message`], [`room_name`], [`rate`], [`lock_rank`], [`config`], [`stats`] | shared vocabulary: messages, room kinds and DM names, token buckets, the lock table, tunables, counters |
 //!
 //! docs/design.md ends with "How to extend chatd": the files to touch to add a command, a
@@ -80,6 +81,7 @@ pub mod cmd;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod keys;
 pub mod lock_rank;
 pub mod message;
 pub mod protocol;

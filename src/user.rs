@@ -4,7 +4,7 @@
 //! devices. Keeping them apart is what lets one message reach a phone and a laptop alike, and
 //! lets presence say "online" once per person rather than once per device.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::lock_rank::{Rank, RankedMutex, RankedMutexGuard};
@@ -13,8 +13,10 @@ use chrono::{DateTime, Utc};
 use crate::client_ids::ClientIds;
 use crate::config::Config;
 use crate::delivery::{CloseReason, Line};
+use crate::keys::{DeviceKey, KeyChange, MAX_DEVICES_PER_USER};
 use crate::room_name::is_dm_room;
 use crate::session::Session;
+use crate::store::{Store, Ticket, Write};
 
 pub struct User {
     /// Lower-cased, validated; the user's key everywhere.
@@ -46,6 +48,8 @@ struct UserState {
     share_receipts: bool,
     /// The argon2id hash of the user's password; `None`: no account, anyone may use the name.
     password_hash: Option<Arc<str>>,
+    /// The key directory's entry for this user: each device's public key, by device name.
+    devices: BTreeMap<Arc<str>, DeviceKey>,
 }
 
 /// Proof that one user's presence lock (rank 1) is held. `add_session`, `remove_session` and
@@ -105,6 +109,7 @@ impl User {
                     last_seen: None,
                     share_receipts: true,
                     password_hash: None,
+                    devices: BTreeMap::new(),
                 },
             ),
         }
@@ -282,6 +287,73 @@ impl User {
 
     pub fn set_share_receipts(&self, share: bool) {
         self.state.lock().share_receipts = share;
+    }
+
+    /// The user's device keys, in device name order.
+    pub fn device_keys(&self) -> Vec<DeviceKey> {
+        self.state.lock().devices.values().cloned().collect()
+    }
+
+    /// Restores a device key the store kept, at start-up.
+    pub fn restore_device_key(&self, key: DeviceKey) {
+        self.state
+            .lock()
+            .devices
+            .insert(Arc::clone(&key.device), key);
+    }
+
+    /// Sets `device`'s public key, and queues its store write (with a ticket the caller waits
+    /// on) under the same lock, so a user's key changes reach the store in the order they were
+    /// made here even when two of their sessions change keys at once. `None`: the user has
+    /// [`MAX_DEVICES_PER_USER`] other devices already. An unchanged key writes nothing.
+    pub fn publish_device_key(
+        &self,
+        device: &Arc<str>,
+        key: Arc<str>,
+        store: &dyn Store,
+    ) -> Option<(KeyChange, Option<Ticket>)> {
+        let mut state = self.state.lock();
+        let change = match state.devices.get(device) {
+            Some(old) if old.key == key => return Some((KeyChange::Unchanged, None)),
+            Some(_) => KeyChange::Replaced,
+            None if state.devices.len() >= MAX_DEVICES_PER_USER => return None,
+            None => KeyChange::Added,
+        };
+        let entry = DeviceKey {
+            device: Arc::clone(device),
+            key,
+            added: Utc::now(),
+        };
+        let ticket = Ticket::default();
+        // Waits only for room in the store's queue (disk backpressure), never for a lock:
+        // the store takes none of ours.
+        store.write(
+            Write::DeviceKey {
+                user: Arc::clone(&self.name),
+                device: Arc::clone(device),
+                key: Arc::clone(&entry.key),
+                added: entry.added,
+            },
+            Some(ticket.clone()),
+        );
+        state.devices.insert(Arc::clone(device), entry);
+        Some((change, Some(ticket)))
+    }
+
+    /// Removes `device`'s key, queueing the store write as `publish_device_key` does. `None`:
+    /// the device has no key.
+    pub fn revoke_device_key(&self, device: &str, store: &dyn Store) -> Option<Ticket> {
+        let mut state = self.state.lock();
+        let (device, _) = state.devices.remove_entry(device)?;
+        let ticket = Ticket::default();
+        store.write(
+            Write::RevokeDevice {
+                user: Arc::clone(&self.name),
+                device,
+            },
+            Some(ticket.clone()),
+        );
+        Some(ticket)
     }
 
     /// Rooms the user is in, not counting direct conversations.

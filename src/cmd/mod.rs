@@ -14,6 +14,7 @@
 //! | `owner` | PRIVATE, INVITE, KICK |
 //! | `signals` | TYPING, READ, SET |
 //! | `info` | WHO, ROOMS, PING, HELP, STATS, INFO, QUIT |
+//! | `keys` | KEY, KEYS, REVOKE (the key directory for end-to-end encrypted DMs) |
 //!
 //! A command finds its users and rooms through `ChatServer`, asks them to act, and answers
 //! through its [`Reply`] context. "How does JOIN work" is `membership.rs` plus `Room::join`.
@@ -22,6 +23,7 @@
 mod account;
 mod history;
 mod info;
+mod keys;
 mod membership;
 mod owner;
 mod post;
@@ -169,6 +171,9 @@ fn dispatch(ctx: &Ctx<'_>, client_id: Option<&str>, command: Command) -> Result<
         Command::Stats => info::stats(ctx),
         Command::Info => info::info(ctx),
         Command::Quit => info::quit(ctx),
+        Command::Key { key } => keys::key(ctx, &key),
+        Command::Keys { user } => keys::keys(ctx, &user),
+        Command::Revoke { device } => keys::revoke(ctx, &device),
     }
 }
 

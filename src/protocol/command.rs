@@ -22,6 +22,8 @@ pub const MAX_LABEL_LEN: usize = 32;
 pub const MAX_CLIENT_ID_LEN: usize = 64;
 /// Longest PING token; it is echoed back, so it is kept short.
 pub const MAX_PING_TOKEN_LEN: usize = 64;
+/// An X25519 public key in KEY: 32 bytes, two hex digits each.
+pub const PUBLIC_KEY_HEX_LEN: usize = 64;
 /// HISTORY's page size when the client gives none.
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 
@@ -124,6 +126,19 @@ pub enum Command {
     Stats,
     /// The protocol version and the limits this server applies, for clients to pace by.
     Info,
+    /// Publishes the public X25519 identity key of this session's device (docs/e2e.md).
+    Key {
+        /// 64 lower-case hex characters: the 32 bytes of the key.
+        key: String,
+    },
+    /// Lists a user's device keys.
+    Keys {
+        user: String,
+    },
+    /// Withdraws one of the user's own device keys.
+    Revoke {
+        device: String,
+    },
 }
 
 /// A password as the client sent it. Its `Debug` does not show it, so it cannot leak into a
@@ -220,6 +235,9 @@ pub static VERBS: &[Verb] = &[
     verb("TYPING", "TYPING <room> [stop]", true, typing),
     verb("READ", "READ <room> <seq>", true, read),
     verb("SET", "SET receipts on|off", true, set),
+    verb("KEY", "KEY <public key: 64 hex digits>", true, key),
+    verb("KEYS", "KEYS <user>", true, keys),
+    verb("REVOKE", "REVOKE <device>", true, revoke),
     verb("PING", "PING [<token>]", false, ping),
     verb("STATS", "STATS", false, |_| Ok(Command::Stats)),
     verb("INFO", "INFO", false, |_| Ok(Command::Info)),
@@ -453,6 +471,36 @@ fn set(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
     Ok(Command::Set {
         setting: Setting::ShareReceipts(share),
     })
+}
+
+fn key(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
+    Ok(Command::Key {
+        key: parse_public_key(args.required()?)?,
+    })
+}
+
+fn keys(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
+    Ok(Command::Keys {
+        user: parse_name(args.required()?, "user")?,
+    })
+}
+
+fn revoke(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
+    Ok(Command::Revoke {
+        device: parse_name(args.required()?, "device")?,
+    })
+}
+
+/// An X25519 public key: 32 bytes as 64 hex digits, lower-cased. The server never uses the
+/// key; it checks the shape only, so a typo cannot reach other people's clients.
+fn parse_public_key(raw: &str) -> Result<String, ClientError> {
+    if raw.len() != PUBLIC_KEY_HEX_LEN || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ClientError::new(
+            ErrorCode::BadArgument,
+            format!("a public key is {PUBLIC_KEY_HEX_LEN} hex digits (32 bytes)"),
+        ));
+    }
+    Ok(raw.to_ascii_lowercase())
 }
 
 fn ping(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
@@ -693,6 +741,32 @@ mod tests {
 
     fn code(line: &str) -> ErrorCode {
         parse(line).unwrap_err().error.code
+    }
+
+    /// KEY takes exactly 64 hex digits (lower-cased); KEYS a user name; REVOKE a device name.
+    #[test]
+    fn parses_key_directory_commands() {
+        let key = "AB".repeat(32);
+        assert_eq!(
+            command(&format!("KEY {key}")),
+            Command::Key {
+                key: "ab".repeat(32)
+            }
+        );
+        assert_eq!(code(&format!("KEY {}", &key[1..])), ErrorCode::BadArgument);
+        assert_eq!(code(&format!("KEY {key}0")), ErrorCode::BadArgument);
+        assert_eq!(code(&format!("KEY {}", "g".repeat(64))), ErrorCode::BadArgument);
+        assert_eq!(code(&format!("KEY {key} extra")), ErrorCode::BadArgument);
+        assert_eq!(code("KEY"), ErrorCode::MissingArgument);
+        assert_eq!(command("keys Bob"), Command::Keys { user: "bob".into() });
+        assert_eq!(code("KEYS b*b"), ErrorCode::InvalidName);
+        assert_eq!(
+            command("REVOKE Phone"),
+            Command::Revoke {
+                device: "phone".into()
+            }
+        );
+        assert_eq!(code("REVOKE"), ErrorCode::MissingArgument);
     }
 
     #[test]

@@ -157,6 +157,43 @@ fn encode_into(out: &mut String, event: &Event, label: Option<&str>) -> std::fmt
             }
             out.push('\n');
         }
+        Event::OkKey {
+            user,
+            device,
+            change,
+        } => writeln!(out, "{tag}OK KEY {user} {device} {}", change.as_str())?,
+        Event::Keys {
+            user,
+            account,
+            devices,
+        } => {
+            for entry in devices {
+                writeln!(
+                    out,
+                    "{tag}KEY {user} {} {} added={}",
+                    entry.device,
+                    entry.key,
+                    timestamp(&entry.added)
+                )?;
+            }
+            let account = if *account { "yes" } else { "no" };
+            writeln!(
+                out,
+                "{tag}OK KEYS {user} {} account={account}",
+                devices.len()
+            )?;
+        }
+        Event::OkRevoke { user, device } => writeln!(out, "{tag}OK REVOKE {user} {device}")?,
+        Event::Device {
+            user,
+            device,
+            key: Some(key),
+        } => writeln!(out, "DEVICE {user} {device} added {key}")?,
+        Event::Device {
+            user,
+            device,
+            key: None,
+        } => writeln!(out, "DEVICE {user} {device} revoked")?,
         Event::Message(message) => write_msg(out, Tag(None), message)?,
         Event::Joined { room, user } => writeln!(out, "JOINED {room} {user}")?,
         Event::Left { room, user } => writeln!(out, "LEFT {room} {user}")?,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::accounts::{release_idle_hashing_memory, retry_later, LoginThrottle};
 use crate::config::Config;
 use crate::event::RoomListing;
+use crate::keys::DeviceKey;
 use crate::lock_rank::{Rank, RankedMutex, RankedRwLock};
 use crate::protocol::{ClientError, ErrorCode};
 use crate::quota::Quota;
@@ -68,6 +69,15 @@ impl ChatServer {
                 stored.password_hash,
             );
             users.insert(name, Arc::new(user));
+        }
+        for stored in snapshot.device_keys {
+            if let Some(user) = users.get(stored.user.as_str()) {
+                user.restore_device_key(DeviceKey {
+                    device: Arc::from(stored.device),
+                    key: Arc::from(stored.key),
+                    added: stored.added,
+                });
+            }
         }
         let mut rooms = HashMap::new();
         for stored in snapshot.rooms {

@@ -199,6 +199,19 @@ pub enum Write {
         user: Arc<str>,
         share: bool,
     },
+    /// A device's public key for end-to-end encrypted DMs (`KEY`), added or replacing the
+    /// device's old one.
+    DeviceKey {
+        user: Arc<str>,
+        device: Arc<str>,
+        key: Arc<str>,
+        added: DateTime<Utc>,
+    },
+    /// A device's key withdrawn (`REVOKE`).
+    RevokeDevice {
+        user: Arc<str>,
+        device: Arc<str>,
+    },
 }
 
 /// Everything live operation needs, read once at start-up. Older messages stay on disk and
@@ -207,6 +220,17 @@ pub enum Write {
 pub struct Snapshot {
     pub users: Vec<StoredUser>,
     pub rooms: Vec<StoredRoom>,
+    /// The key directory: every published device key.
+    pub device_keys: Vec<StoredDeviceKey>,
+}
+
+#[derive(Debug)]
+pub struct StoredDeviceKey {
+    pub user: String,
+    pub device: String,
+    /// 64 lower-case hex digits.
+    pub key: String,
+    pub added: DateTime<Utc>,
 }
 
 #[derive(Debug)]

@@ -32,7 +32,8 @@ use postgres::{Client, NoTls, Statement};
 use uuid::Uuid;
 
 use super::{
-    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredRoom, StoredUser, Ticket, Write,
+    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredDeviceKey, StoredRoom, StoredUser,
+    Ticket, Write,
 };
 use crate::client_ids::Published;
 use crate::lock_rank::{Rank, RankedMutex};
@@ -46,7 +47,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Migrations, in order: `MIGRATIONS[n]` takes a database from version n to n + 1. Version 1
 /// is SQLite's version 3 (accounts, room access, cid fingerprints) in PostgreSQL's dialect:
 /// no PostgreSQL database predates them. `user` is reserved in PostgreSQL, hence `username`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE users (
         name TEXT PRIMARY KEY,
         last_seen BIGINT,                       -- ms since the epoch, UTC
@@ -98,7 +100,18 @@ const MIGRATIONS: &[&str] = &[r#"
         seq BIGINT NOT NULL,
         PRIMARY KEY (room, username)
     );
-"#];
+"#,
+    // 2: the key directory for end-to-end encrypted DMs (docs/e2e.md).
+    r#"
+    CREATE TABLE device_keys (
+        username TEXT NOT NULL,
+        device TEXT NOT NULL,
+        key TEXT NOT NULL,                      -- X25519 public key, 64 lower-case hex digits
+        added BIGINT NOT NULL,                  -- ms since the epoch, UTC
+        PRIMARY KEY (username, device)
+    );
+"#,
+];
 
 /// Writes waiting for the writer thread: as for SQLite, deep enough for bursts; when full,
 /// posters wait (backpressure from the database).
@@ -427,7 +440,21 @@ impl Store for PostgresStore {
                 messages.reverse();
                 room.recent = messages;
             }
-            Ok(Snapshot { users, rooms })
+            let device_keys = db
+                .query("SELECT username, device, key, added FROM device_keys", &[])?
+                .iter()
+                .map(|row| StoredDeviceKey {
+                    user: row.get(0),
+                    device: row.get(1),
+                    key: row.get(2),
+                    added: from_millis(row.get(3)),
+                })
+                .collect();
+            Ok(Snapshot {
+                users,
+                rooms,
+                device_keys,
+            })
         })
     }
 
@@ -514,6 +541,8 @@ struct Statements {
     last_seen: Statement,
     share_receipts: Statement,
     room_seqs: Statement,
+    device_key: Statement,
+    revoke_device: Statement,
 }
 
 impl Statements {
@@ -569,6 +598,13 @@ impl Statements {
                  FROM UNNEST($1::text[], $2::bigint[]) AS posted (name, seq)
                  WHERE rooms.name = posted.name",
             )?,
+            device_key: db.prepare(
+                "INSERT INTO device_keys (username, device, key, added) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (username, device) DO UPDATE
+                 SET key = excluded.key, added = excluded.added",
+            )?,
+            revoke_device: db
+                .prepare("DELETE FROM device_keys WHERE username = $1 AND device = $2")?,
         })
     }
 }
@@ -928,6 +964,20 @@ fn apply(
         }
         Write::ShareReceipts { user, share } => {
             tx.execute(&statements.share_receipts, &[&&**user, share])?;
+        }
+        Write::DeviceKey {
+            user,
+            device,
+            key,
+            added,
+        } => {
+            tx.execute(
+                &statements.device_key,
+                &[&&**user, &&**device, &&**key, &millis(added)],
+            )?;
+        }
+        Write::RevokeDevice { user, device } => {
+            tx.execute(&statements.revoke_device, &[&&**user, &&**device])?;
         }
     }
     Ok(())

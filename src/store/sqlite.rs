@@ -19,7 +19,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
 use super::{
-    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredRoom, StoredUser, Ticket, Write,
+    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredDeviceKey, StoredRoom, StoredUser,
+    Ticket, Write,
 };
 use crate::client_ids::Published;
 use crate::lock_rank::{Rank, RankedMutex};
@@ -90,6 +91,16 @@ const MIGRATIONS: &[&str] = &[
     // 3: what each client id asked for, so a reused id with another message is refused.
     r#"
     ALTER TABLE client_ids ADD COLUMN fingerprint INTEGER;  -- NULL: stored before version 3
+"#,
+    // 4: the key directory for end-to-end encrypted DMs (docs/e2e.md).
+    r#"
+    CREATE TABLE device_keys (
+        user TEXT NOT NULL,
+        device TEXT NOT NULL,
+        key TEXT NOT NULL,                      -- X25519 public key, 64 lower-case hex digits
+        added INTEGER NOT NULL,                 -- ms since the epoch, UTC
+        PRIMARY KEY (user, device)
+    ) WITHOUT ROWID;
 "#,
 ];
 
@@ -362,7 +373,22 @@ impl Store for SqliteStore {
                 messages.reverse();
                 room.recent = messages;
             }
-            Ok(Snapshot { users, rooms })
+            let device_keys = db
+                .prepare("SELECT user, device, key, added FROM device_keys")?
+                .query_map([], |r| {
+                    Ok(StoredDeviceKey {
+                        user: r.get(0)?,
+                        device: r.get(1)?,
+                        key: r.get(2)?,
+                        added: from_millis(r.get(3)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Snapshot {
+                users,
+                rooms,
+                device_keys,
+            })
         })
     }
 
@@ -610,6 +636,22 @@ fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<()> 
         Write::ShareReceipts { user, share } => {
             tx.prepare_cached("UPDATE users SET share_receipts = ?2 WHERE name = ?1")?
                 .execute(params![user, i64::from(*share)])?;
+        }
+        Write::DeviceKey {
+            user,
+            device,
+            key,
+            added,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO device_keys (user, device, key, added)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![user, device, key, millis(added)])?;
+        }
+        Write::RevokeDevice { user, device } => {
+            tx.prepare_cached("DELETE FROM device_keys WHERE user = ?1 AND device = ?2")?
+                .execute([user, device])?;
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::connection::{Connection, ReadOutcome};
+use crate::e2e::DeviceList;
 use crate::event::{Event, Member, Message, Sent, Target};
 use crate::pacing::Pacer;
 use crate::resume::{PendingSend, ResumeState};
@@ -87,7 +88,7 @@ pub struct Joined {
 /// # Ok::<(), chatd_client::Error>(())
 /// ```
 pub struct Client {
-    config: Config,
+    pub(crate) config: Config,
     conn: Option<Connection>,
     logged_in: bool,
     /// Whether a login ever succeeded: the later ones are reconnects.
@@ -113,7 +114,17 @@ pub struct Client {
     events: VecDeque<Event>,
     next_label: u64,
     pacer: Pacer,
+    /// The server's body limit (`max-body` in INFO; the protocol's default until it comes),
+    /// which an encrypted DM's whole envelope must fit.
+    pub(crate) max_body: usize,
+    /// Device lists fetched with KEYS, by user. A `DEVICE` event drops that user's entry, a
+    /// new login drops them all (events are live only), so a DM is never encrypted for a
+    /// device set the client was told has changed.
+    pub(crate) device_lists: HashMap<String, DeviceList>,
 }
+
+/// The protocol's default body limit, used until INFO says otherwise.
+const DEFAULT_MAX_BODY: usize = 4096;
 
 impl Client {
     /// Connects, logs in and resumes, waiting at most `config.connect_timeout` (retrying with
@@ -145,6 +156,8 @@ impl Client {
             events: VecDeque::new(),
             next_label: 0,
             pacer: Pacer::new(),
+            max_body: DEFAULT_MAX_BODY,
+            device_lists: HashMap::new(),
         };
         for (room, (epoch, seq)) in state.rooms {
             client
@@ -601,6 +614,11 @@ impl Client {
             Kind::Read { room, user, seq } => {
                 self.events.push_back(Event::Read { room, user, seq })
             }
+            Kind::Device { user, device, key } => {
+                self.device_lists.remove(&user);
+                self.events
+                    .push_back(Event::DeviceChanged { user, device, key });
+            }
             Kind::Bye {
                 reason,
                 details: _,
@@ -658,9 +676,15 @@ impl Client {
 
     fn on_ok(&mut self, label: String, awaiting: Awaiting, verb: &str, fields: Vec<String>) {
         match awaiting.purpose {
-            Purpose::Info => self.pacer.configure(&fields),
+            Purpose::Info => {
+                self.pacer.configure(&fields);
+                if let Some(max) = field(&fields, "max-body").and_then(|v| v.parse().ok()) {
+                    self.max_body = max;
+                }
+            }
             Purpose::Login => {
                 self.logged_in = true;
+                self.device_lists.clear();
                 self.backoff = self.config.initial_backoff;
                 if self.ever_logged_in {
                     self.events.push_back(Event::Reconnected);
@@ -998,7 +1022,7 @@ fn retry_in(text: &str) -> Duration {
 }
 
 /// Names travel as one word; a space or line break would change the command.
-fn check_word(name: &str) -> Result<(), Error> {
+pub(crate) fn check_word(name: &str) -> Result<(), Error> {
     if name.is_empty() || name.contains([' ', '\n', '\r']) {
         return Err(Error::InvalidArgument(format!("{name:?} is not a name")));
     }
@@ -1015,7 +1039,7 @@ fn timeout_error(pending: usize) -> Error {
     timed_out(&format!("the OKs of {pending} pending sends"))
 }
 
-fn malformed(what: &str, fields: &[String]) -> Error {
+pub(crate) fn malformed(what: &str, fields: &[String]) -> Error {
     Error::Refused {
         code: "malformed-reply".into(),
         text: format!("{what} {}", fields.join(" ")),

@@ -19,6 +19,14 @@ pub enum Error {
     InvalidArgument(String),
     /// A resume state that does not parse.
     BadResumeState(String),
+    /// An encrypted DM could not be sent or read (see [`crate::e2e::E2eError`]).
+    E2e(crate::e2e::E2eError),
+}
+
+impl From<crate::e2e::E2eError> for Error {
+    fn from(e: crate::e2e::E2eError) -> Error {
+        Error::E2e(e)
+    }
 }
 
 impl fmt::Display for Error {
@@ -30,6 +38,7 @@ impl fmt::Display for Error {
             Error::Ended { reason, text } => write!(f, "session ended: {reason} ({text})"),
             Error::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
             Error::BadResumeState(why) => write!(f, "bad resume state: {why}"),
+            Error::E2e(e) => write!(f, "end-to-end encryption: {e}"),
         }
     }
 }

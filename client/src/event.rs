@@ -78,6 +78,15 @@ pub enum Event {
         code: String,
         text: String,
     },
+    /// A user you share a direct room with (or you, on another device) published, replaced
+    /// (`key` is the new key, 64 hex digits) or revoked (`key` is `None`) a device key. The
+    /// client already forgot that user's cached device list; the next encrypted DM fetches it
+    /// again. Compare the new device's fingerprint out of band before trusting it.
+    DeviceChanged {
+        user: String,
+        device: String,
+        key: Option<String>,
+    },
     /// The connection ended; the client reconnects by itself unless the reason is final.
     Disconnected {
         /// The BYE reason (`slow-consumer`, `server-shutdown`, ...) or `connection-lost`.

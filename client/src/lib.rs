@@ -39,7 +39,9 @@
 //! | `room` | one room's ordering: cursor, held lines during a SYNC, dedupe by seq |
 //! | `wire` | server lines parsed into types |
 //! | `connection` | one TCP connection, read and written by lines with deadlines |
+//! | [`e2e`] | end-to-end encrypted DMs: device identities, envelopes (docs/e2e.md) |
 //! | `pacing` | the client's token bucket, from the server's INFO |
+//! | `secure` | the key directory and encrypted DMs on a [`Client`] (`publish_key`, `dm_encrypted`, `decrypt`, ...) |
 //! | `resume` | [`ResumeState`] and its line format |
 //! | `event`, `error`, `config` | the public types |
 //! | `expect` | deadline-bound waits for scripted tests |
@@ -54,12 +56,14 @@
 mod client;
 mod config;
 mod connection;
+pub mod e2e;
 mod error;
 mod event;
 mod expect;
 mod pacing;
 mod resume;
 mod room;
+mod secure;
 mod wire;
 
 pub use client::{Client, Events, Joined, Reply};

@@ -63,6 +63,12 @@ pub(crate) enum Kind {
         user: String,
         seq: u64,
     },
+    /// `DEVICE <user> <device> added <key>` or `DEVICE <user> <device> revoked`.
+    Device {
+        user: String,
+        device: String,
+        key: Option<String>,
+    },
     /// `BYE <reason>[ <detail>...] :<text>`.
     Bye {
         reason: String,
@@ -188,6 +194,19 @@ impl Kind {
                     room: w[0].to_owned(),
                     user: w[1].to_owned(),
                     seq: w[2].parse().ok()?,
+                }
+            }
+            "DEVICE" => {
+                let w: Vec<&str> = rest.split(' ').collect();
+                let (user, device, key) = match w[..] {
+                    [user, device, "added", key] => (user, device, Some(key.to_owned())),
+                    [user, device, "revoked"] => (user, device, None),
+                    _ => return None,
+                };
+                Kind::Device {
+                    user: user.to_owned(),
+                    device: device.to_owned(),
+                    key,
                 }
             }
             "BYE" => {

@@ -755,7 +755,10 @@ mod tests {
         );
         assert_eq!(code(&format!("KEY {}", &key[1..])), ErrorCode::BadArgument);
         assert_eq!(code(&format!("KEY {key}0")), ErrorCode::BadArgument);
-        assert_eq!(code(&format!("KEY {}", "g".repeat(64))), ErrorCode::BadArgument);
+        assert_eq!(
+            code(&format!("KEY {}", "g".repeat(64))),
+            ErrorCode::BadArgument
+        );
         assert_eq!(code(&format!("KEY {key} extra")), ErrorCode::BadArgument);
         assert_eq!(code("KEY"), ErrorCode::MissingArgument);
         assert_eq!(command("keys Bob"), Command::Keys { user: "bob".into() });

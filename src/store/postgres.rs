@@ -32,8 +32,8 @@ use postgres::{Client, NoTls, Statement};
 use uuid::Uuid;
 
 use super::{
-    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredDeviceKey, StoredRoom, StoredUser,
-    Ticket, Write,
+    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredDeviceKey, StoredRoom,
+    StoredUser, Ticket, Write,
 };
 use crate::client_ids::Published;
 use crate::lock_rank::{Rank, RankedMutex};

@@ -19,8 +19,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
 use super::{
-    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredDeviceKey, StoredRoom, StoredUser,
-    Ticket, Write,
+    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredDeviceKey, StoredRoom,
+    StoredUser, Ticket, Write,
 };
 use crate::client_ids::Published;
 use crate::lock_rank::{Rank, RankedMutex};

@@ -319,7 +319,10 @@ mod tests {
             let opened = open(me, &sealed).unwrap();
             assert_eq!(opened.body, body);
             assert_eq!(opened.sender_key, alice.public_bytes());
-            assert_eq!((opened.sender_user.as_str(), opened.sender_device.as_str()), ("alice", "laptop"));
+            assert_eq!(
+                (opened.sender_user.as_str(), opened.sender_device.as_str()),
+                ("alice", "laptop")
+            );
         }
         assert_eq!(open(&eve, &sealed), Err(E2eError::NotForThisDevice));
     }
@@ -361,6 +364,9 @@ mod tests {
         let sealed = seal(&alice, &[device(&alice)], "\u{1b}[2J");
         assert_eq!(sealed, Err(E2eError::BadPlaintext));
         assert_eq!(open(&alice, "hello"), Err(E2eError::NotAnEnvelope));
-        assert!(matches!(open(&alice, "e2e:1:!!"), Err(E2eError::Malformed(_))));
+        assert!(matches!(
+            open(&alice, "e2e:1:!!"),
+            Err(E2eError::Malformed(_))
+        ));
     }
 }

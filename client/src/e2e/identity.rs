@@ -16,7 +16,13 @@ pub struct Identity {
 impl std::fmt::Debug for Identity {
     /// Never shows the secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Identity({}/{} {})", self.user, self.device, self.public_hex())
+        write!(
+            f,
+            "Identity({}/{} {})",
+            self.user,
+            self.device,
+            self.public_hex()
+        )
     }
 }
 

@@ -57,7 +57,8 @@
 //! disconnected; nobody ever waits for another connection's socket. One bounded channel
 //! feeds `chatd-timers` (capacity 65,536; `try_send`, and a full schedule means the item is
 //! done at once instead), and one feeds `chatd-store` (16,384 writes; `send`, the one wait a
-//! room's lock may see: backpressure from the disk, and the store never takes a room lock).
+//! room's lock may see: backpressure from the disk, and the store never takes a room lock;
+//! a user's `device_keys` lock may see it too, for a key change).
 //!
 //! Locks: **the lock table is [`lock_rank::Rank`]**, the one place the order is written; each
 //! lock field names its rank and points there. In short, locks nest only in this order:
@@ -67,6 +68,7 @@
 //!    (never two rooms)
 //! 4. `User::state` — sessions, room set, presence as shown (never two users at once)
 //! 5. `Outbox::closing` — why the connection is closing
+//! 6. `User::device_keys` — one user's device keys (taken alone, by KEY, KEYS and REVOKE)
 //!
 //! and leaf locks (the directories, registries, throttles, tickets: see `Rank::Leaf`) are
 //! never held while taking another. Every lock is a `RankedMutex`/`RankedRwLock`: in debug

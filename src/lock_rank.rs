@@ -33,6 +33,7 @@ pub use parking_lot::WaitTimeoutResult;
 /// | 3 | `Room::state` | members, recent log, seqs, pending posts, reads, typing, access |
 /// | 4 | `User::state` | sessions, room set, presence as shown |
 /// | 5 | `Outbox::closing` | why the connection is closing |
+/// | 6 | `User::device_keys` | one user's device keys (the key directory), held across queueing their store write |
 /// | leaf | see [`Rank::Leaf`] | |
 ///
 /// No lock is ever held across socket I/O. [`RankedMutex`] and [`RankedRwLock`] check the
@@ -49,6 +50,9 @@ pub enum Rank {
     UserState,
     /// 5: `Outbox::closing`.
     OutboxClosing,
+    /// 6: `User::device_keys`. Taken with no other ranked lock held (KEY, KEYS, REVOKE);
+    /// only a store `Ticket` (a leaf) is taken under it.
+    DeviceKeys,
     /// Held only to look up, insert or copy out: it may be taken while ranked locks are held,
     /// but no lock at all is taken while it is held. `ChatServer`'s user and room maps, the
     /// listener's connection registry and live count, the per-address connection counts
@@ -66,6 +70,7 @@ impl Rank {
             Rank::RoomState => Some(3),
             Rank::UserState => Some(4),
             Rank::OutboxClosing => Some(5),
+            Rank::DeviceKeys => Some(6),
             Rank::Leaf => None,
         }
     }
@@ -78,6 +83,7 @@ impl Rank {
             Rank::RoomState => "Room::state",
             Rank::UserState => "User::state",
             Rank::OutboxClosing => "Outbox::closing",
+            Rank::DeviceKeys => "User::device_keys",
             Rank::Leaf => "a leaf lock",
         }
     }

@@ -31,6 +31,12 @@ pub struct User {
     /// Lock rank 4 (see `lock_rank::Rank`): sessions, rooms, presence as shown. Taken after
     /// a room's lock during fan-out; only outboxes (rank 5) are touched while it is held.
     state: RankedMutex<UserState>,
+    /// Lock rank 6 (see `lock_rank::Rank`): the key directory's entry for this user, each
+    /// device's public key by device name. A lock of its own because a key change is queued
+    /// to the store while it is held (so the store sees a user's key changes in the order
+    /// they were made), and that may wait for room in the store's queue: fan-out, which takes
+    /// `state`, must never wait behind the disk for it.
+    device_keys: RankedMutex<BTreeMap<Arc<str>, DeviceKey>>,
 }
 
 struct UserState {
@@ -48,8 +54,6 @@ struct UserState {
     share_receipts: bool,
     /// The argon2id hash of the user's password; `None`: no account, anyone may use the name.
     password_hash: Option<Arc<str>>,
-    /// The key directory's entry for this user: each device's public key, by device name.
-    devices: BTreeMap<Arc<str>, DeviceKey>,
 }
 
 /// Proof that one user's presence lock (rank 1) is held. `add_session`, `remove_session` and
@@ -109,9 +113,9 @@ impl User {
                     last_seen: None,
                     share_receipts: true,
                     password_hash: None,
-                    devices: BTreeMap::new(),
                 },
             ),
+            device_keys: RankedMutex::new(Rank::DeviceKeys, BTreeMap::new()),
         }
     }
 
@@ -291,15 +295,12 @@ impl User {
 
     /// The user's device keys, in device name order.
     pub fn device_keys(&self) -> Vec<DeviceKey> {
-        self.state.lock().devices.values().cloned().collect()
+        self.device_keys.lock().values().cloned().collect()
     }
 
     /// Restores a device key the store kept, at start-up.
     pub fn restore_device_key(&self, key: DeviceKey) {
-        self.state
-            .lock()
-            .devices
-            .insert(Arc::clone(&key.device), key);
+        self.device_keys.lock().insert(Arc::clone(&key.device), key);
     }
 
     /// Sets `device`'s public key, and queues its store write (with a ticket the caller waits
@@ -312,11 +313,11 @@ impl User {
         key: Arc<str>,
         store: &dyn Store,
     ) -> Option<(KeyChange, Option<Ticket>)> {
-        let mut state = self.state.lock();
-        let change = match state.devices.get(device) {
+        let mut devices = self.device_keys.lock();
+        let change = match devices.get(device) {
             Some(old) if old.key == key => return Some((KeyChange::Unchanged, None)),
             Some(_) => KeyChange::Replaced,
-            None if state.devices.len() >= MAX_DEVICES_PER_USER => return None,
+            None if devices.len() >= MAX_DEVICES_PER_USER => return None,
             None => KeyChange::Added,
         };
         let entry = DeviceKey {
@@ -336,15 +337,15 @@ impl User {
             },
             Some(ticket.clone()),
         );
-        state.devices.insert(Arc::clone(device), entry);
+        devices.insert(Arc::clone(device), entry);
         Some((change, Some(ticket)))
     }
 
     /// Removes `device`'s key, queueing the store write as `publish_device_key` does. `None`:
     /// the device has no key.
     pub fn revoke_device_key(&self, device: &str, store: &dyn Store) -> Option<Ticket> {
-        let mut state = self.state.lock();
-        let (device, _) = state.devices.remove_entry(device)?;
+        let mut devices = self.device_keys.lock();
+        let (device, _) = devices.remove_entry(device)?;
         let ticket = Ticket::default();
         store.write(
             Write::RevokeDevice {

@@ -563,3 +563,44 @@ fn an_independent_decoder_reads_the_clients_envelopes() {
     assert!(!ok, "the decoder rejects a tampered envelope");
     let _ = alice.read(1);
 }
+
+/// A database from before the key directory (schema version 3, no `device_keys` table) is
+/// migrated on open: its messages are kept and keys can be published and survive.
+#[test]
+fn a_version_3_database_is_migrated_to_hold_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chatd.db");
+    let server = sqlite_server(&db);
+    let mut alice = server.login("alice");
+    alice.join("general");
+    alice.say("general", "from before the migration");
+    drop(alice);
+    assert!(server.shutdown());
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("DROP TABLE device_keys; PRAGMA user_version = 3;")
+            .unwrap();
+    }
+
+    let server = sqlite_server(&db);
+    let mut alice = server.login_device("alice", "laptop");
+    alice.send("HISTORY general");
+    alice.expect_prefix("MSG general 1 ");
+    alice.expect_prefix("OK HISTORY general 1 ");
+    alice.send(&format!("KEY {}", "ab".repeat(32)));
+    alice.expect("OK KEY alice laptop added");
+    drop(alice);
+    assert!(server.shutdown());
+    let version: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, chatd::store::sqlite::SCHEMA_VERSION);
+    assert_eq!(version, 4);
+
+    let server = sqlite_server(&db);
+    let mut bob = server.login("bob");
+    bob.send("KEYS alice");
+    bob.expect_prefix(&format!("KEY alice laptop {} added=", "ab".repeat(32)));
+    bob.expect("OK KEYS alice 1 account=no");
+}

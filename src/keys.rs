@@ -44,3 +44,14 @@ impl KeyChange {
         }
     }
 }
+
+/// Why a key change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// The name has a password and the session did not give it.
+    NotOwner,
+    /// The user has [`MAX_DEVICES_PER_USER`] device keys already.
+    TooManyDevices,
+    /// REVOKE of a device without a key.
+    NoSuchDevice,
+}

@@ -62,13 +62,14 @@
 //!
 //! Locks: **the lock table is [`lock_rank::Rank`]**, the one place the order is written; each
 //! lock field names its rank and points there. In short, locks nest only in this order:
+//! 0. `User::device_keys` — one user's device keys (KEY, KEYS, REVOKE; held across queueing
+//!    a key change's store write)
 //! 1. `User::presence` — one user's presence transitions (never two users' at once)
 //! 2. `User::client_ids` — one user's recent client message ids
 //! 3. `Room::state` — members, recent log, seqs, pending posts, reads, typing, access
 //!    (never two rooms)
 //! 4. `User::state` — sessions, room set, presence as shown (never two users at once)
 //! 5. `Outbox::closing` — why the connection is closing
-//! 6. `User::device_keys` — one user's device keys (taken alone, by KEY, KEYS and REVOKE)
 //!
 //! and leaf locks (the directories, registries, throttles, tickets: see `Rank::Leaf`) are
 //! never held while taking another. Every lock is a `RankedMutex`/`RankedRwLock`: in debug

@@ -28,18 +28,22 @@ pub use parking_lot::WaitTimeoutResult;
 ///
 /// | rank | lock | what it guards |
 /// |---|---|---|
+/// | 0 | `User::device_keys` | one user's device keys (the key directory), held across queueing their store write |
 /// | 1 | `User::presence` | one user's presence transitions, with their announcement |
 /// | 2 | `User::client_ids` | one user's recent client message ids |
 /// | 3 | `Room::state` | members, recent log, seqs, pending posts, reads, typing, access |
 /// | 4 | `User::state` | sessions, room set, presence as shown |
 /// | 5 | `Outbox::closing` | why the connection is closing |
-/// | 6 | `User::device_keys` | one user's device keys (the key directory), held across queueing their store write |
 /// | leaf | see [`Rank::Leaf`] | |
 ///
 /// No lock is ever held across socket I/O. [`RankedMutex`] and [`RankedRwLock`] check the
 /// order on every acquisition in debug builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rank {
+    /// 0: `User::device_keys`. Taken first, with no other lock held (KEY, KEYS, REVOKE, a
+    /// name getting a password); under it only the same user's `state` (to read whether the
+    /// name has a password) and a store `Ticket` are taken.
+    DeviceKeys,
     /// 1: `User::presence`.
     Presence,
     /// 2: `User::client_ids`.
@@ -50,9 +54,6 @@ pub enum Rank {
     UserState,
     /// 5: `Outbox::closing`.
     OutboxClosing,
-    /// 6: `User::device_keys`. Taken with no other ranked lock held (KEY, KEYS, REVOKE);
-    /// only a store `Ticket` (a leaf) is taken under it.
-    DeviceKeys,
     /// Held only to look up, insert or copy out: it may be taken while ranked locks are held,
     /// but no lock at all is taken while it is held. `ChatServer`'s user and room maps, the
     /// listener's connection registry and live count, the per-address connection counts
@@ -65,12 +66,12 @@ impl Rank {
     /// The position in the order; `None` for a leaf, which sits outside it.
     pub const fn level(self) -> Option<u8> {
         match self {
+            Rank::DeviceKeys => Some(0),
             Rank::Presence => Some(1),
             Rank::ClientIds => Some(2),
             Rank::RoomState => Some(3),
             Rank::UserState => Some(4),
             Rank::OutboxClosing => Some(5),
-            Rank::DeviceKeys => Some(6),
             Rank::Leaf => None,
         }
     }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use crate::client_ids::ClientIds;
 use crate::config::Config;
 use crate::delivery::{CloseReason, Line};
-use crate::keys::{DeviceKey, KeyChange, MAX_DEVICES_PER_USER};
+use crate::keys::{DeviceKey, KeyChange, KeyRefusal, MAX_DEVICES_PER_USER};
 use crate::room_name::is_dm_room;
 use crate::session::Session;
 use crate::store::{Store, Ticket, Write};
@@ -31,11 +31,12 @@ pub struct User {
     /// Lock rank 4 (see `lock_rank::Rank`): sessions, rooms, presence as shown. Taken after
     /// a room's lock during fan-out; only outboxes (rank 5) are touched while it is held.
     state: RankedMutex<UserState>,
-    /// Lock rank 6 (see `lock_rank::Rank`): the key directory's entry for this user, each
+    /// Lock rank 0 (see `lock_rank::Rank`): the key directory's entry for this user, each
     /// device's public key by device name. A lock of its own because a key change is queued
     /// to the store while it is held (so the store sees a user's key changes in the order
     /// they were made), and that may wait for room in the store's queue: fan-out, which takes
-    /// `state`, must never wait behind the disk for it.
+    /// `state`, must never wait behind the disk for it. Rank 0 so that `state` can be read
+    /// under it (whether the name has a password).
     device_keys: RankedMutex<BTreeMap<Arc<str>, DeviceKey>>,
 }
 
@@ -303,21 +304,25 @@ impl User {
         self.device_keys.lock().insert(Arc::clone(&key.device), key);
     }
 
-    /// Sets `device`'s public key, and queues its store write (with a ticket the caller waits
-    /// on) under the same lock, so a user's key changes reach the store in the order they were
-    /// made here even when two of their sessions change keys at once. `None`: the user has
-    /// [`MAX_DEVICES_PER_USER`] other devices already. An unchanged key writes nothing.
+    /// Sets `device`'s public key for `by`, one of this user's sessions, and queues its store
+    /// write (with a ticket the caller waits on) under the same lock, so a user's key changes
+    /// reach the store in the order they were made here even when two of their sessions
+    /// change keys at once. An unchanged key writes nothing.
     pub fn publish_device_key(
         &self,
+        by: &Session,
         device: &Arc<str>,
         key: Arc<str>,
         store: &dyn Store,
-    ) -> Option<(KeyChange, Option<Ticket>)> {
+    ) -> Result<(KeyChange, Option<Ticket>), KeyRefusal> {
         let mut devices = self.device_keys.lock();
+        self.check_key_owner(by)?;
         let change = match devices.get(device) {
-            Some(old) if old.key == key => return Some((KeyChange::Unchanged, None)),
+            Some(old) if old.key == key => return Ok((KeyChange::Unchanged, None)),
             Some(_) => KeyChange::Replaced,
-            None if devices.len() >= MAX_DEVICES_PER_USER => return None,
+            None if devices.len() >= MAX_DEVICES_PER_USER => {
+                return Err(KeyRefusal::TooManyDevices)
+            }
             None => KeyChange::Added,
         };
         let entry = DeviceKey {
@@ -338,14 +343,51 @@ impl User {
             Some(ticket.clone()),
         );
         devices.insert(Arc::clone(device), entry);
-        Some((change, Some(ticket)))
+        Ok((change, Some(ticket)))
     }
 
-    /// Removes `device`'s key, queueing the store write as `publish_device_key` does. `None`:
-    /// the device has no key.
-    pub fn revoke_device_key(&self, device: &str, store: &dyn Store) -> Option<Ticket> {
+    /// Removes `device`'s key for `by`, queueing the store write as `publish_device_key`
+    /// does.
+    pub fn revoke_device_key(
+        &self,
+        by: &Session,
+        device: &str,
+        store: &dyn Store,
+    ) -> Result<Ticket, KeyRefusal> {
         let mut devices = self.device_keys.lock();
-        let (device, _) = devices.remove_entry(device)?;
+        self.check_key_owner(by)?;
+        let (device, _) = devices
+            .remove_entry(device)
+            .ok_or(KeyRefusal::NoSuchDevice)?;
+        Ok(self.write_revocation(device, store))
+    }
+
+    /// The name has just been given a password: withdraws every device key but `keep`'s.
+    /// They were published while anyone could log in as the name, so none of them is known
+    /// to be the owner's; the owner's devices publish again once they log in with the
+    /// password. Returns the withdrawn devices with their store tickets.
+    pub fn withdraw_device_keys(
+        &self,
+        keep: Option<&str>,
+        store: &dyn Store,
+    ) -> Vec<(Arc<str>, Ticket)> {
+        let mut devices = self.device_keys.lock();
+        let withdrawn: Vec<Arc<str>> = devices
+            .keys()
+            .filter(|device| Some(&***device) != keep)
+            .cloned()
+            .collect();
+        withdrawn
+            .into_iter()
+            .map(|device| {
+                devices.remove(&device);
+                let ticket = self.write_revocation(Arc::clone(&device), store);
+                (device, ticket)
+            })
+            .collect()
+    }
+
+    fn write_revocation(&self, device: Arc<str>, store: &dyn Store) -> Ticket {
         let ticket = Ticket::default();
         store.write(
             Write::RevokeDevice {
@@ -354,7 +396,18 @@ impl User {
             },
             Some(ticket.clone()),
         );
-        Some(ticket)
+        ticket
+    }
+
+    /// Only sessions entitled to the name change its keys: for a name with a password, those
+    /// that gave it. Checked with the keys' lock held, so a key published by a session that
+    /// had not proven the password either is refused or is withdrawn when the name gets one
+    /// (`withdraw_device_keys` takes the same lock): it can never outlive the registration.
+    fn check_key_owner(&self, by: &Session) -> Result<(), KeyRefusal> {
+        if self.password_hash().is_some() && !by.proven() {
+            return Err(KeyRefusal::NotOwner);
+        }
+        Ok(())
     }
 
     /// Rooms the user is in, not counting direct conversations.

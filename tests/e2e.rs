@@ -604,3 +604,47 @@ fn a_version_3_database_is_migrated_to_hold_keys() {
     bob.expect_prefix(&format!("KEY alice laptop {} added=", "ab".repeat(32)));
     bob.expect("OK KEYS alice 1 account=no");
 }
+
+/// Keys published while a name had no password are withdrawn when it gets one: a squatter's
+/// device does not outlive the owner's REGISTER (the registering device's key stays), nor a
+/// first LOGIN with a password (which withdraws them all). DM peers are told.
+#[test]
+fn a_name_that_becomes_an_account_loses_the_keys_published_before() {
+    let server = TestServer::start();
+    let key = |n: u8| format!("{n:02x}").repeat(32);
+    let mut alice = server.login_device("alice", "laptop");
+    let mut squatter = server.login_device("bob", "evil");
+    alice.send("DM bob hi");
+    alice.expect_prefix("OK DM bob ");
+    alice.expect_prefix("MSG dm:alice:bob 1 ");
+    squatter.expect_prefix("MSG dm:alice:bob 1 ");
+    squatter.send(&format!("KEY {}", key(1)));
+    squatter.expect("OK KEY bob evil added");
+    alice.expect(&format!("DEVICE bob evil added {}", key(1)));
+
+    let mut bob = server.login_device("bob", "phone");
+    bob.send(&format!("KEY {}", key(2)));
+    bob.expect("OK KEY bob phone added");
+    alice.expect(&format!("DEVICE bob phone added {}", key(2)));
+    squatter.expect(&format!("DEVICE bob phone added {}", key(2)));
+    bob.send("REGISTER correct-horse");
+    // The withdrawal is announced before the OK, to the registering session too.
+    bob.expect("DEVICE bob evil revoked");
+    bob.expect("OK REGISTER bob");
+    squatter.expect_prefix("BYE registered ");
+    alice.expect("DEVICE bob evil revoked");
+    alice.send("KEYS bob");
+    alice.expect_prefix(&format!("KEY bob phone {} added=", key(2)));
+    alice.expect("OK KEYS bob 1 account=yes");
+
+    // A first LOGIN with a password creates the account and withdraws every earlier key.
+    let mut carol_squatter = server.login_device("carol", "evil");
+    carol_squatter.send(&format!("KEY {}", key(3)));
+    carol_squatter.expect("OK KEY carol evil added");
+    let mut carol = server.connect();
+    carol.send("LOGIN carol device=evil password=s3cret-carol");
+    carol.expect("OK LOGIN carol");
+    carol_squatter.expect_prefix("BYE ");
+    alice.send("KEYS carol");
+    alice.expect("OK KEYS carol 0 account=yes");
+}

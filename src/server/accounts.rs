@@ -190,6 +190,10 @@ impl ChatServer {
                 format!("the password could not be stored ({e}); try again"),
             )
         })?;
+        if only_if_none {
+            let keep = by.and_then(|session| session.device.as_deref());
+            self.withdraw_keys_of_new_account(user, keep);
+        }
         Ok(true)
     }
 }

@@ -4,9 +4,10 @@
 //! never loops over a room's sessions itself (fan-out belongs to `Room`, device handling to
 //! `User`). Two concerns that span users and rooms live beside it:
 //! `presence` (sessions arriving and leaving, what peers are told) and `accounts`
-//! (credentials, REGISTER, PASSWORD).
+//! (credentials, REGISTER, PASSWORD); `keys` announces device key changes to DM peers.
 
 mod accounts;
+mod keys;
 mod presence;
 
 use std::collections::HashMap;

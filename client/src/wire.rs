@@ -261,6 +261,32 @@ mod tests {
         assert_eq!(msg.body, "yes! two");
     }
 
+    /// `DEVICE` announces a key (added) or its withdrawal; any other shape is not DEVICE.
+    #[test]
+    fn device_lines_carry_the_key_or_its_revocation() {
+        let key = "ab".repeat(32);
+        assert_eq!(
+            ServerLine::parse(&format!("DEVICE bob phone added {key}")).kind,
+            Kind::Device {
+                user: "bob".into(),
+                device: "phone".into(),
+                key: Some(key)
+            }
+        );
+        assert_eq!(
+            ServerLine::parse("DEVICE bob phone revoked").kind,
+            Kind::Device {
+                user: "bob".into(),
+                device: "phone".into(),
+                key: None
+            }
+        );
+        assert!(matches!(
+            ServerLine::parse("DEVICE bob phone lost").kind,
+            Kind::Other(_)
+        ));
+    }
+
     #[test]
     fn bye_slow_consumer_keeps_its_cursors() {
         let line = ServerLine::parse("BYE slow-consumer general=41 dm:a:b=3 :you fell behind");

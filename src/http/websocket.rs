@@ -441,7 +441,11 @@ impl<R: Read> FrameReader<R> {
                                     .fail(close_code::PROTOCOL_ERROR, "bad close frame")
                                     .map(|_| false)
                             }
-                            _ => u16::from_be_bytes([payload[0], payload[1]]),
+                            _ => match u16::from_be_bytes([payload[0], payload[1]]) {
+                                // The codes an endpoint may send (RFC 6455 section 7.4).
+                                code @ (1000..=1003 | 1007..=1011 | 3000..=4999) => code,
+                                _ => close_code::PROTOCOL_ERROR,
+                            },
                         };
                         // Echo the client's code, as RFC 6455 section 5.5.1 asks.
                         self.control.close_with(code);

@@ -175,6 +175,23 @@ async function main() {
     await alice.waitForFunction(() => [...document.querySelectorAll('.seen')].some((n) => n.textContent.includes('bob')), null, { timeout: STEP });
     log('typing indicator and read receipts seen');
 
+    // Unread counts and direct messages: bob talks in another room, carol DMs alice.
+    await joinRoom(alice, 'side');
+    await joinRoom(bob, 'side');
+    await alice.click('#room-list li[data-room="lobby"]');
+    await say(bob, 'over here');
+    await bob.click('#room-list li[data-room="lobby"]');
+    carol.send('DM alice psst');
+    await alice.waitForFunction(() => {
+      const badge = (room) => document.querySelector(`li[data-room="${room}"] .badge`)?.textContent;
+      return badge('side') === '1' && badge('dm:alice:carol') === '1';
+    }, null, { timeout: STEP });
+    await alice.click('li[data-room="dm:alice:carol"]');
+    await waitForBody(alice, 'psst');
+    await alice.waitForSelector('li[data-room="dm:alice:carol"]:not(:has(.badge))', { timeout: STEP });
+    await alice.click('#room-list li[data-room="lobby"]');
+    log('unread badges and a direct message');
+
     // The server dies under the pages (kill -9) and comes back on the same addresses.
     console.log('RESTART');
     await alice.waitForSelector('body:not([data-connection="online"])', { timeout: STEP });

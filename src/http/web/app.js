@@ -534,7 +534,10 @@ function roomsListed() {
       r.historyDone = r.cursor === 0;
     }
     sync(r);
-    if (!r.members.size || r === rooms.get(active)) command(`WHO ${r.name}`, { kind: 'who' });
+    // Events are live only: what changed while away is read again (WHO now for the room on
+    // screen, for the others when they are opened).
+    r.members.clear();
+    if (r.name === active) command(`WHO ${r.name}`, { kind: 'who' });
   }
   for (const r of [...rooms.values()]) {
     if (!names.has(r.name) && !r.draft) forget(r, `You are no longer in ${r.name}.`);

@@ -727,3 +727,37 @@ fn shutdown_says_goodbye_over_websocket() {
     ws.expect_prefix("BYE server-shutdown ");
     ws.expect_close();
 }
+
+/// Not a check, a measurement (run with `--ignored --nocapture`, in release): the median
+/// PING round trip over WebSocket and over TCP to the same server, sequentially.
+#[test]
+#[ignore]
+fn measure_ping_round_trips() {
+    const ROUNDS: usize = 5_000;
+    let (server, http_addr) = server();
+    let mut ws = Ws::login(http_addr, "web");
+    let mut tcp = server.login("tcp");
+    let median = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    let mut over_ws = Vec::with_capacity(ROUNDS);
+    for i in 0..ROUNDS {
+        let started = Instant::now();
+        ws.send(&format!("PING {i}"));
+        ws.expect(&format!("PONG {i}"));
+        over_ws.push(started.elapsed());
+    }
+    let mut over_tcp = Vec::with_capacity(ROUNDS);
+    for i in 0..ROUNDS {
+        let started = Instant::now();
+        tcp.send(&format!("PING {i}"));
+        tcp.expect(&format!("PONG {i}"));
+        over_tcp.push(started.elapsed());
+    }
+    println!(
+        "PING round trip, median of {ROUNDS}: WebSocket {:?}, TCP {:?}",
+        median(over_ws),
+        median(over_tcp)
+    );
+}

@@ -113,8 +113,10 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     });
     let http = match shared.server.config.http_listen {
         Some(addr) => {
-            let listener = bind(addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("HTTP listening on {addr}: {e}")))?;
+            let listener = bind(addr).map_err(|e| {
+                let hint = "(--http-listen none turns the web client off)";
+                io::Error::new(e.kind(), format!("HTTP listening on {addr}: {e} {hint}"))
+            })?;
             let http_addr = listener.local_addr()?;
             let http_shared = Arc::clone(&shared);
             let thread = thread::Builder::new()

@@ -736,6 +736,10 @@ function setConnection(state) {
   const status = $('status');
   status.hidden = state === 'online';
   status.textContent = state === 'connecting' ? 'Connecting…' : 'Offline: reconnecting…';
+  // Not logged in yet: say so on the login form, which stays until the server answers.
+  if (!$('login').hidden && !session.stopped && state === 'offline') {
+    $('login-error').textContent = 'Cannot reach the server; trying again…';
+  }
 }
 
 function showLogin(message) {

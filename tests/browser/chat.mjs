@@ -192,6 +192,17 @@ async function main() {
     await alice.click('#room-list li[data-room="lobby"]');
     log('unread badges and a direct message');
 
+    // A second tab of alice's is a second device: it gets her rooms and her messages reach
+    // the first tab.
+    const aliceTab = await context.newPage();
+    await login(aliceTab, 'alice');
+    await aliceTab.waitForSelector('#room-list li.active[data-room="lobby"]', { timeout: STEP });
+    await waitForBody(aliceTab, 'hello from nc');
+    await say(aliceTab, 'from my second tab');
+    await waitForBody(alice, 'from my second tab');
+    await aliceTab.close();
+    log('a second tab is a second device');
+
     // The server dies under the pages (kill -9) and comes back on the same addresses.
     console.log('RESTART');
     await alice.waitForSelector('body:not([data-connection="online"])', { timeout: STEP });

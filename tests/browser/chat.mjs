@@ -235,7 +235,13 @@ async function main() {
 
     fs.mkdirSync(path.dirname(args.screenshot), { recursive: true });
     await alice.screenshot({ path: args.screenshot });
-    log('screenshot', args.screenshot);
+    // The same chat on a phone-sized screen: the room list and members fold away.
+    await alice.setViewportSize({ width: 390, height: 760 });
+    await alice.waitForFunction(() => document.getElementById('sidebar').getBoundingClientRect().right <= 0, null, { timeout: STEP });
+    await alice.waitForTimeout(300); // the members panel's slide, for the picture only
+    const narrow = args.screenshot.replace(/\.png$/, '-narrow.png');
+    await alice.screenshot({ path: narrow });
+    log('screenshots', args.screenshot, narrow);
     dave.close();
   } finally {
     await context.close();

@@ -270,6 +270,15 @@ impl Outbox {
         true
     }
 
+    /// Wakes the writer with nothing to write, so that it gives its transport a turn (a
+    /// WebSocket's writer then sends the pong its reader owes). A full queue needs no wake:
+    /// the writer is busy and gets its turn with the next batch.
+    pub fn wake_writer(&self) {
+        if self.queue.try_send(Line::wake()).is_ok() {
+            self.doorbell.ring();
+        }
+    }
+
     /// Closes the connection because the client sent QUIT, labelled `label`: its `BYE quit`
     /// answers that command, so it carries the label like every direct reply.
     pub fn quit(&self, label: Option<&str>) {

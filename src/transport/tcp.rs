@@ -39,7 +39,7 @@ pub fn split(
 /// kernel answers the probes. TCP_USER_TIMEOUT bounds how long sent data may stay
 /// unacknowledged, and the write timeout bounds a write blocked on a peer that stopped
 /// reading.
-fn configure_socket(stream: &TcpStream, write_timeout: Duration, dead_peer: Duration) {
+pub(crate) fn configure_socket(stream: &TcpStream, write_timeout: Duration, dead_peer: Duration) {
     // Chat lines are small and latency matters more than packet count; the writer batches.
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(write_timeout));
@@ -67,7 +67,7 @@ impl Peer for TcpStream {
 }
 
 /// The socket, read through the `Arc` the three roles share (`&TcpStream` is `Read`).
-pub struct SharedSocket(Arc<TcpStream>);
+pub struct SharedSocket(pub(crate) Arc<TcpStream>);
 
 impl Read for SharedSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -102,21 +102,7 @@ impl FrameSink for TcpSink {
     }
 
     fn unsent(&self) -> usize {
-        let mut unsent: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ (SIOCOUTQ for a TCP socket) writes one int: the bytes in the
-        // socket's send queue that the peer has not acknowledged.
-        let status = unsafe {
-            libc::ioctl(
-                std::os::fd::AsRawFd::as_raw_fd(&*self.socket),
-                libc::TIOCOUTQ,
-                &mut unsent,
-            )
-        };
-        if status == 0 {
-            unsent.max(0) as usize
-        } else {
-            0
-        }
+        unsent(&self.socket)
     }
 
     fn close(self, farewell: Option<&[u8]>, client_done: bool) {
@@ -132,10 +118,29 @@ impl FrameSink for TcpSink {
     }
 }
 
+/// The bytes in the socket's send queue that the peer has not acknowledged; 0 if unknown.
+pub(crate) fn unsent(socket: &TcpStream) -> usize {
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ for a TCP socket) writes one int: the bytes in the
+    // socket's send queue that the peer has not acknowledged.
+    let status = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(socket),
+            libc::TIOCOUTQ,
+            &mut unsent,
+        )
+    };
+    if status == 0 {
+        unsent.max(0) as usize
+    } else {
+        0
+    }
+}
+
 /// How long a closing connection waits for the client to read its farewell and hang up.
-const LINGER: Duration = Duration::from_secs(1);
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// How often the lingering writer looks again.
-const LINGER_STEP: Duration = Duration::from_millis(10);
+pub(crate) const LINGER_STEP: Duration = Duration::from_millis(10);
 
 /// A lingering close. Closing a socket while input sits unread in its receive queue makes
 /// the kernel answer with a reset, and a reset can destroy the farewell before the client
@@ -171,7 +176,7 @@ fn discard_input(socket: &TcpStream) {
 }
 
 /// Whether the client has closed its side: the connection's TCP state says its FIN arrived.
-fn peer_hung_up(socket: &TcpStream) -> bool {
+pub(crate) fn peer_hung_up(socket: &TcpStream) -> bool {
     // SAFETY: getsockopt(TCP_INFO) writes at most `len` bytes into `info`, a plain C struct.
     let state = unsafe {
         let mut info: libc::tcp_info = std::mem::zeroed();

@@ -76,6 +76,7 @@
 
 pub mod accounts;
 pub mod client_ids;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod delivery;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chatd::config::RateLimit;
 use chatd::quota::Rate;
+use chatd::cluster::ClusterOptions;
 use chatd::store::postgres::PostgresOptions;
 use chatd::store::sqlite::{SqliteOptions, SyncMode};
 use chatd::store::{Retention, StoreConfig};
@@ -27,6 +28,13 @@ struct Flags {
     /// Address and port to listen on. Use 0.0.0.0:7878 to accept connections from other hosts.
     #[arg(long, default_value_t = defaults().listen)]
     listen: SocketAddr,
+    /// Run as one node of a cluster sharing rooms through this Redis (`redis://HOST:PORT`),
+    /// which then keeps everything (--store is not used). See docs/cluster.md.
+    #[arg(long, env = "CHATD_CLUSTER")]
+    cluster: Option<String>,
+    /// This node's name in the cluster (default: from the listening host and port).
+    #[arg(long, requires = "cluster")]
+    node_id: Option<String>,
     /// Where rooms, members and messages are kept: `sqlite` (the --data file; survives
     /// restarts and crashes), `postgres` (the --database-url database) or `memory` (lost on
     /// restart).
@@ -203,9 +211,18 @@ fn main() -> anyhow::Result<()> {
             retention,
         }),
     };
+    let cluster = flags.cluster.clone().map(|url| ClusterOptions {
+        url,
+        node_id: flags
+            .node_id
+            .clone()
+            .unwrap_or_else(|| ClusterOptions::default_node_id(flags.listen)),
+        retention,
+    });
     let config = Config {
         listen: flags.listen,
         store,
+        cluster,
         require_account: flags.require_account,
         max_rooms_per_user: flags.max_rooms_per_user,
         max_members_per_room: flags.max_members_per_room,

@@ -34,6 +34,7 @@ impl ChatServer {
         ok: Arc<Line>,
     ) -> Result<Arc<Session>, ClientError> {
         let user = self.user_or_create(name);
+        self.follow_rooms_of(&user);
         let session = Arc::new(Session::new(
             outbox.id,
             Arc::clone(&user),

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use chatd::cluster::ClusterOptions;
 use chatd::config::RateLimit;
 use chatd::quota::Rate;
-use chatd::cluster::ClusterOptions;
 use chatd::store::postgres::PostgresOptions;
 use chatd::store::sqlite::{SqliteOptions, SyncMode};
 use chatd::store::{Retention, StoreConfig};

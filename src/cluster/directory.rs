@@ -88,7 +88,9 @@ impl Cluster {
     /// The rooms `user` is in, on any node.
     pub fn rooms_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
         self.with_connection("reading a user's rooms", |con| {
-            redis::cmd("SMEMBERS").arg(keys::user_rooms(user)).query(con)
+            redis::cmd("SMEMBERS")
+                .arg(keys::user_rooms(user))
+                .query(con)
         })
     }
 

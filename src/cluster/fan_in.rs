@@ -51,7 +51,10 @@ const BACKOFF: Duration = Duration::from_millis(200);
 enum Feed {
     /// The subscription is (re)made: everything published before it may have been missed.
     Subscribed,
-    Push { channel: String, payload: String },
+    Push {
+        channel: String,
+        payload: String,
+    },
 }
 
 pub fn start(cluster: Arc<Cluster>, server: Weak<ChatServer>) {
@@ -134,17 +137,25 @@ fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
     }
 }
 
-/// One push: `M ...` (a message), `J <user> <node>` (joined), `L <user> <node>` (left).
+/// One push: `M ...` (a message), `J <user> <node> <seq>` (joined when the room was at
+/// `seq`), `L <user> <node>` (left).
+///
+/// A room this node does not follow yet is read from Redis now, but starts at the push's
+/// position, not at the seq Redis has by the time it is read: the messages in between are this
+/// node's sessions' due (a DM's recipient here, say), and come as the following pushes or,
+/// if those raced ahead, from the log as a hole.
 fn take_push(cluster: &Cluster, server: &ChatServer, room_name: &str, payload: &str) {
     let Some((kind, rest)) = payload.split_once(' ') else {
         return;
     };
-    let Some(room) = server.room(room_name) else {
-        return;
-    };
+    let room_at = |seq: u64| server.followed_room(room_name, seq);
     match kind {
         "M" => {
-            let Some((message, origin)) = parse_push(&room.name, rest) else {
+            let name: Arc<str> = Arc::from(room_name);
+            let Some((message, origin)) = parse_push(&name, rest) else {
+                return;
+            };
+            let Some(room) = room_at(message.seq - 1) else {
                 return;
             };
             let token = own_token(cluster, &origin);
@@ -153,10 +164,15 @@ fn take_push(cluster: &Cluster, server: &ChatServer, room_name: &str, payload: &
             }
         }
         "J" | "L" => {
-            let (user, node) = rest.split_once(' ').unwrap_or((rest, ""));
+            let mut fields = rest.split(' ');
+            let (user, node) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+            let seq = fields.next().and_then(|seq| seq.parse().ok()).unwrap_or(0);
             if node == cluster.node() {
                 return; // this node already did it, in its own order
             }
+            let Some(room) = room_at(seq) else {
+                return;
+            };
             if kind == "J" {
                 room.joined_elsewhere(&server.user_or_create(user));
             } else {

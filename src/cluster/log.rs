@@ -38,7 +38,11 @@ impl SharedLog for Cluster {
             .arg(origin)
             .arg(post.epoch)
             .arg(self.retention.client_id_ttl.as_secs().max(1))
-            .arg(post.client_id.map_or(0, |(_, fingerprint)| fingerprint).to_string())
+            .arg(
+                post.client_id
+                    .map_or(0, |(_, fingerprint)| fingerprint)
+                    .to_string(),
+            )
             .arg(post.to.map_or("", |to| &**to))
             .arg(cap)
             .arg(keys::channel(post.room))

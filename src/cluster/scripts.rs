@@ -72,12 +72,14 @@ return {made, redis.call('HGETALL', KEYS[1]), redis.call('SMEMBERS', KEYS[3]),
   redis.call('HGETALL', KEYS[4]), redis.call('SMEMBERS', KEYS[5])}
 "#;
 
-/// JOIN. KEYS: room members, the user's rooms. ARGV: user, room, room channel, node. A new
-/// member is announced on the room's channel (`J <user> <node>`).
+/// JOIN. KEYS: room members, the user's rooms, room hash. ARGV: user, room, room channel,
+/// node. A new member is announced on the room's channel with the room's seq at the join
+/// (`J <user> <node> <seq>`).
 pub const JOIN: &str = r#"
 redis.call('SADD', KEYS[2], ARGV[2])
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-  redis.call('PUBLISH', ARGV[3], 'J ' .. ARGV[1] .. ' ' .. ARGV[4])
+  local seq = redis.call('HGET', KEYS[3], 'seq') or '0'
+  redis.call('PUBLISH', ARGV[3], 'J ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. seq)
 end
 return {'ok'}
 "#;

@@ -117,8 +117,11 @@ fn run(client: redis::Client, node: &str, queue: Receiver<Job>) {
 }
 
 fn open(client: &redis::Client) -> Result<redis::Connection, StoreError> {
-    let fail = |e: redis::RedisError| StoreError::new(StoreErrorKind::Unavailable, format!("redis: {e}"));
-    let con = client.get_connection_with_timeout(REDIS_TIMEOUT).map_err(fail)?;
+    let fail =
+        |e: redis::RedisError| StoreError::new(StoreErrorKind::Unavailable, format!("redis: {e}"));
+    let con = client
+        .get_connection_with_timeout(REDIS_TIMEOUT)
+        .map_err(fail)?;
     con.set_read_timeout(Some(REDIS_TIMEOUT)).map_err(fail)?;
     con.set_write_timeout(Some(REDIS_TIMEOUT)).map_err(fail)?;
     Ok(con)
@@ -158,20 +161,32 @@ fn command(write: &Write, node: &str) -> redis::Cmd {
         }
         Write::Join { room, user } => eval(
             scripts::JOIN,
-            &[keys::members(room), keys::user_rooms(user)],
+            &[
+                keys::members(room),
+                keys::user_rooms(user),
+                keys::room(room),
+            ],
             &[user, room, &keys::channel(room), node],
         ),
         Write::Leave { room, user } => eval(
             scripts::LEAVE,
-            &[keys::members(room), keys::user_rooms(user), keys::reads(room)],
+            &[
+                keys::members(room),
+                keys::user_rooms(user),
+                keys::reads(room),
+            ],
             &[user, room, &keys::channel(room), node],
         ),
-        Write::Read { room, user, seq } => {
-            eval(scripts::READ, &[keys::reads(room)], &[user, &seq.to_string()])
-        }
-        Write::RoomAccess { room, private } => {
-            hset(keys::room(room), "private", if *private { "1" } else { "0" })
-        }
+        Write::Read { room, user, seq } => eval(
+            scripts::READ,
+            &[keys::reads(room)],
+            &[user, &seq.to_string()],
+        ),
+        Write::RoomAccess { room, private } => hset(
+            keys::room(room),
+            "private",
+            if *private { "1" } else { "0" },
+        ),
         Write::Invite { room, user } => {
             let mut cmd = redis::cmd("SADD");
             cmd.arg(keys::invites(room)).arg(&**user);

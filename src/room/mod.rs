@@ -39,7 +39,9 @@ mod history;
 mod shared;
 
 pub use history::REPLY_BYTES;
-pub use shared::{epoch_changed, not_member_error, Appended, Incoming, Posted, SharedLog, SharedPost};
+pub use shared::{
+    epoch_changed, not_member_error, Appended, Incoming, Posted, SharedLog, SharedPost,
+};
 
 use crate::delivery::doorbell::WakeBatch;
 use crate::delivery::{Line, Outbox, Reply};

@@ -268,7 +268,7 @@ impl ChatServer {
     pub(crate) fn room(&self, name: &str) -> Option<Arc<Room>> {
         let local = self.rooms.read().get(name).cloned();
         match (local, &self.cluster) {
-            (None, Some(cluster)) => self.load_shared_room(cluster, name, None),
+            (None, Some(cluster)) => self.load_shared_room(cluster, name, None, None),
             (local, _) => local,
         }
     }
@@ -297,19 +297,36 @@ impl ChatServer {
         }
     }
 
-    /// Reads (or with `new`, makes) a shared room and keeps it in the directory. `None` if
-    /// Redis has no such room or cannot be reached.
+    /// Cluster mode: the room, followed from `seq` on if this node did not follow it yet (see
+    /// `cluster::fan_in`).
+    pub(crate) fn followed_room(&self, name: &str, seq: u64) -> Option<Arc<Room>> {
+        let local = self.rooms.read().get(name).cloned();
+        match (local, &self.cluster) {
+            (None, Some(cluster)) => self.load_shared_room(cluster, name, None, Some(seq)),
+            (local, _) => local,
+        }
+    }
+
+    /// Reads (or with `new`, makes) a shared room and keeps it in the directory, settled up
+    /// to `start` if given (else up to Redis's seq). `None` if Redis has no such room or
+    /// cannot be reached.
     fn load_shared_room(
         &self,
         cluster: &Arc<Cluster>,
         name: &str,
         new: Option<NewRoom<'_>>,
+        start: Option<u64>,
     ) -> Option<Arc<Room>> {
-        let shared = cluster.shared_room(name, new).ok()??;
+        let mut shared = cluster.shared_room(name, new).ok()??;
+        if let Some(start) = start {
+            shared.seq = shared.seq.min(start);
+        }
         let room = self.shared_room(cluster, name, shared);
         let mut rooms = self.rooms.write();
         // Another thread may have loaded it meanwhile: one Room per name.
-        Some(Arc::clone(rooms.entry(Arc::clone(&room.name)).or_insert(room)))
+        Some(Arc::clone(
+            rooms.entry(Arc::clone(&room.name)).or_insert(room),
+        ))
     }
 
     fn shared_room(&self, cluster: &Arc<Cluster>, name: &str, shared: SharedRoom) -> Arc<Room> {
@@ -400,13 +417,18 @@ impl ChatServer {
         kind: RoomKind,
         owner: Option<&Arc<str>>,
     ) -> Arc<Room> {
-        let fresh = RoomSetup::new(Arc::from(name), kind, owner.cloned(), self.config.recent_limits());
+        let fresh = RoomSetup::new(
+            Arc::from(name),
+            kind,
+            owner.cloned(),
+            self.config.recent_limits(),
+        );
         let new = NewRoom {
             kind,
             epoch: &fresh.epoch,
             owner: owner.map(|owner| &**owner),
         };
-        match self.load_shared_room(cluster, name, Some(new)) {
+        match self.load_shared_room(cluster, name, Some(new), None) {
             Some(room) => room,
             None => Arc::new(
                 Room::new(

@@ -205,6 +205,8 @@ impl Haproxy {
 defaults
     mode tcp
     timeout connect 2s
+    retries 3
+    option redispatch
     timeout client 1h
     timeout server 1h
 frontend chat

@@ -359,3 +359,59 @@ fn kill_9_of_a_node_mid_flood_loses_and_repeats_nothing() {
         assert_eq!(id, &format!("{}-0", i + 1), "the log is contiguous");
     }
 }
+
+/// Redis loses everything (killed, data deleted, restarted): the nodes notice, the room comes
+/// back under a new epoch when it is joined again, and a client resuming with its old cursor
+/// is told `EPOCH`, never silently handed restarted seqs.
+#[test]
+fn a_wiped_redis_shows_clients_a_new_epoch() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.login("alice");
+    let old = alice.join("general");
+    for i in 0..3 {
+        alice.say("general", &format!("m{i}"));
+    }
+    redis.wipe_and_restart();
+    let mut bob = b.login("bob");
+    let new = eventually("the room comes back under a new epoch", || {
+        bob.send("JOIN general");
+        let line = next_join(&mut bob);
+        let join = support::JoinReply::parse(&line).expect("OK JOIN");
+        (join.epoch != old.epoch).then_some(join)
+    });
+    assert_eq!(new.seq, 0);
+    bob.send(&format!("SYNC general 3 epoch={}", old.epoch));
+    loop {
+        let line = bob.next_line();
+        assert!(!line.starts_with("OK SYNC"), "no EPOCH before {line}");
+        if line.starts_with("EPOCH ") {
+            assert!(
+                line.starts_with(&format!("EPOCH general {} ", new.epoch)),
+                "{line}"
+            );
+            break;
+        }
+    }
+    // And node a, where the room lived, agrees once it noticed too.
+    let again = eventually("node a sees the new epoch", || {
+        alice.send("JOIN general");
+        let line = next_join(&mut alice);
+        let join = support::JoinReply::parse(&line).expect("OK JOIN");
+        (join.epoch == new.epoch).then_some(join)
+    });
+    assert_eq!(again.seq, 0);
+}
+
+/// The next `OK JOIN general` line, skipping what the room sends meanwhile.
+fn next_join(client: &mut Client) -> String {
+    for _ in 0..1_000 {
+        let line = client.next_line();
+        if line.starts_with("OK JOIN general ") {
+            return line;
+        }
+    }
+    client.fail("no OK JOIN")
+}

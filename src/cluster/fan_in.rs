@@ -48,9 +48,12 @@ const CATCH_UP_PAGE: usize = 1_000;
 /// How long to wait before reconnecting to Redis.
 const BACKOFF: Duration = Duration::from_millis(200);
 
-enum Feed {
+pub(super) enum Feed {
     /// The subscription is (re)made: everything published before it may have been missed.
     Subscribed,
+    /// A post found the room gone or under another epoch in Redis (its data was lost, say by
+    /// a FLUSHALL that cut no connection): check it as after a resubscription.
+    Recheck(String),
     Push {
         channel: String,
         payload: String,
@@ -59,6 +62,7 @@ enum Feed {
 
 pub fn start(cluster: Arc<Cluster>, server: Weak<ChatServer>) {
     let (feed, fed) = crossbeam_channel::bounded(FEED);
+    let _ = cluster.recheck.set(feed.clone());
     let client = cluster.client.clone();
     thread::Builder::new()
         .name("chatd-cluster-sub".into())
@@ -126,7 +130,14 @@ fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
         };
         for item in batch {
             match item {
-                Feed::Subscribed => catch_up_all(&cluster, &server),
+                Feed::Subscribed => catch_up_all(&cluster, &server, server.loaded_rooms()),
+                Feed::Recheck(name) => {
+                    let room = server
+                        .loaded_rooms()
+                        .into_iter()
+                        .filter(|r| *r.name == *name);
+                    catch_up_all(&cluster, &server, room.collect());
+                }
                 Feed::Push { channel, payload } => {
                     if let Some(room) = channel.strip_prefix(keys::CHANNEL_PREFIX) {
                         take_push(&cluster, &server, room, &payload);
@@ -205,10 +216,10 @@ fn repair(cluster: &Cluster, room: &Room, (from, to): (u64, u64)) {
     }
 }
 
-/// After (re)subscribing: every followed room brought up to the log's end, its members
+/// After (re)subscribing: the followed rooms brought up to the log's end, its members
 /// re-read; rooms Redis lost (or remade under a new epoch) are forgotten.
-fn catch_up_all(cluster: &Cluster, server: &ChatServer) {
-    for room in server.loaded_rooms() {
+fn catch_up_all(cluster: &Cluster, server: &ChatServer, rooms: Vec<Arc<Room>>) {
+    for room in rooms {
         match cluster.shared_room(&room.name, None) {
             Ok(Some(shared)) if shared.epoch == *room.epoch => {
                 room.reconcile_members(&shared.members, |name| server.user_or_create(name));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::fan_in::Feed;
 use super::writer::Job;
 use super::{keys, scripts, Cluster};
 use crate::client_ids::Published;
@@ -77,7 +78,12 @@ impl SharedLog for Cluster {
                 .map(Appended::Earlier)
                 .ok_or_else(|| post_failed("unreadable client id record")),
             Some("not-member") => Err(not_member_error(post.room)),
-            Some("gone") | Some("epoch") => Err(epoch_changed(post.room)),
+            Some("gone") | Some("epoch") => {
+                if let Some(recheck) = self.recheck.get() {
+                    let _ = recheck.try_send(Feed::Recheck(post.room.to_string()));
+                }
+                Err(epoch_changed(post.room))
+            }
             _ => Err(post_failed("unexpected answer")),
         }
     }
@@ -154,7 +160,7 @@ impl Cluster {
                 redis::cmd("XRANGE")
                     .arg(keys::log(room))
                     .arg(format!("{from}-0"))
-                    .arg(end)
+                    .arg(&end)
                     .arg("COUNT")
                     .arg(limit)
                     .query(con)

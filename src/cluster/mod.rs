@@ -78,6 +78,8 @@ pub struct Cluster {
     /// To `chatd-cluster-writer` (capacity [`writer::QUEUE`]).
     jobs: Sender<writer::Job>,
     retention: Retention,
+    /// To the fence thread, once it runs: rooms to check again (see `fan_in::Feed::Recheck`).
+    recheck: std::sync::OnceLock<Sender<fan_in::Feed>>,
 }
 
 /// How long a connection attempt or a reply may take before the node calls Redis
@@ -104,6 +106,7 @@ impl Cluster {
             pool: RankedMutex::new(Rank::Leaf, vec![first]),
             jobs,
             retention: options.retention,
+            recheck: std::sync::OnceLock::new(),
         }))
     }
 
@@ -117,24 +120,25 @@ impl Cluster {
     }
 
     /// Runs `f` on a pooled connection (made if none is idle). A connection that failed is
-    /// dropped rather than returned, so the next use reconnects.
+    /// dropped rather than returned; a pooled one may have died with an earlier Redis (a
+    /// restart), so a failure on it is tried once more on a new connection: every use here
+    /// is a read or an idempotent script.
     fn with_connection<T>(
         &self,
         doing: &str,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let pooled = self.pool.lock().pop();
-        let mut connection = match pooled {
-            Some(connection) => connection,
-            None => self.open_connection().map_err(|e| unavailable(doing, e))?,
-        };
-        match f(&mut connection) {
-            Ok(value) => {
+        if let Some(mut connection) = pooled {
+            if let Ok(value) = f(&mut connection) {
                 self.pool.lock().push(connection);
-                Ok(value)
+                return Ok(value);
             }
-            Err(e) => Err(unavailable(doing, e)),
         }
+        let mut connection = self.open_connection().map_err(|e| unavailable(doing, e))?;
+        let value = f(&mut connection).map_err(|e| unavailable(doing, e))?;
+        self.pool.lock().push(connection);
+        Ok(value)
     }
 
     fn open_connection(&self) -> redis::RedisResult<redis::Connection> {

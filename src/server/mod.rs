@@ -281,7 +281,8 @@ impl ChatServer {
     /// Cluster mode: stops following a room Redis no longer has as this node knew it (its
     /// data was lost): the next use reads it again, under its new epoch.
     pub(crate) fn forget_room(&self, name: &str) {
-        if let Some(room) = self.rooms.write().remove(name) {
+        let forgotten = self.rooms.write().remove(name);
+        if let Some(room) = forgotten {
             room.forget_members();
         }
     }

@@ -164,6 +164,16 @@ impl User {
         }
     }
 
+    /// Cluster mode: the same device logged in on another node, which replaces this node's
+    /// session of it (`BYE replaced`), as a login here replaces one here.
+    pub fn close_device(&self, device: &str, reason: CloseReason) {
+        for session in &self.state.lock().sessions {
+            if session.device.as_deref() == Some(device) {
+                session.outbox.close(reason);
+            }
+        }
+    }
+
     /// Holds this user's presence steady while a session is added or removed and the change
     /// is announced. The functions that change presence take the guard as proof.
     #[cfg_attr(debug_assertions, track_caller)]

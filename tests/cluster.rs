@@ -415,3 +415,55 @@ fn next_join(client: &mut Client) -> String {
     }
     client.fail("no OK JOIN")
 }
+
+/// Reads lines (skipping others, bounded) until `expected` arrives.
+fn expect_soon(client: &mut Client, expected: &str) {
+    for _ in 0..1_000 {
+        if client.next_line() == expected {
+            return;
+        }
+    }
+    client.fail(&format!("no {expected:?}"))
+}
+
+/// Typing, read receipts and a device's new login reach the other node: a member there sees
+/// the typing and the receipt, the user's own device there sees their read position, and the
+/// same device logging in on the other node replaces the old session with `BYE replaced`.
+#[test]
+fn typing_receipts_and_device_takeover_cross_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut laptop = a.login_device("alice", "laptop");
+    let mut phone = b.login_device("alice", "phone");
+    let mut bob = b.login("bob");
+    laptop.join("general");
+    bob.join("general");
+    expect_soon(&mut laptop, "JOINED general bob");
+
+    laptop.send("TYPING general");
+    expect_soon(&mut bob, "TYPING general alice");
+    laptop.send("TYPING general stop");
+    expect_soon(&mut bob, "TYPING general alice stop");
+    expect_soon(&mut laptop, "OK TYPING general stop");
+
+    let msg = laptop.say("general", "hello");
+    collect_msgs(&mut bob, "general", 1);
+    bob.send(&format!("READ general {}", msg.seq));
+    expect_soon(&mut laptop, &format!("READ general bob {}", msg.seq));
+    bob.expect(&format!("OK READ general {}", msg.seq));
+    let reply = bob.say("general", "hi");
+    collect_msgs(&mut laptop, "general", 1);
+    laptop.send(&format!("READ general {}", reply.seq));
+    expect_soon(&mut phone, &format!("READ general alice {}", reply.seq));
+
+    let mut laptop_on_b = b.connect();
+    laptop_on_b.send("LOGIN alice device=laptop");
+    laptop_on_b.expect("OK LOGIN alice");
+    expect_soon(
+        &mut laptop,
+        "BYE replaced :you logged in again from this device",
+    );
+    laptop.expect_closed();
+    phone.send("PING still");
+    expect_soon(&mut phone, "PONG still");
+}

@@ -31,6 +31,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::log::parse_push;
 use super::{keys, Cluster, REDIS_TIMEOUT};
+use crate::delivery::CloseReason;
 use crate::room::{Incoming, Room};
 use crate::server::ChatServer;
 
@@ -78,8 +79,11 @@ fn subscribe(client: redis::Client, feed: Sender<Feed>) {
     loop {
         if let Ok(mut connection) = client.get_connection_with_timeout(REDIS_TIMEOUT) {
             let mut pubsub = connection.as_pubsub();
-            let pattern = format!("{}*", keys::CHANNEL_PREFIX);
-            if pubsub.psubscribe(pattern).is_ok() {
+            let patterns = [
+                format!("{}*", keys::CHANNEL_PREFIX),
+                format!("{}*", keys::DEVICE_PREFIX),
+            ];
+            if pubsub.psubscribe(&patterns[..]).is_ok() {
                 if feed.send(Feed::Subscribed).is_err() {
                     return;
                 }
@@ -141,6 +145,8 @@ fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
                 Feed::Push { channel, payload } => {
                     if let Some(room) = channel.strip_prefix(keys::CHANNEL_PREFIX) {
                         take_push(&cluster, &server, room, &payload);
+                    } else if let Some(user) = channel.strip_prefix(keys::DEVICE_PREFIX) {
+                        take_device(&cluster, &server, user, &payload);
                     }
                 }
             }
@@ -149,7 +155,7 @@ fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
 }
 
 /// One push: `M ...` (a message), `J <user> <node> <seq>` (joined when the room was at
-/// `seq`), `L <user> <node>` (left).
+/// `seq`), `L <user> <node>` (left), `T ...` (typing), `R ...` (a read position).
 ///
 /// A room this node does not follow yet is read from Redis now, but starts at the push's
 /// position, not at the seq Redis has by the time it is read: the messages in between are this
@@ -174,6 +180,23 @@ fn take_push(cluster: &Cluster, server: &ChatServer, room_name: &str, payload: &
                 repair(cluster, &room, missing);
             }
         }
+        "T" | "R" => {
+            let fields: Vec<&str> = rest.split(' ').collect();
+            let [user, node, value, ..] = fields[..] else {
+                return;
+            };
+            if node == cluster.node() {
+                return;
+            }
+            let Some(room) = server.room(room_name) else {
+                return;
+            };
+            match (kind, value.parse::<u64>()) {
+                ("T", Ok(typing)) => room.typing_elsewhere(user, typing == 1),
+                ("R", Ok(seq)) => room.read_elsewhere(user, seq, fields.get(3) == Some(&"1")),
+                _ => {}
+            }
+        }
         "J" | "L" => {
             let mut fields = rest.split(' ');
             let (user, node) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
@@ -191,6 +214,19 @@ fn take_push(cluster: &Cluster, server: &ChatServer, room_name: &str, payload: &
             }
         }
         _ => {}
+    }
+}
+
+/// `<device> <node>` on `d:<user>`: that device logged in on `node`; its session here, if
+/// any, is replaced.
+fn take_device(cluster: &Cluster, server: &ChatServer, user: &str, payload: &str) {
+    let Some((device, node)) = payload.split_once(' ') else {
+        return;
+    };
+    if node != cluster.node() {
+        if let Some(user) = server.user(user) {
+            user.close_device(device, CloseReason::Replaced);
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use super::{keys, scripts, Cluster};
 use crate::client_ids::Published;
 use crate::message::Message;
 use crate::protocol::{ClientError, ErrorCode};
-use crate::room::{epoch_changed, not_member_error, Appended, SharedLog, SharedPost};
+use crate::room::{epoch_changed, not_member_error, Appended, SharedLog, SharedPost, Signal};
 use crate::store::{Snapshot, Store, StoreError, StoreErrorKind, Ticket, Write};
 
 impl SharedLog for Cluster {
@@ -86,6 +86,37 @@ impl SharedLog for Cluster {
             }
             _ => Err(post_failed("unexpected answer")),
         }
+    }
+
+    fn announce(&self, room: &str, event: Signal) {
+        let payload = match event {
+            Signal::Typing { user, typing } => {
+                format!("T {user} {} {}", self.node, u8::from(typing))
+            }
+            Signal::Read { user, seq, shared } => {
+                format!("R {user} {} {seq} {}", self.node, u8::from(shared))
+            }
+        };
+        self.publish(&keys::channel(room), payload);
+    }
+}
+
+impl Cluster {
+    /// Queues a PUBLISH behind everything this node queued before (see [`SharedLog::announce`]).
+    pub(super) fn publish(&self, channel: &str, payload: String) {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        // Full queue: the announcement is dropped, as a full session queue sheds typing.
+        let _ = self.jobs.try_send(Job::Command(cmd));
+    }
+
+    /// A login of `user` from `device` on this node: any other node's session of that device
+    /// is replaced (`BYE replaced`).
+    pub fn announce_device(&self, user: &str, device: &str) {
+        self.publish(
+            &keys::device_channel(user),
+            format!("{device} {}", self.node),
+        );
     }
 }
 

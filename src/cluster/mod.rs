@@ -32,7 +32,9 @@
 //! | `u:{user}:cid:<cid>` | string, EX | the `OK` a client id got: `room seq id fingerprint to` |
 //!
 //! Channels: `c:<room>`, carrying `M <seq> <ms> <id> <origin> <from> <body>`, `J <user>
-//! <node>`, `L <user> <node>`.
+//! <node> <seq>`, `L <user> <node>`, `T <user> <node> <0|1>` (typing), `R <user> <node> <seq>
+//! <shared>` (a read position); `d:<user>`, carrying `<device> <node>` (a login from a device
+//! there, which replaces that device's session elsewhere).
 
 pub mod directory;
 pub mod fan_in;
@@ -179,6 +181,11 @@ pub mod keys {
     pub const CHANNEL_PREFIX: &str = "c:";
     pub fn channel(room: &str) -> String {
         format!("{CHANNEL_PREFIX}{room}")
+    }
+    /// A user's device logins: `<device> <node>`.
+    pub const DEVICE_PREFIX: &str = "d:";
+    pub fn device_channel(user: &str) -> String {
+        format!("{DEVICE_PREFIX}{user}")
     }
 }
 

@@ -33,6 +33,8 @@ pub enum Job {
         answer: Sender<Result<redis::Value, StoreError>>,
     },
     Write(Write, Option<Ticket>),
+    /// A command whose answer nobody waits for (a PUBLISH of an announcement).
+    Command(redis::Cmd),
 }
 
 pub fn start(client: redis::Client, node: std::sync::Arc<str>) -> Sender<Job> {
@@ -83,6 +85,9 @@ fn run(client: redis::Client, node: &str, queue: Receiver<Job>) {
                 Job::Write(write, _) => {
                     pipe.add_command(command(write, node));
                 }
+                Job::Command(cmd) => {
+                    pipe.add_command(cmd.clone());
+                }
             }
         }
         match pipe.query::<Vec<redis::Value>>(con) {
@@ -104,6 +109,7 @@ fn run(client: redis::Client, node: &str, queue: Receiver<Job>) {
                                 ticket.resolve(outcome.map(drop));
                             }
                         }
+                        Job::Command(_) => {}
                     }
                 }
             }
@@ -135,6 +141,8 @@ fn fail_posts(batch: Vec<Job>, error: &StoreError) -> Vec<Job> {
             Job::Append { answer, .. } => {
                 let _ = answer.send(Err(error.clone()));
             }
+            // An announcement is live news: late is worse than lost.
+            Job::Command(_) => {}
             write => writes.push(write),
         }
     }

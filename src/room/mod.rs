@@ -40,7 +40,7 @@ mod shared;
 
 pub use history::REPLY_BYTES;
 pub use shared::{
-    epoch_changed, not_member_error, Appended, Incoming, Posted, SharedLog, SharedPost,
+    epoch_changed, not_member_error, Appended, Incoming, Posted, SharedLog, SharedPost, Signal,
 };
 
 use crate::delivery::doorbell::WakeBatch;
@@ -727,8 +727,18 @@ impl Room {
         }
     }
 
-    /// Typing events go to the other members only, and may be shed under backpressure.
+    /// Typing events go to the other members only, and may be shed under backpressure. In
+    /// cluster mode the other nodes are told too.
     fn tell_typing(&self, state: &RoomState, user: &str, typing: bool) {
+        if let Some(log) = &self.shared {
+            let user = Arc::from(user);
+            log.announce(&self.name, Signal::Typing { user, typing });
+        }
+        self.show_typing(state, user, typing);
+    }
+
+    /// Shows this node's sessions of the other members that `user` is typing (or stopped).
+    fn show_typing(&self, state: &RoomState, user: &str, typing: bool) {
         let line = Line::ephemeral(Event::Typing {
             room: Arc::clone(&self.name),
             user: Arc::from(user),
@@ -768,6 +778,17 @@ impl Room {
                 seq: position,
             });
             user.deliver_except(&line, Some(session.id));
+            if let Some(log) = &self.shared {
+                let (user, shared) = (Arc::clone(&user.name), user.shares_receipts());
+                log.announce(
+                    &self.name,
+                    Signal::Read {
+                        user,
+                        seq: position,
+                        shared,
+                    },
+                );
+            }
             if user.shares_receipts() {
                 broadcast(&state, &line, Audience::OthersThan(&user.name));
             }

@@ -35,6 +35,25 @@ pub trait SharedLog: Send + Sync {
     /// Appends one message atomically (client-id check, membership check, next seq, log,
     /// publish) and blocks until the engine has answered, which means it is durable.
     fn append(&self, post: SharedPost<'_>) -> Result<Appended, ClientError>;
+
+    /// Tells the room's other nodes about an event that is not stored (typing) or is stored
+    /// by its own write (a read position): published on the room's channel, in order with
+    /// everything this node queued before it.
+    fn announce(&self, room: &str, event: Signal);
+}
+
+/// A room event other nodes show their sessions (see [`SharedLog::announce`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    Typing {
+        user: Arc<str>,
+        typing: bool,
+    },
+    Read {
+        user: Arc<str>,
+        seq: u64,
+        shared: bool,
+    },
 }
 
 /// What a poster asks the shared log to append.
@@ -252,6 +271,38 @@ impl Room {
         broadcast(&state, &joined, Audience::Everyone);
     }
 
+    /// Another node's session of `user` is typing (or stopped): shown to this node's sessions
+    /// of the other members. Its expiry comes from the origin node (which announces the stop).
+    pub fn typing_elsewhere(&self, user: &str, typing: bool) {
+        let state = self.state.lock();
+        if state.members.contains_key(user) {
+            self.show_typing(&state, user, typing);
+        }
+    }
+
+    /// Another node's session of `user` read up to `seq`: the position moves here too (never
+    /// back), their sessions here are told, and, if they share receipts, the other members.
+    pub fn read_elsewhere(&self, user: &str, seq: u64, shared: bool) {
+        let mut state = self.state.lock();
+        let Some(member) = state.members.get(user).cloned() else {
+            return;
+        };
+        let position = state.read.entry(Arc::clone(&member.name)).or_insert(0);
+        if seq <= *position {
+            return;
+        }
+        *position = seq;
+        let line = Line::event(Event::Read {
+            room: Arc::clone(&self.name),
+            user: Arc::clone(&member.name),
+            seq,
+        });
+        member.deliver(&line);
+        if shared {
+            broadcast(&state, &line, Audience::OthersThan(user));
+        }
+    }
+
     /// Another node let `user` leave: this node's sessions are told with `LEFT`.
     pub fn left_elsewhere(&self, user: &str) {
         let mut state = self.state.lock();
@@ -260,7 +311,7 @@ impl Room {
         };
         state.read.remove(user);
         if state.typing.clear(user) {
-            self.tell_typing(&state, user, false);
+            self.show_typing(&state, user, false);
         }
         member.remove_room(&self.name);
         let left = Line::event(Event::Left {

@@ -43,7 +43,7 @@ pub struct ChatServer {
     pub(crate) store: Arc<dyn Store>,
     /// Cluster mode (`--cluster`): Redis orders and keeps rooms shared with other nodes, and
     /// is also the store. `None`: a single node.
-    cluster: Option<Arc<Cluster>>,
+    pub(crate) cluster: Option<Arc<Cluster>>,
     /// The memory all rooms' recent logs may hold together (`--recent-memory`).
     recent_budget: Arc<MemoryBudget>,
     throttle: LoginThrottle,

@@ -64,6 +64,9 @@ impl ChatServer {
         if !starts.is_empty() {
             session.deliver(&Line::cursors(starts));
         }
+        if let (Some(cluster), Some(device)) = (&self.cluster, device) {
+            cluster.announce_device(name, device);
+        }
         match arrival.replaced {
             Some(old) => {
                 old.outbox.close(CloseReason::Replaced);

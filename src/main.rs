@@ -35,6 +35,10 @@ struct Flags {
     /// This node's name in the cluster (default: from the listening host and port).
     #[arg(long, requires = "cluster")]
     node_id: Option<String>,
+    /// Seconds a node's presence lease lasts without a heartbeat: a dead node's users are
+    /// shown offline this long plus --presence-grace after it died.
+    #[arg(long, default_value_t = 15)]
+    cluster_lease: u64,
     /// Where rooms, members and messages are kept: `sqlite` (the --data file; survives
     /// restarts and crashes), `postgres` (the --database-url database) or `memory` (lost on
     /// restart).
@@ -218,6 +222,7 @@ fn main() -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| ClusterOptions::default_node_id(flags.listen)),
         retention,
+        lease: Duration::from_secs(flags.cluster_lease.max(1)),
     });
     let config = Config {
         listen: flags.listen,

@@ -286,6 +286,37 @@ impl User {
         state.last_seen
     }
 
+    /// When the user's last session here ended (whatever is shown).
+    pub fn last_seen_at(&self) -> Option<DateTime<Utc>> {
+        self.state.lock().last_seen
+    }
+
+    /// Cluster mode: whether this node's sessions of the user are all gone and none came back
+    /// since `generation` (the node then takes itself off the user's presence in Redis).
+    pub fn left_this_node(&self, presence: &PresenceGuard<'_>, generation: u64) -> bool {
+        presence.check(self);
+        let state = self.state.lock();
+        state.generation == generation && state.sessions.is_empty()
+    }
+
+    /// Cluster mode: shows the user as the cluster says (online on some node, or offline since
+    /// `last_seen`). Returns whether that changed what this node showed.
+    pub fn show_presence(
+        &self,
+        presence: &PresenceGuard<'_>,
+        online: bool,
+        last_seen: Option<DateTime<Utc>>,
+    ) -> bool {
+        presence.check(self);
+        let mut state = self.state.lock();
+        let changed = state.shown_online != online;
+        state.shown_online = online;
+        if !online && last_seen.is_some() {
+            state.last_seen = last_seen;
+        }
+        changed
+    }
+
     pub fn shares_receipts(&self) -> bool {
         self.state.lock().share_receipts
     }

@@ -85,13 +85,21 @@ impl Cluster {
         }))
     }
 
-    /// The rooms `user` is in, on any node.
-    pub fn rooms_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        self.with_connection("reading a user's rooms", |con| {
-            redis::cmd("SMEMBERS")
+    /// At a login: records that `user` exists (before `OK LOGIN`, so every node knows them
+    /// from then on: a DM from another node finds them) and returns the rooms they are in, on
+    /// any node.
+    pub fn logged_in(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let (_, rooms): (i64, Vec<String>) = self.with_connection("recording a login", |con| {
+            redis::pipe()
+                .cmd("HSETNX")
+                .arg(keys::user(user))
+                .arg("name")
+                .arg(user)
+                .cmd("SMEMBERS")
                 .arg(keys::user_rooms(user))
                 .query(con)
-        })
+        })?;
+        Ok(rooms)
     }
 
     /// Whether anyone called `user` has logged in on any node.

@@ -82,6 +82,7 @@ fn subscribe(client: redis::Client, feed: Sender<Feed>) {
             let patterns = [
                 format!("{}*", keys::CHANNEL_PREFIX),
                 format!("{}*", keys::DEVICE_PREFIX),
+                format!("{}*", keys::PRESENCE_PREFIX),
             ];
             if pubsub.psubscribe(&patterns[..]).is_ok() {
                 if feed.send(Feed::Subscribed).is_err() {
@@ -147,6 +148,8 @@ fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
                         take_push(&cluster, &server, room, &payload);
                     } else if let Some(user) = channel.strip_prefix(keys::DEVICE_PREFIX) {
                         take_device(&cluster, &server, user, &payload);
+                    } else if let Some(user) = channel.strip_prefix(keys::PRESENCE_PREFIX) {
+                        super::presence::take_presence(&cluster, &server, user, &payload);
                     }
                 }
             }
@@ -208,7 +211,7 @@ fn take_push(cluster: &Cluster, server: &ChatServer, room_name: &str, payload: &
                 return;
             };
             if kind == "J" {
-                room.joined_elsewhere(&server.user_or_create(user));
+                room.joined_elsewhere(&server.cluster_user(user));
             } else {
                 room.left_elsewhere(user);
             }
@@ -258,7 +261,7 @@ fn catch_up_all(cluster: &Cluster, server: &ChatServer, rooms: Vec<Arc<Room>>) {
     for room in rooms {
         match cluster.shared_room(&room.name, None) {
             Ok(Some(shared)) if shared.epoch == *room.epoch => {
-                room.reconcile_members(&shared.members, |name| server.user_or_create(name));
+                room.reconcile_members(&shared.members, |name| server.cluster_user(name));
                 catch_up(cluster, &room);
             }
             Ok(_) => server.forget_room(&room.name),

@@ -34,11 +34,14 @@
 //! Channels: `c:<room>`, carrying `M <seq> <ms> <id> <origin> <from> <body>`, `J <user>
 //! <node> <seq>`, `L <user> <node>`, `T <user> <node> <0|1>` (typing), `R <user> <node> <seq>
 //! <shared>` (a read position); `d:<user>`, carrying `<device> <node>` (a login from a device
-//! there, which replaces that device's session elsewhere).
+//! there, which replaces that device's session elsewhere); `p:<user>`, carrying `on <node>` /
+//! `off <ms>` (see [`presence`]). Presence keys: `p:{user}` (set of nodes with a session of
+//! theirs), `n:<node>:users`, `nodes` (sorted set: node -> lease end, ms).
 
 pub mod directory;
 pub mod fan_in;
 pub mod log;
+pub mod presence;
 pub mod scripts;
 pub mod writer;
 
@@ -60,6 +63,9 @@ pub struct ClusterOptions {
     pub node_id: String,
     /// The retention flags, applied to the rooms' streams and client ids.
     pub retention: Retention,
+    /// How long a node's presence lease lasts without a heartbeat: a dead node's users go
+    /// offline this long (plus the presence grace) after its last heartbeat.
+    pub lease: Duration,
 }
 
 impl ClusterOptions {
@@ -80,6 +86,7 @@ pub struct Cluster {
     /// To `chatd-cluster-writer` (capacity [`writer::QUEUE`]).
     jobs: Sender<writer::Job>,
     retention: Retention,
+    lease: Duration,
     /// To the fence thread, once it runs: rooms to check again (see `fan_in::Feed::Recheck`).
     recheck: std::sync::OnceLock<Sender<fan_in::Feed>>,
 }
@@ -108,13 +115,21 @@ impl Cluster {
             pool: RankedMutex::new(Rank::Leaf, vec![first]),
             jobs,
             retention: options.retention,
+            lease: options.lease,
             recheck: std::sync::OnceLock::new(),
         }))
     }
 
     /// Starts the subscriber and fence threads that settle other nodes' posts into `server`.
-    pub fn start_fan_in(self: &Arc<Self>, server: Weak<ChatServer>) {
+    /// Also starts the lease thread (`presence`); `grace` is the presence grace.
+    pub fn start_fan_in(self: &Arc<Self>, server: Weak<ChatServer>, grace: Duration) {
+        presence::start_leases(Arc::clone(self), server.clone(), self.lease, grace);
         fan_in::start(Arc::clone(self), server);
+    }
+
+    /// Queues a command behind everything this node queued before; nobody waits for it.
+    fn queue(&self, cmd: redis::Cmd) {
+        let _ = self.jobs.send(writer::Job::Command(cmd));
     }
 
     pub fn node(&self) -> &str {
@@ -181,6 +196,21 @@ pub mod keys {
     pub const CHANNEL_PREFIX: &str = "c:";
     pub fn channel(room: &str) -> String {
         format!("{CHANNEL_PREFIX}{room}")
+    }
+    /// Nodes with a session of the user.
+    pub fn presence(user: &str) -> String {
+        format!("p:{{{user}}}")
+    }
+    /// The users this node has sessions of (read by whoever reaps it).
+    pub fn node_users(node: &str) -> String {
+        format!("n:{node}:users")
+    }
+    /// Node -> lease end (ms).
+    pub const NODES: &str = "nodes";
+    /// A user's cluster-wide presence changes: `on <node>`, `off <ms>`.
+    pub const PRESENCE_PREFIX: &str = "p:";
+    pub fn presence_channel(user: &str) -> String {
+        format!("{PRESENCE_PREFIX}{user}")
     }
     /// A user's device logins: `<device> <node>`.
     pub const DEVICE_PREFIX: &str = "d:";

@@ -101,3 +101,56 @@ local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if tonumber(ARGV[2]) > stored then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 return {'ok'}
 "#;
+
+/// A user's first session on this node. KEYS: the user's presence set (nodes with a session of
+/// theirs), this node's user set. ARGV: user, node, presence channel. Announces `on <node>` when the
+/// user was on no node.
+pub const ONLINE: &str = r#"
+local before = redis.call('SCARD', KEYS[1])
+redis.call('SADD', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+if before == 0 then redis.call('PUBLISH', ARGV[3], 'on ' .. ARGV[2]) end
+return {'ok'}
+"#;
+
+/// This node's last session of a user ended (after the presence grace). KEYS: presence set,
+/// this node's user set, the user's hash. ARGV: user, node, presence channel, last_seen (ms).
+/// Announces `off <ms>` when no node has a session of theirs.
+pub const OFFLINE: &str = r#"
+redis.call('SREM', KEYS[1], ARGV[2])
+redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('SCARD', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[3], 'last_seen_ms', ARGV[4])
+  redis.call('PUBLISH', ARGV[3], 'off ' .. ARGV[4])
+end
+return {'ok'}
+"#;
+
+/// A node's heartbeat, then the reaping of dead nodes. KEYS: the node lease set. ARGV: node,
+/// lease (ms), grace (ms). A node whose lease ran out more than the grace ago is claimed by
+/// whoever gets here first (ZREM succeeds once): each of its users it was the last node of
+/// goes offline (`off <ms>`, with the lease's end as last_seen). Answers how many were reaped.
+pub const LEASE: &str = r#"
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[3]), 'WITHSCORES')
+local reaped = 0
+for i = 1, #dead, 2 do
+  local node, ended = dead[i], dead[i + 1]
+  if redis.call('ZREM', KEYS[1], node) == 1 then
+    local users_key = 'n:' .. node .. ':users'
+    for _, user in ipairs(redis.call('SMEMBERS', users_key)) do
+      local set = 'p:{' .. user .. '}'
+      redis.call('SREM', set, node)
+      if redis.call('SCARD', set) == 0 then
+        redis.call('HSET', 'u:{' .. user .. '}', 'last_seen_ms', ended)
+        redis.call('PUBLISH', 'p:' .. user, 'off ' .. ended)
+      end
+    end
+    redis.call('DEL', users_key)
+    reaped = reaped + 1
+  end
+end
+return reaped
+"#;

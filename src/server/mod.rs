@@ -134,7 +134,7 @@ impl ChatServer {
         };
         let _ = server.timers.schedule(first_sweep);
         if let Some(cluster) = &server.cluster {
-            cluster.start_fan_in(Arc::downgrade(&server));
+            cluster.start_fan_in(Arc::downgrade(&server), server.config.presence_grace);
         }
         Ok(server)
     }
@@ -224,7 +224,7 @@ impl ChatServer {
         if let (None, Some(cluster)) = (self.user(name), &self.cluster) {
             // Someone who logged in on another node is known here too.
             if cluster.user_exists(name).unwrap_or(false) {
-                return Ok(self.user_or_create(name));
+                return Ok(self.cluster_user(name));
             }
         }
         self.user(name).ok_or_else(|| {
@@ -287,13 +287,37 @@ impl ChatServer {
         }
     }
 
-    /// Cluster mode: follows, from now on, every room `user` is in on any node, so this
-    /// node's sessions of theirs get each one's messages and can SYNC them.
+    /// Cluster mode: `name`, shown (if this node meets them now) as the cluster shows them.
+    pub(crate) fn cluster_user(&self, name: &str) -> Arc<User> {
+        if let Some(cluster) = &self.cluster {
+            self.meet_users(cluster, &[name.to_owned()]);
+        }
+        self.user_or_create(name)
+    }
+
+    /// Users this node meets for the first time are shown online or offline as the cluster
+    /// shows them (later changes come as presence pushes).
+    fn meet_users(&self, cluster: &Cluster, names: &[String]) {
+        let strangers: Vec<String> = names
+            .iter()
+            .filter(|name| self.user(name).is_none())
+            .cloned()
+            .collect();
+        for (name, (online, last_seen)) in strangers.iter().zip(cluster.presence_of(&strangers)) {
+            let user = self.user_or_create(name);
+            let presence = user.lock_presence();
+            user.show_presence(&presence, online, last_seen);
+        }
+    }
+
+    /// Cluster mode, at a login: makes `user` known to every node, and follows, from now on,
+    /// every room they are in on any node, so this node's sessions of theirs get each one's
+    /// messages and can SYNC them.
     pub(crate) fn follow_rooms_of(&self, user: &User) {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        for name in cluster.rooms_of(&user.name).unwrap_or_default() {
+        for name in cluster.logged_in(&user.name).unwrap_or_default() {
             self.room(&name);
         }
     }
@@ -331,6 +355,7 @@ impl ChatServer {
     }
 
     fn shared_room(&self, cluster: &Arc<Cluster>, name: &str, shared: SharedRoom) -> Arc<Room> {
+        self.meet_users(cluster, &shared.members);
         let setup = RoomSetup {
             name: Arc::from(name),
             kind: shared.kind,

@@ -162,6 +162,7 @@ pub fn node_with(
             url,
             node_id: node.to_owned(),
             retention: Retention::default(),
+            lease: Duration::from_secs(1),
         });
         configure(config);
     })
@@ -177,6 +178,8 @@ pub fn node_args(redis: &Redis, node: &str) -> Vec<std::ffi::OsString> {
         "--no-rate-limit",
         "--presence-grace",
         "0",
+        "--cluster-lease",
+        "1",
     ]
     .iter()
     .map(Into::into)

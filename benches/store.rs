@@ -85,8 +85,12 @@ fn main() {
     match Redis::start(dir.path()) {
         Err(why) => println!("Redis rows skipped: {why}"),
         Ok(mut redis) => {
-            println!("Cluster mode: one redis-server (appendonly yes, appendfsync always), N nodes");
-            println!("in this process, sender i on node i % N. `redis CPU` is the share of one core");
+            println!(
+                "Cluster mode: one redis-server (appendonly yes, appendfsync always), N nodes"
+            );
+            println!(
+                "in this process, sender i on node i % N. `redis CPU` is the share of one core"
+            );
             println!("redis-server used during the run (its ceiling is one core).");
             println!();
             println!("| nodes | senders | sends/s | OK p50 | OK p99 | redis CPU |");
@@ -392,7 +396,14 @@ impl Redis {
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .arg("--dir")
             .arg(&data)
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .args(["--maxmemory-policy", "noeviction"])
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -425,11 +436,16 @@ impl Redis {
 
     /// CPU seconds redis-server has used so far (user + system, from /proc).
     fn cpu(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let after_name = stat.rsplit(')').next().unwrap_or("");
         let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         // utime and stime are fields 14 and 15 of the line; 12 and 13 after the name.
         (ticks(11) + ticks(12)) / 100.0
     }

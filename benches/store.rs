@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use chatd::cluster::ClusterOptions;
 use chatd::store::sqlite::{SqliteOptions, SyncMode};
 use chatd::store::{Retention, StoreConfig};
 use chatd::Config;
@@ -80,6 +81,49 @@ fn main() {
         }
     }
     println!();
+
+    match Redis::start(dir.path()) {
+        Err(why) => println!("Redis rows skipped: {why}"),
+        Ok(mut redis) => {
+            println!(
+                "Cluster mode: one redis-server (appendonly yes, appendfsync always), N nodes"
+            );
+            println!(
+                "in this process, sender i on node i % N. `redis CPU` is the share of one core"
+            );
+            println!("redis-server used during the run (its ceiling is one core).");
+            println!();
+            println!("| nodes | senders | sends/s | OK p50 | OK p99 | redis CPU |");
+            println!("|---|---|---|---|---|---|");
+            for &n in &senders {
+                for nodes in 1..=3 {
+                    redis.flush();
+                    let configs = (0..nodes)
+                        .map(|i| {
+                            let cluster = ClusterOptions {
+                                url: redis.url(),
+                                node_id: format!("n{i}"),
+                                retention: Retention::default(),
+                                lease: Duration::from_secs(15),
+                            };
+                            bench_config(StoreConfig::Memory, Some(cluster))
+                        })
+                        .collect();
+                    let (cpu_before, wall) = (redis.cpu(), Instant::now());
+                    let result = run_sends_on(configs, n, duration);
+                    let cpu = (redis.cpu() - cpu_before) / wall.elapsed().as_secs_f64();
+                    println!(
+                        "| {nodes} | {n} | {:.0} | {:.3} ms | {:.3} ms | {:.0}% |",
+                        result.per_second,
+                        result.p50_ms,
+                        result.p99_ms,
+                        cpu * 100.0
+                    );
+                }
+            }
+            println!();
+        }
+    }
 
     let messages: u64 = if quick { 200_000 } else { 1_000_000 };
     let path = dir.path().join("big.db");
@@ -177,17 +221,29 @@ struct SendResult {
 }
 
 fn run_sends(store: StoreConfig, senders: usize, duration: Duration) -> SendResult {
-    let server = chatd::start(Config {
+    run_sends_on(vec![bench_config(store, None)], senders, duration)
+}
+
+fn bench_config(store: StoreConfig, cluster: Option<ClusterOptions>) -> Config {
+    Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         store,
+        cluster,
         // A benchmark floods by design.
         rate_limit: None,
         max_per_ip: None,
         http_listen: None,
         ..Config::default()
-    })
-    .expect("start server");
-    let addr = server.local_addr();
+    }
+}
+
+/// `run_sends` against one server per config, sender `i` on server `i % servers`.
+fn run_sends_on(configs: Vec<Config>, senders: usize, duration: Duration) -> SendResult {
+    let servers: Vec<_> = configs
+        .into_iter()
+        .map(|config| chatd::start(config).expect("start server"))
+        .collect();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     // Few client threads, each driving several connections, so the client's own context
     // switches do not dominate the two cores the server also runs on.
@@ -196,7 +252,8 @@ fn run_sends(store: StoreConfig, senders: usize, duration: Duration) -> SendResu
         .map(|t| {
             let stop = Arc::clone(&stop);
             let mine: Vec<usize> = (t..senders).step_by(threads).collect();
-            thread::spawn(move || drive(addr, &mine, &stop))
+            let addrs = addrs.clone();
+            thread::spawn(move || drive(&addrs, &mine, &stop))
         })
         .collect();
     let started = Instant::now();
@@ -207,7 +264,9 @@ fn run_sends(store: StoreConfig, senders: usize, duration: Duration) -> SendResu
         latencies.extend(client.join().expect("client thread"));
     }
     let elapsed = started.elapsed();
-    server.shutdown();
+    for server in servers {
+        server.shutdown();
+    }
     latencies.sort();
     let pick =
         |q: f64| ms(latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)]);
@@ -223,11 +282,11 @@ const CLIENT_THREADS: usize = 8;
 /// Drives `senders` connections: each logs in and joins its own room; then, round after
 /// round, every connection sends one message and the thread reads each OK, until stopped
 /// (or 60 s at most). Returns the latency of every send.
-fn drive(addr: SocketAddr, senders: &[usize], stop: &AtomicBool) -> Vec<Duration> {
+fn drive(addrs: &[SocketAddr], senders: &[usize], stop: &AtomicBool) -> Vec<Duration> {
     let mut connections: Vec<(TcpStream, BufReader<TcpStream>)> = senders
         .iter()
         .map(|&i| {
-            let stream = TcpStream::connect(addr).expect("connect");
+            let stream = TcpStream::connect(addrs[i % addrs.len()]).expect("connect");
             stream.set_nodelay(true).unwrap();
             stream
                 .set_read_timeout(Some(Duration::from_secs(10)))
@@ -320,4 +379,85 @@ fn fill(path: &std::path::Path, messages: u64, rooms: u64) {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// A redis-server child for the cluster rows, with the durable settings docs/cluster.md asks
+/// for.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(dir: &std::path::Path) -> Result<Redis, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let data = dir.join("redis");
+        std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--dir")
+            .arg(&data)
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .args(["--maxmemory-policy", "noeviction"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("redis-server: {e}"))?;
+        let redis = Redis { child, port };
+        for _ in 0..200 {
+            if redis.command(&["PING"]).is_ok() {
+                return Ok(redis);
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+        Err("redis-server did not answer".into())
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn command(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let mut con = redis::Client::open(self.url())?.get_connection()?;
+        let mut cmd = redis::cmd(args[0]);
+        cmd.arg(&args[1..]);
+        cmd.query(&mut con)
+    }
+
+    /// Empties it between runs, so each starts from the same state.
+    fn flush(&mut self) {
+        self.command(&["FLUSHALL"]).expect("FLUSHALL");
+    }
+
+    /// CPU seconds redis-server has used so far (user + system, from /proc).
+    fn cpu(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after_name = stat.rsplit(')').next().unwrap_or("");
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 of the line; 12 and 13 after the name.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -19,6 +19,9 @@ pub struct Config {
     /// Where rooms, members and messages are kept. The library defaults to memory (tests and
     /// tools start throwaway servers); the `chatd` binary defaults to SQLite in ./chatd.db.
     pub store: StoreConfig,
+    /// Cluster mode: this node shares rooms with others through Redis, which is then the
+    /// store too (`store` is not used). `None`: a single node.
+    pub cluster: Option<crate::cluster::ClusterOptions>,
     /// Refuse names without an account (a password). Off by default, so anyone can try the
     /// server with `nc` and a name.
     pub require_account: bool,
@@ -132,6 +135,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             store: StoreConfig::Memory,
+            cluster: None,
             require_account: false,
             max_rooms_per_user: 200,
             max_members_per_room: 5_000,

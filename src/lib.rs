@@ -27,6 +27,7 @@
 //! | [`event`] | `Event`: every reply and event the server sends, as typed values |
 //! | [`protocol`] | the chatd line protocol: the verb table and parser (lines in), the encoder (events out) |
 //! | [`store`] | the `Store` trait; `memory`, `sqlite` and `postgres` (group commit on one writer thread) |
+//! | [`cluster`] | cluster mode (`--cluster`): Redis as the rooms' shared log and store, the fan-in that settles other nodes' posts, shared rooms and users (docs/cluster.md) |
 //! | [`accounts`], [`quota`], [`timers`], [`client_ids`], [`typing`] | password hashing and the login throttle; creation quotas; deferred work (presence grace, typing expiry, the memory sweep); the idempotent-send window; typing rules |
 //! | [`keys`] | the key directory's vocabulary (device public keys for end-to-end encrypted DMs; docs/e2e.md) |
 //! | [`message`], [`room_name`], [`rate`], [`lock_rank`], [`config`], [`stats`] | shared vocabulary: messages, room kinds and DM names, token buckets, the lock table, tunables, counters |
@@ -50,6 +51,10 @@
 //!   once when idle (`delivery::doorbell`).
 //! - `chatd-store` (SQLite and PostgreSQL): commits every queued write as one transaction, then
 //!   resolves the writes' tickets; posters wait on their ticket, outside every room lock.
+//! - Cluster mode only (`crate::cluster`): `chatd-cluster-writer` sends every queued post and
+//!   write to Redis as one pipeline; `chatd-cluster-sub` reads the pub/sub connection;
+//!   `chatd-cluster-fence` settles its pushes into rooms once they are known durable, and
+//!   repairs holes from the rooms' streams.
 //! - `chatd-timers`: sleeps until the next due item (an offline announcement after the
 //!   presence grace period, a typing expiry, the 5 s memory sweep), re-checks it against
 //!   current state, acts.
@@ -84,6 +89,7 @@
 
 pub mod accounts;
 pub mod client_ids;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod delivery;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use chatd::cluster::ClusterOptions;
 use chatd::config::RateLimit;
 use chatd::quota::Rate;
 use chatd::store::postgres::PostgresOptions;
@@ -27,6 +28,17 @@ struct Flags {
     /// Address and port to listen on. Use 0.0.0.0:7878 to accept connections from other hosts.
     #[arg(long, default_value_t = defaults().listen)]
     listen: SocketAddr,
+    /// Run as one node of a cluster sharing rooms through this Redis (`redis://HOST:PORT`),
+    /// which then keeps everything (--store is not used). See docs/cluster.md.
+    #[arg(long, env = "CHATD_CLUSTER")]
+    cluster: Option<String>,
+    /// This node's name in the cluster (default: from the listening host and port).
+    #[arg(long, requires = "cluster")]
+    node_id: Option<String>,
+    /// Seconds a node's presence lease lasts without a heartbeat: a dead node's users are
+    /// shown offline this long plus --presence-grace after it died.
+    #[arg(long, default_value_t = 15)]
+    cluster_lease: u64,
     /// Where rooms, members and messages are kept: `sqlite` (the --data file; survives
     /// restarts and crashes), `postgres` (the --database-url database) or `memory` (lost on
     /// restart).
@@ -228,9 +240,19 @@ fn main() -> anyhow::Result<()> {
             retention,
         }),
     };
+    let cluster = flags.cluster.clone().map(|url| ClusterOptions {
+        url,
+        node_id: flags
+            .node_id
+            .clone()
+            .unwrap_or_else(|| ClusterOptions::default_node_id(flags.listen)),
+        retention,
+        lease: Duration::from_secs(flags.cluster_lease.max(1)),
+    });
     let config = Config {
         listen: flags.listen,
         store,
+        cluster,
         require_account: flags.require_account,
         max_rooms_per_user: flags.max_rooms_per_user,
         max_members_per_room: flags.max_members_per_room,

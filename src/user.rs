@@ -174,6 +174,16 @@ impl User {
         }
     }
 
+    /// Cluster mode: the same device logged in on another node, which replaces this node's
+    /// session of it (`BYE replaced`), as a login here replaces one here.
+    pub fn close_device(&self, device: &str, reason: CloseReason) {
+        for session in &self.state.lock().sessions {
+            if session.device.as_deref() == Some(device) {
+                session.outbox.close(reason);
+            }
+        }
+    }
+
     /// Holds this user's presence steady while a session is added or removed and the change
     /// is announced. The functions that change presence take the guard as proof.
     #[cfg_attr(debug_assertions, track_caller)]
@@ -284,6 +294,37 @@ impl User {
         }
         state.shown_online = false;
         state.last_seen
+    }
+
+    /// When the user's last session here ended (whatever is shown).
+    pub fn last_seen_at(&self) -> Option<DateTime<Utc>> {
+        self.state.lock().last_seen
+    }
+
+    /// Cluster mode: whether this node's sessions of the user are all gone and none came back
+    /// since `generation` (the node then takes itself off the user's presence in Redis).
+    pub fn left_this_node(&self, presence: &PresenceGuard<'_>, generation: u64) -> bool {
+        presence.check(self);
+        let state = self.state.lock();
+        state.generation == generation && state.sessions.is_empty()
+    }
+
+    /// Cluster mode: shows the user as the cluster says (online on some node, or offline since
+    /// `last_seen`). Returns whether that changed what this node showed.
+    pub fn show_presence(
+        &self,
+        presence: &PresenceGuard<'_>,
+        online: bool,
+        last_seen: Option<DateTime<Utc>>,
+    ) -> bool {
+        presence.check(self);
+        let mut state = self.state.lock();
+        let changed = state.shown_online != online;
+        state.shown_online = online;
+        if !online && last_seen.is_some() {
+            state.last_seen = last_seen;
+        }
+        changed
     }
 
     pub fn shares_receipts(&self) -> bool {

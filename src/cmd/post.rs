@@ -13,7 +13,7 @@ use crate::client_ids::{fingerprint, Published};
 use crate::event::Event;
 use crate::message::Message;
 use crate::protocol::{ClientError, ErrorCode};
-use crate::room::Room;
+use crate::room::{Posted, Room};
 
 /// `SEND <room> <body>`.
 pub fn send(
@@ -57,7 +57,7 @@ fn post(
             .line(Event::OkPost(published(message, to.clone())))
     };
     let Some(cid) = client_id else {
-        return room.publish(session, body, None, ack).map(drop);
+        return room.post(session, body, None, to.as_ref(), ack).map(drop);
     };
     let asked = fingerprint(&room.name, body);
     let user = &session.user;
@@ -75,23 +75,37 @@ fn post(
     };
     if let Some(original) = original {
         if !original.is_retry_of(asked) {
-            return Err(ClientError::new(
-                ErrorCode::CidReused,
-                format!(
-                    "cid {cid} was used for another message (seq {} in {}); nothing was posted: \
-                     use a new cid for a new message",
-                    original.seq, original.room
-                ),
-            ));
+            return Err(cid_reused(cid, &original));
         }
         session.deliver(&ctx.reply.line(Event::OkPost(original)));
         return Ok(());
     }
-    let message = room.publish(session, body, Some((cid, asked)), ack)?;
-    let mut record = published(&message, to);
+    let mut record = match room.post(session, body, Some((cid, asked)), to.as_ref(), ack)? {
+        Posted::New(message) => published(&message, to),
+        // In cluster mode the id was used on another node (the shared log checks every id):
+        // the same answer as a retry found here.
+        Posted::Earlier(original) => {
+            if !original.is_retry_of(asked) {
+                return Err(cid_reused(cid, &original));
+            }
+            session.deliver(&ctx.reply.line(Event::OkPost(original.clone())));
+            original
+        }
+    };
     record.fingerprint = Some(asked);
     client_ids.record(cid, record, now);
     Ok(())
+}
+
+fn cid_reused(cid: &str, original: &Published) -> ClientError {
+    ClientError::new(
+        ErrorCode::CidReused,
+        format!(
+            "cid {cid} was used for another message (seq {} in {}); nothing was posted: \
+             use a new cid for a new message",
+            original.seq, original.room
+        ),
+    )
 }
 
 fn published(message: &Message, to: Option<Arc<str>>) -> Published {

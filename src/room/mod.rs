@@ -27,7 +27,7 @@
 //! Reading the past (SYNC, HISTORY) is in `room/history.rs`; the in-memory log it reads first is
 //! `crate::recent`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -36,8 +36,12 @@ use chrono::Utc;
 use uuid::Uuid;
 
 mod history;
+mod shared;
 
 pub use history::REPLY_BYTES;
+pub use shared::{
+    epoch_changed, not_member_error, Appended, Incoming, Posted, SharedLog, SharedPost, Signal,
+};
 
 use crate::delivery::doorbell::WakeBatch;
 use crate::delivery::{Line, Outbox, Reply};
@@ -63,6 +67,9 @@ pub struct Room {
     /// before users' state locks. Never two rooms at once.
     state: RankedMutex<RoomState>,
     store: Arc<dyn Store>,
+    /// In cluster mode, the log that orders this room's messages (see `room/shared.rs`);
+    /// `None`: this room's lock is the seq authority.
+    shared: Option<Arc<dyn SharedLog>>,
     stats: Arc<Stats>,
     /// When the room was last used (milliseconds on [`activity_clock`]): the server drops the
     /// recent logs of idle rooms, and of the least recently active first when over its
@@ -92,6 +99,10 @@ struct RoomState {
     read: HashMap<Arc<str>, u64>,
     typing: Typing,
     access: Access,
+    /// Shared rooms only: messages from the shared log not yet settled, by seq.
+    arrived: BTreeMap<u64, shared::Arrival>,
+    /// Shared rooms only: tokens of this node's posts still waiting for the log's answer.
+    awaiting: HashSet<u64>,
 }
 
 /// Who may see and join a room.
@@ -233,11 +244,36 @@ impl Room {
                     read: setup.reads.into_iter().collect(),
                     typing: Typing::default(),
                     access: setup.access,
+                    arrived: BTreeMap::new(),
+                    awaiting: HashSet::new(),
                 },
             ),
             store,
+            shared: None,
             stats,
             last_active: AtomicU64::new(activity_clock()),
+        }
+    }
+
+    /// The room ordered by `log` (cluster mode) instead of by its own lock.
+    pub fn sharing(mut self, log: Arc<dyn SharedLog>) -> Room {
+        self.shared = Some(log);
+        self
+    }
+
+    /// Posts a message: through the shared log in cluster mode, else [`Room::publish`].
+    /// `to` is a DM's recipient.
+    pub fn post(
+        &self,
+        session: &Session,
+        body: &str,
+        client_id: Option<(&str, u64)>,
+        to: Option<&Arc<str>>,
+        ack: impl FnOnce(&Message) -> Arc<Line>,
+    ) -> Result<Posted, ClientError> {
+        match &self.shared {
+            Some(log) => self.publish_shared(log.as_ref(), session, body, client_id, to, ack),
+            None => self.publish(session, body, client_id, ack).map(Posted::New),
         }
     }
 
@@ -691,8 +727,18 @@ impl Room {
         }
     }
 
-    /// Typing events go to the other members only, and may be shed under backpressure.
+    /// Typing events go to the other members only, and may be shed under backpressure. In
+    /// cluster mode the other nodes are told too.
     fn tell_typing(&self, state: &RoomState, user: &str, typing: bool) {
+        if let Some(log) = &self.shared {
+            let user = Arc::from(user);
+            log.announce(&self.name, Signal::Typing { user, typing });
+        }
+        self.show_typing(state, user, typing);
+    }
+
+    /// Shows this node's sessions of the other members that `user` is typing (or stopped).
+    fn show_typing(&self, state: &RoomState, user: &str, typing: bool) {
         let line = Line::ephemeral(Event::Typing {
             room: Arc::clone(&self.name),
             user: Arc::from(user),
@@ -732,6 +778,17 @@ impl Room {
                 seq: position,
             });
             user.deliver_except(&line, Some(session.id));
+            if let Some(log) = &self.shared {
+                let (user, shared) = (Arc::clone(&user.name), user.shares_receipts());
+                log.announce(
+                    &self.name,
+                    Signal::Read {
+                        user,
+                        seq: position,
+                        shared,
+                    },
+                );
+            }
             if user.shares_receipts() {
                 broadcast(&state, &line, Audience::OthersThan(&user.name));
             }

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::accounts::{release_idle_hashing_memory, retry_later, LoginThrottle};
+use crate::cluster::directory::{NewRoom, SharedRoom};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::event::RoomListing;
 use crate::keys::DeviceKey;
@@ -41,6 +43,9 @@ pub struct ChatServer {
     /// under it (see there).
     rooms: RankedRwLock<HashMap<Arc<str>, Arc<Room>>>,
     pub(crate) store: Arc<dyn Store>,
+    /// Cluster mode (`--cluster`): Redis orders and keeps rooms shared with other nodes, and
+    /// is also the store. `None`: a single node.
+    pub(crate) cluster: Option<Arc<Cluster>>,
     /// The memory all rooms' recent logs may hold together (`--recent-memory`).
     recent_budget: Arc<MemoryBudget>,
     throttle: LoginThrottle,
@@ -53,7 +58,14 @@ impl ChatServer {
     /// Opens the configured store, restores users and rooms from it, and starts the timer
     /// thread.
     pub fn open(config: Config) -> Result<Arc<ChatServer>, StoreError> {
-        let store = crate::store::open(&config.store)?;
+        let cluster = match &config.cluster {
+            Some(options) => Some(Cluster::connect(options)?),
+            None => None,
+        };
+        let store: Arc<dyn Store> = match &cluster {
+            Some(cluster) => Arc::clone(cluster) as Arc<dyn Store>,
+            None => crate::store::open(&config.store)?,
+        };
         // No recent messages are loaded: with thousands of rooms they would fill memory
         // before a client said anything. Each room's log refills as it is used; until then
         // SYNC and HISTORY read the store.
@@ -121,6 +133,7 @@ impl ChatServer {
             users: RankedRwLock::new(Rank::Leaf, users),
             rooms: RankedRwLock::new(Rank::Leaf, rooms),
             store,
+            cluster,
             recent_budget,
             throttle: LoginThrottle::default(),
             new_rooms: RankedMutex::new(Rank::Leaf, new_rooms),
@@ -131,6 +144,9 @@ impl ChatServer {
             what: Task::Sweep,
         };
         let _ = server.timers.schedule(first_sweep);
+        if let Some(cluster) = &server.cluster {
+            cluster.start_fan_in(Arc::downgrade(&server), server.config.presence_grace);
+        }
         Ok(server)
     }
 
@@ -216,6 +232,12 @@ impl ChatServer {
     }
 
     pub(crate) fn known_user(&self, name: &str) -> Result<Arc<User>, ClientError> {
+        if let (None, Some(cluster)) = (self.user(name), &self.cluster) {
+            // Someone who logged in on another node is known here too.
+            if cluster.user_exists(name).unwrap_or(false) {
+                return Ok(self.cluster_user(name));
+            }
+        }
         self.user(name).ok_or_else(|| {
             ClientError::new(
                 ErrorCode::NoSuchUser,
@@ -252,8 +274,129 @@ impl ChatServer {
         user
     }
 
+    /// The room called `name`; in cluster mode, read from Redis the first time this node
+    /// needs it.
     pub(crate) fn room(&self, name: &str) -> Option<Arc<Room>> {
-        self.rooms.read().get(name).cloned()
+        let local = self.rooms.read().get(name).cloned();
+        match (local, &self.cluster) {
+            (None, Some(cluster)) => self.load_shared_room(cluster, name, None, None),
+            (local, _) => local,
+        }
+    }
+
+    /// Every room this node has in memory (in cluster mode: the rooms it follows).
+    pub(crate) fn loaded_rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.read().values().cloned().collect()
+    }
+
+    /// Cluster mode: stops following a room Redis no longer has as this node knew it (its
+    /// data was lost): the next use reads it again, under its new epoch.
+    pub(crate) fn forget_room(&self, name: &str) {
+        let forgotten = self.rooms.write().remove(name);
+        if let Some(room) = forgotten {
+            room.forget_members();
+        }
+    }
+
+    /// Cluster mode: `name`, shown (if this node meets them now) as the cluster shows them.
+    pub(crate) fn cluster_user(&self, name: &str) -> Arc<User> {
+        if let Some(cluster) = &self.cluster {
+            self.meet_users(cluster, &[name.to_owned()]);
+        }
+        self.user_or_create(name)
+    }
+
+    /// Users this node meets for the first time are shown online or offline as the cluster
+    /// shows them (later changes come as presence pushes).
+    fn meet_users(&self, cluster: &Cluster, names: &[String]) {
+        let strangers: Vec<String> = names
+            .iter()
+            .filter(|name| self.user(name).is_none())
+            .cloned()
+            .collect();
+        for (name, (online, last_seen)) in strangers.iter().zip(cluster.presence_of(&strangers)) {
+            let user = self.user_or_create(name);
+            let presence = user.lock_presence();
+            user.show_presence(&presence, online, last_seen);
+        }
+    }
+
+    /// Cluster mode, at a login: makes `user` known to every node, and follows, from now on,
+    /// every room they are in on any node, so this node's sessions of theirs get each one's
+    /// messages and can SYNC them.
+    pub(crate) fn follow_rooms_of(&self, user: &User) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        for name in cluster.logged_in(&user.name).unwrap_or_default() {
+            self.room(&name);
+        }
+    }
+
+    /// Cluster mode: the room, followed from `seq` on if this node did not follow it yet (see
+    /// `cluster::fan_in`).
+    pub(crate) fn followed_room(&self, name: &str, seq: u64) -> Option<Arc<Room>> {
+        let local = self.rooms.read().get(name).cloned();
+        match (local, &self.cluster) {
+            (None, Some(cluster)) => self.load_shared_room(cluster, name, None, Some(seq)),
+            (local, _) => local,
+        }
+    }
+
+    /// Reads (or with `new`, makes) a shared room and keeps it in the directory, settled up
+    /// to `start` if given (else up to Redis's seq). `None` if Redis has no such room or
+    /// cannot be reached.
+    fn load_shared_room(
+        &self,
+        cluster: &Arc<Cluster>,
+        name: &str,
+        new: Option<NewRoom<'_>>,
+        start: Option<u64>,
+    ) -> Option<Arc<Room>> {
+        let mut shared = cluster.shared_room(name, new).ok()??;
+        if let Some(start) = start {
+            shared.seq = shared.seq.min(start);
+        }
+        let room = self.shared_room(cluster, name, shared);
+        let mut rooms = self.rooms.write();
+        // Another thread may have loaded it meanwhile: one Room per name.
+        Some(Arc::clone(
+            rooms.entry(Arc::clone(&room.name)).or_insert(room),
+        ))
+    }
+
+    fn shared_room(&self, cluster: &Arc<Cluster>, name: &str, shared: SharedRoom) -> Arc<Room> {
+        self.meet_users(cluster, &shared.members);
+        let setup = RoomSetup {
+            name: Arc::from(name),
+            kind: shared.kind,
+            epoch: Arc::from(shared.epoch),
+            seq: shared.seq,
+            members: shared
+                .members
+                .iter()
+                .map(|member| self.user_or_create(member))
+                .collect(),
+            reads: shared
+                .reads
+                .into_iter()
+                .map(|(user, seq)| (Arc::from(user), seq))
+                .collect(),
+            recent: Vec::new(),
+            recent_limits: self.config.recent_limits(),
+            access: Access {
+                owner: shared.owner.map(Arc::from),
+                private: shared.private,
+                invited: shared.invited.into_iter().map(Arc::from).collect(),
+            },
+        };
+        let room = Room::new(
+            setup,
+            Arc::clone(&self.store),
+            Arc::clone(&self.stats),
+            Arc::clone(&self.recent_budget),
+        );
+        Arc::new(room.sharing(Arc::clone(cluster) as Arc<dyn crate::room::SharedLog>))
     }
 
     /// The room, created (owned by `owner`) if it does not exist.
@@ -265,6 +408,9 @@ impl ChatServer {
     ) -> Arc<Room> {
         if let Some(room) = self.room(name) {
             return room;
+        }
+        if let Some(cluster) = &self.cluster {
+            return self.create_shared_room(cluster, name, kind, owner);
         }
         let mut rooms = self.rooms.write();
         if let Some(room) = rooms.get(name) {
@@ -296,6 +442,41 @@ impl ChatServer {
         };
         self.store.write(write, None);
         room
+    }
+
+    /// Cluster mode: the room is made in Redis first (one script, so nodes racing to make it
+    /// agree on its epoch and owner). If Redis cannot be reached, the room is this request's
+    /// alone, not kept: its posts fail with `ERR store-failed` until Redis is back.
+    fn create_shared_room(
+        &self,
+        cluster: &Arc<Cluster>,
+        name: &str,
+        kind: RoomKind,
+        owner: Option<&Arc<str>>,
+    ) -> Arc<Room> {
+        let fresh = RoomSetup::new(
+            Arc::from(name),
+            kind,
+            owner.cloned(),
+            self.config.recent_limits(),
+        );
+        let new = NewRoom {
+            kind,
+            epoch: &fresh.epoch,
+            owner: owner.map(|owner| &**owner),
+        };
+        match self.load_shared_room(cluster, name, Some(new), None) {
+            Some(room) => room,
+            None => Arc::new(
+                Room::new(
+                    fresh,
+                    Arc::clone(&self.store),
+                    Arc::clone(&self.stats),
+                    Arc::clone(&self.recent_budget),
+                )
+                .sharing(Arc::clone(cluster) as Arc<dyn crate::room::SharedLog>),
+            ),
+        }
     }
 
     /// The room, if it exists and `user` may know it does. Missing rooms and other people's

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use std::time::Instant;
 
 use super::ChatServer;
@@ -34,6 +36,7 @@ impl ChatServer {
         ok: Arc<Line>,
     ) -> Result<Arc<Session>, ClientError> {
         let user = self.user_or_create(name);
+        self.follow_rooms_of(&user);
         let session = Arc::new(Session::new(
             outbox.id,
             Arc::clone(&user),
@@ -62,6 +65,12 @@ impl ChatServer {
         };
         if !starts.is_empty() {
             session.deliver(&Line::cursors(starts));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.session_arrived(name);
+            if let Some(device) = device {
+                cluster.announce_device(name, device);
+            }
         }
         match arrival.replaced {
             Some(old) => {
@@ -151,6 +160,14 @@ impl ChatServer {
     }
 
     fn announce_offline(&self, presence: &PresenceGuard<'_>, user: &User, generation: u64) {
+        if let Some(cluster) = &self.cluster {
+            // The cluster decides: offline only if no other node has a session of theirs,
+            // announced to every node (this one included) by `cluster::presence`.
+            if user.left_this_node(presence, generation) {
+                cluster.sessions_left(&user.name, user.last_seen_at().unwrap_or_else(Utc::now));
+            }
+            return;
+        }
         if let Some(last_seen) = user.mark_offline(presence, generation) {
             let offline = Event::Offline {
                 user: Arc::clone(&user.name),
@@ -158,6 +175,25 @@ impl ChatServer {
             };
             self.tell_peers(user, &Line::ephemeral(offline));
         }
+    }
+
+    /// Cluster mode: shows `user` as the cluster says, telling their peers here if that
+    /// changed what this node showed.
+    pub(crate) fn show_presence(&self, user: &User, online: bool, at: Option<DateTime<Utc>>) {
+        let presence = user.lock_presence();
+        if !user.show_presence(&presence, online, at) {
+            return;
+        }
+        let user_name = Arc::clone(&user.name);
+        let event = if online {
+            Event::Online { user: user_name }
+        } else {
+            Event::Offline {
+                user: user_name,
+                last_seen: at.unwrap_or_else(Utc::now),
+            }
+        };
+        self.tell_peers(user, &Line::ephemeral(event));
     }
 
     /// Sends `line` once to every user (all their sessions) who shares a room with `user`.

@@ -1,0 +1,228 @@
+//! Cluster mode: N chatd nodes sharing rooms through one Redis (`--cluster redis://HOST:PORT`).
+//!
+//! Redis is the engine that orders and keeps; the nodes never agree among themselves:
+//!
+//! - **Order and durability** ([`log`], [`scripts::SEND`]): a post is one Lua script (client-id
+//!   check, membership check, next seq, append to the room's stream with entry id `<seq>-0`,
+//!   publish on the room's channel, client id kept for its window). The node's
+//!   `chatd-cluster-writer` thread sends every queued script and write as one pipeline
+//!   ([`writer`]): group commit, moved into Redis, which with `appendfsync always` fsyncs
+//!   once per event-loop iteration before it answers.
+//! - **Fan-in** ([`fan_in`]): one pub/sub connection per node (`PSUBSCRIBE c:*`) brings
+//!   every room's events; a fence thread settles them into the rooms (`Room::arrive`) only
+//!   once they are known durable, repairs holes from the stream (XRANGE), and catches every
+//!   room up from its last settled seq whenever the subscription is (re)made.
+//! - **Shared state** ([`directory`]): rooms (epoch, seq, owner, invite-only, members,
+//!   invites, read positions) and users live in Redis; a node loads a room the first time it
+//!   needs it and follows it from then on through the fan-in.
+//!
+//! docs/cluster.md is the operator's side (running Redis and nodes, what a loss means);
+//! docs/design.md says why no message a Redis crash could take back is ever shown.
+//!
+//! Keys (`{...}` is the hash tag a later Redis Cluster would shard on):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `r:{room}` | hash | `epoch`, `seq`, `kind`, `owner`, `private`, `ms`/`ctr` (the id clock) |
+//! | `r:{room}:log` | stream | entry `<seq>-0`: `id`, `t` (ms), `from`, `o` (origin), `body` |
+//! | `r:{room}:members`, `r:{room}:invites` | set | user names |
+//! | `r:{room}:reads` | hash | user -> read seq (forward only) |
+//! | `u:{user}` | hash | `name`, `password`, `receipts`, `last_seen` |
+//! | `u:{user}:rooms` | set | the user's rooms |
+//! | `u:{user}:cid:<cid>` | string, EX | the `OK` a client id got: `room seq id fingerprint to` |
+//!
+//! Channels: `c:<room>`, carrying `M <seq> <ms> <id> <origin> <from> <body>`, `J <user>
+//! <node> <seq>`, `L <user> <node>`, `T <user> <node> <0|1>` (typing), `R <user> <node> <seq>
+//! <shared>` (a read position); `d:<user>`, carrying `<device> <node>` (a login from a device
+//! there, which replaces that device's session elsewhere); `p:<user>`, carrying `on <node>` /
+//! `off <ms>` (see [`presence`]). Presence keys: `p:{user}` (set of nodes with a session of
+//! theirs), `n:<node>:users`, `nodes` (sorted set: node -> lease end, ms).
+
+pub mod directory;
+pub mod fan_in;
+pub mod log;
+pub mod presence;
+pub mod scripts;
+pub mod writer;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use crate::lock_rank::{Rank, RankedMutex};
+use crate::server::ChatServer;
+use crate::store::{Retention, StoreError, StoreErrorKind};
+
+/// How this node joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// `redis://HOST:PORT` of the one Redis primary.
+    pub url: String,
+    /// This node's name: it marks the node's posts in the shared log.
+    pub node_id: String,
+    /// The retention flags, applied to the rooms' streams and client ids.
+    pub retention: Retention,
+    /// How long a node's presence lease lasts without a heartbeat: a dead node's users go
+    /// offline this long (plus the presence grace) after its last heartbeat.
+    pub lease: Duration,
+}
+
+impl ClusterOptions {
+    /// The node id a node gets without `--node-id`: its listening host and port, which are
+    /// unique among nodes on one network.
+    pub fn default_node_id(listen: std::net::SocketAddr) -> String {
+        format!("{}-{}", listen.ip(), listen.port()).replace([':', ' '], "_")
+    }
+}
+
+/// One node's link to the cluster: the connections, the writer's queue, and the options.
+pub struct Cluster {
+    node: Arc<str>,
+    client: redis::Client,
+    /// Leaf lock: idle connections for the reads that reader threads make (history, client
+    /// ids, loading rooms). Held only to take or return one, never across I/O.
+    pool: RankedMutex<Vec<redis::Connection>>,
+    /// To `chatd-cluster-writer` (capacity [`writer::QUEUE`]).
+    jobs: Sender<writer::Job>,
+    retention: Retention,
+    lease: Duration,
+    /// To the fence thread, once it runs: rooms to check again (see `fan_in::Feed::Recheck`).
+    recheck: std::sync::OnceLock<Sender<fan_in::Feed>>,
+}
+
+/// How long a connection attempt or a reply may take before the node calls Redis
+/// unreachable (`ERR store-failed` to the client, who retries with its cid).
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Cluster {
+    /// Connects (checking Redis answers) and starts the writer thread. The fan-in starts
+    /// with [`Cluster::start_fan_in`], once the server it feeds exists.
+    pub fn connect(options: &ClusterOptions) -> Result<Arc<Cluster>, StoreError> {
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| unavailable(format!("the cluster URL {}", options.url), e))?;
+        let mut first = client
+            .get_connection_with_timeout(REDIS_TIMEOUT)
+            .map_err(|e| unavailable(format!("connecting to {}", options.url), e))?;
+        redis::cmd("PING")
+            .query::<String>(&mut first)
+            .map_err(|e| unavailable(format!("PING {}", options.url), e))?;
+        let node: Arc<str> = Arc::from(options.node_id.as_str());
+        let jobs = writer::start(client.clone(), Arc::clone(&node));
+        Ok(Arc::new(Cluster {
+            node,
+            client,
+            pool: RankedMutex::new(Rank::Leaf, vec![first]),
+            jobs,
+            retention: options.retention,
+            lease: options.lease,
+            recheck: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// Starts the subscriber and fence threads that settle other nodes' posts into `server`.
+    /// Also starts the lease thread (`presence`); `grace` is the presence grace.
+    pub fn start_fan_in(self: &Arc<Self>, server: Weak<ChatServer>, grace: Duration) {
+        presence::start_leases(Arc::clone(self), server.clone(), self.lease, grace);
+        fan_in::start(Arc::clone(self), server);
+    }
+
+    /// Queues a command behind everything this node queued before; nobody waits for it.
+    fn queue(&self, cmd: redis::Cmd) {
+        let _ = self.jobs.send(writer::Job::Command(cmd));
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Runs `f` on a pooled connection (made if none is idle). A connection that failed is
+    /// dropped rather than returned; a pooled one may have died with an earlier Redis (a
+    /// restart), so a failure on it is tried once more on a new connection: every use here
+    /// is a read or an idempotent script.
+    fn with_connection<T>(
+        &self,
+        doing: &str,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.pool.lock().pop();
+        if let Some(mut connection) = pooled {
+            if let Ok(value) = f(&mut connection) {
+                self.pool.lock().push(connection);
+                return Ok(value);
+            }
+        }
+        let mut connection = self.open_connection().map_err(|e| unavailable(doing, e))?;
+        let value = f(&mut connection).map_err(|e| unavailable(doing, e))?;
+        self.pool.lock().push(connection);
+        Ok(value)
+    }
+
+    fn open_connection(&self) -> redis::RedisResult<redis::Connection> {
+        let connection = self.client.get_connection_with_timeout(REDIS_TIMEOUT)?;
+        connection.set_read_timeout(Some(REDIS_TIMEOUT))?;
+        connection.set_write_timeout(Some(REDIS_TIMEOUT))?;
+        Ok(connection)
+    }
+}
+
+/// The keys and channel names (see the module docs).
+pub mod keys {
+    pub fn room(room: &str) -> String {
+        format!("r:{{{room}}}")
+    }
+    pub fn log(room: &str) -> String {
+        format!("r:{{{room}}}:log")
+    }
+    pub fn members(room: &str) -> String {
+        format!("r:{{{room}}}:members")
+    }
+    pub fn reads(room: &str) -> String {
+        format!("r:{{{room}}}:reads")
+    }
+    pub fn invites(room: &str) -> String {
+        format!("r:{{{room}}}:invites")
+    }
+    pub fn user(user: &str) -> String {
+        format!("u:{{{user}}}")
+    }
+    pub fn user_rooms(user: &str) -> String {
+        format!("u:{{{user}}}:rooms")
+    }
+    /// The user's published device keys (end-to-end encrypted DMs): device -> `key added`.
+    pub fn device_keys(user: &str) -> String {
+        format!("u:{{{user}}}:keys")
+    }
+    pub fn client_id(user: &str, cid: &str) -> String {
+        format!("u:{{{user}}}:cid:{cid}")
+    }
+    /// Every room's channel starts with this; the fan-in subscribes to the pattern.
+    pub const CHANNEL_PREFIX: &str = "c:";
+    pub fn channel(room: &str) -> String {
+        format!("{CHANNEL_PREFIX}{room}")
+    }
+    /// Nodes with a session of the user.
+    pub fn presence(user: &str) -> String {
+        format!("p:{{{user}}}")
+    }
+    /// The users this node has sessions of (read by whoever reaps it).
+    pub fn node_users(node: &str) -> String {
+        format!("n:{node}:users")
+    }
+    /// Node -> lease end (ms).
+    pub const NODES: &str = "nodes";
+    /// A user's cluster-wide presence changes: `on <node>`, `off <ms>`.
+    pub const PRESENCE_PREFIX: &str = "p:";
+    pub fn presence_channel(user: &str) -> String {
+        format!("{PRESENCE_PREFIX}{user}")
+    }
+    /// A user's device logins: `<device> <node>`.
+    pub const DEVICE_PREFIX: &str = "d:";
+    pub fn device_channel(user: &str) -> String {
+        format!("{DEVICE_PREFIX}{user}")
+    }
+}
+
+fn unavailable(doing: impl std::fmt::Display, e: redis::RedisError) -> StoreError {
+    StoreError::new(StoreErrorKind::Unavailable, format!("{doing}: redis: {e}"))
+}

@@ -1,0 +1,602 @@
+//! Cluster mode (issue 15): nodes sharing rooms through a real redis-server, each test with
+//! its own Redis (AOF on, fsync always) on a free loopback port. See tests/support/cluster.rs.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use support::cluster::{eventually, node, Redis};
+use support::{Client, Msg};
+
+/// Reads lines until `count` MSG lines of `room` have arrived (other lines are skipped),
+/// within a deadline.
+fn collect_msgs(client: &mut Client, room: &str, count: usize) -> Vec<Msg> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut msgs = Vec::new();
+    while msgs.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "{}: {} of {count} messages",
+            client.name(),
+            msgs.len()
+        );
+        let line = client.next_line();
+        if line.starts_with(&format!("MSG {room} ")) {
+            msgs.push(Msg::parse(&line).expect("a well-formed MSG"));
+        }
+    }
+    msgs
+}
+
+/// The messages as (seq, id, sender, body): what every member must agree on.
+fn agreed(msgs: &[Msg]) -> Vec<(u64, String, String, String)> {
+    msgs.iter()
+        .map(|m| (m.seq, m.id.clone(), m.sender.clone(), m.body.clone()))
+        .collect()
+}
+
+/// Seqs are 1, 2, 3, ... and ids and times never go back: the room's one order.
+fn assert_one_order(msgs: &[Msg]) {
+    for (i, pair) in msgs.windows(2).enumerate() {
+        assert_eq!(pair[1].seq, pair[0].seq + 1, "seqs contiguous at {i}");
+        assert!(pair[1].id > pair[0].id, "ids in seq order at {i}: {pair:?}");
+        assert!(
+            pair[1].sent_at >= pair[0].sent_at,
+            "times in seq order at {i}"
+        );
+    }
+}
+
+/// Two members on different nodes post in turn and a third watches from the second node: all
+/// three see the same messages, with the same seqs and ids, in one order.
+#[test]
+fn members_on_two_nodes_see_the_same_messages_in_the_same_order() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.login("alice");
+    let mut bob = b.login("bob");
+    let mut carol = b.login("carol");
+    let first = alice.join("general");
+    assert_eq!(first.seq, 0);
+    let second = bob.join("general");
+    assert_eq!(
+        second.epoch, first.epoch,
+        "one room, one epoch, whichever node"
+    );
+    carol.join("general");
+
+    const EACH: usize = 20;
+    for i in 0..EACH {
+        alice.send(&format!("SEND general a{i}"));
+        bob.send(&format!("SEND general b{i}"));
+    }
+    let seen_by_alice = collect_msgs(&mut alice, "general", 2 * EACH);
+    let seen_by_bob = collect_msgs(&mut bob, "general", 2 * EACH);
+    let seen_by_carol = collect_msgs(&mut carol, "general", 2 * EACH);
+    assert_eq!(seen_by_alice[0].seq, 1);
+    assert_one_order(&seen_by_alice);
+    assert_eq!(agreed(&seen_by_alice), agreed(&seen_by_bob));
+    assert_eq!(agreed(&seen_by_alice), agreed(&seen_by_carol));
+    for i in 0..EACH {
+        for body in [format!("a{i}"), format!("b{i}")] {
+            let copies = seen_by_carol.iter().filter(|m| m.body == body).count();
+            assert_eq!(copies, 1, "{body} exactly once");
+        }
+    }
+}
+
+/// A DM between users on two nodes reaches the other node, and both sides agree on it.
+#[test]
+fn a_dm_crosses_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.login("alice");
+    let mut bob = b.login("bob");
+    alice.send("DM bob hello from a");
+    let ok = alice.expect_prefix("OK DM bob dm:alice:bob 1 ");
+    let mine = collect_msgs(&mut alice, "dm:alice:bob", 1);
+    let theirs = collect_msgs(&mut bob, "dm:alice:bob", 1);
+    assert_eq!(agreed(&mine), agreed(&theirs));
+    assert!(ok.ends_with(&mine[0].id), "{ok}");
+    bob.send("DM alice and back");
+    bob.expect_prefix("OK DM alice dm:alice:bob 2 ");
+    let back = collect_msgs(&mut alice, "dm:alice:bob", 1);
+    assert_eq!((back[0].seq, back[0].body.as_str()), (2, "and back"));
+}
+
+/// A client id used on one node answers a retry on another node with the original `OK`, and
+/// posts nothing: the id is checked in the shared log, cluster-wide.
+#[test]
+fn a_retried_cid_is_posted_once_across_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice_a = a.login("alice");
+    alice_a.join("general");
+    alice_a.send("@cid=c1 SEND general once");
+    let ok = alice_a.expect_prefix("OK SEND general 1 ");
+    drop(alice_a);
+    let mut alice_b = b.connect();
+    alice_b.send("LOGIN alice");
+    alice_b.expect("OK LOGIN alice");
+    alice_b.send("@cid=c1 SEND general once");
+    // (Message 1 may reach this new session live first: node b settles it when its push
+    // arrives, which can be after this login.)
+    assert_eq!(next_ok_send(&mut alice_b), ok);
+    alice_b.send("@cid=c2 SEND general twice");
+    assert!(next_ok_send(&mut alice_b).starts_with("OK SEND general 2 "));
+    let len: u64 = redis::cmd("XLEN")
+        .arg("r:{general}:log")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(len, 2, "the retry posted nothing");
+}
+
+/// SYNC on another node replays from the shared log: what was posted on node a before the
+/// client ever touched node b.
+#[test]
+fn sync_on_another_node_replays_the_shared_log() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.login("alice");
+    let join = alice.join("general");
+    for i in 1..=5 {
+        alice.say("general", &format!("m{i}"));
+    }
+    let mut bob = b.login("bob");
+    bob.join("general");
+    bob.send(&format!("SYNC general 2 epoch={}", join.epoch));
+    let replayed = collect_msgs(&mut bob, "general", 3);
+    assert_eq!(
+        replayed.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    bob.expect_prefix("OK SYNC general ");
+}
+
+/// The fan-in's subscription is cut (`CLIENT KILL TYPE pubsub`) while another node keeps
+/// posting: the cut node resubscribes and repairs from the log, and its sessions miss
+/// nothing and see nothing twice.
+#[test]
+fn a_cut_subscription_is_repaired_from_the_log() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.login("alice");
+    let mut bob = b.login("bob");
+    alice.join("general");
+    bob.join("general");
+    const TOTAL: usize = 200;
+    let mut admin = redis.connection();
+    for i in 0..TOTAL {
+        alice.send(&format!("SEND general m{i}"));
+        if i % 50 == 25 {
+            let _: redis::Value = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query(&mut admin)
+                .unwrap();
+        }
+    }
+    let seen = collect_msgs(&mut bob, "general", TOTAL);
+    assert_one_order(&seen);
+    assert_eq!(seen[0].seq, 1);
+    let mine = collect_msgs(&mut alice, "general", TOTAL);
+    assert_eq!(agreed(&seen), agreed(&mine));
+    bob.expect_quiet();
+}
+
+/// Redis is killed and restarted during traffic (AOF, fsync always): every acknowledged
+/// message is still there afterwards, and sends after the restart continue the same seqs.
+#[test]
+fn a_redis_restart_loses_nothing_acknowledged() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.login("alice");
+    let mut bob = b.login("bob");
+    let join = alice.join("general");
+    bob.join("general");
+    alice.expect("JOINED general bob");
+    let mut acked = HashMap::new();
+    for i in 0..20 {
+        let msg = alice.say("general", &format!("before{i}"));
+        acked.insert(msg.seq, msg.id);
+    }
+    redis.crash_and_restart();
+    // Sends fail (ERR store-failed) until the node's connections are back; retried with the
+    // same cid, each is posted once.
+    for i in 0..20 {
+        let body = format!("after{i}");
+        let ok = eventually("a send after the restart is acknowledged", || {
+            alice.send(&format!("@cid=after{i} SEND general {body}"));
+            loop {
+                let line = alice.next_line();
+                if line.starts_with("OK SEND general ") {
+                    return Some(line);
+                }
+                if line.starts_with("ERR ") {
+                    return None;
+                }
+            }
+        });
+        let fields: Vec<&str> = ok.split(' ').collect();
+        acked.insert(fields[3].parse().unwrap(), fields[4].to_owned());
+    }
+    assert_eq!(acked.len(), 40);
+    assert_eq!(
+        *acked.keys().max().unwrap(),
+        40,
+        "seqs went on, no reuse, no holes"
+    );
+    let mut carol = b.login("carol");
+    carol.join("general");
+    carol.send(&format!("SYNC general 0 epoch={}", join.epoch));
+    let all = collect_msgs(&mut carol, "general", 40);
+    assert_one_order(&all);
+    for m in &all {
+        assert_eq!(
+            acked.get(&m.seq),
+            Some(&m.id),
+            "acknowledged message {} kept",
+            m.seq
+        );
+    }
+}
+
+/// kill -9 of one of three nodes while three senders flood one room through haproxy: every
+/// client reconnects through the proxy to a surviving node, resumes with SYNC (seq + epoch)
+/// and retries its unacknowledged sends by cid. Afterwards the room's log is contiguous,
+/// holds every message once, and every reader saw every message once, in order.
+#[test]
+fn kill_9_of_a_node_mid_flood_loses_and_repeats_nothing() {
+    use chatd_client::{Client as ChatClient, Config, Event};
+    use support::cluster::{node_args, Haproxy};
+    use support::ChatdProcess;
+
+    let Some(redis) = Redis::start() else { return };
+    let start = |id: &str| {
+        let args = node_args(&redis, id);
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        ChatdProcess::start(&args)
+    };
+    let nodes = [start("a"), start("b"), start("c")];
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
+    let Some(proxy) = Haproxy::start(&addrs) else {
+        return;
+    };
+    let client = |user: &str| {
+        let mut config = Config::new(proxy.addr.to_string(), user)
+            .device("test")
+            .backoff(Duration::from_millis(10), Duration::from_millis(200));
+        config.connect_timeout = Duration::from_secs(20);
+        let mut client = ChatClient::connect(config).expect("connects through the proxy");
+        client.join("flood").expect("joins");
+        client
+    };
+    // Round robin: each group of three lands one on each node.
+    let mut readers: Vec<ChatClient> = (0..3).map(|i| client(&format!("reader{i}"))).collect();
+    let senders: Vec<ChatClient> = (0..3).map(|i| client(&format!("sender{i}"))).collect();
+
+    const EACH: usize = 150;
+    const TOTAL: usize = 3 * EACH;
+    let flooders: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(s, mut sender)| {
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    sender
+                        .send("flood", &format!("s{s}-{i}"))
+                        .expect("each send is acknowledged, node crash or not");
+                }
+                sender
+            })
+        })
+        .collect();
+
+    let mut drops = 0;
+    let mut collect =
+        |reader: &mut ChatClient, count: usize, seen: &mut Vec<chatd_client::Message>| {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while seen.len() < count {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match reader.next_event(left).expect("the session goes on") {
+                    Some(Event::Message(m)) if m.room == "flood" => seen.push(m),
+                    Some(Event::Disconnected { .. }) => drops += 1,
+                    Some(Event::Gap { .. }) | Some(Event::EpochReset { .. }) => {
+                        panic!("Redis kept everything: no gap, no reset")
+                    }
+                    Some(_) => {}
+                    None => panic!("{count} messages within 90 s: got {}", seen.len()),
+                }
+            }
+        };
+    let mut seen: Vec<Vec<chatd_client::Message>> = vec![Vec::new(); 3];
+    collect(&mut readers[0], TOTAL / 3, &mut seen[0]);
+    let [a, _b, _c] = nodes;
+    assert!(
+        flooders.iter().all(|f| !f.is_finished()),
+        "the crash comes mid-flood"
+    );
+    a.crash();
+    for (reader, seen) in readers.iter_mut().zip(seen.iter_mut()) {
+        collect(reader, TOTAL, seen);
+    }
+    for flooder in flooders {
+        flooder.join().expect("the flooder finished");
+    }
+    assert!(drops >= 1, "the reader on the killed node reconnected");
+
+    for (r, seen) in seen.iter().enumerate() {
+        for (i, m) in seen.iter().enumerate() {
+            assert_eq!(m.seq, 1 + i as u64, "reader{r}: message {i} in order, once");
+        }
+        let mut bodies: Vec<&str> = seen.iter().map(|m| m.body.as_str()).collect();
+        bodies.sort_unstable();
+        bodies.dedup();
+        assert_eq!(bodies.len(), TOTAL, "reader{r}: every body once");
+    }
+    assert_eq!(
+        seen[0].iter().map(|m| &m.id).collect::<Vec<_>>(),
+        seen[1].iter().map(|m| &m.id).collect::<Vec<_>>(),
+        "readers on different nodes agree"
+    );
+    assert_eq!(
+        seen[0].iter().map(|m| &m.id).collect::<Vec<_>>(),
+        seen[2].iter().map(|m| &m.id).collect::<Vec<_>>(),
+        "readers on different nodes agree"
+    );
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg("r:{flood}:log")
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(
+        entries.len(),
+        TOTAL,
+        "the log holds each acknowledged message once"
+    );
+    for (i, (id, _)) in entries.iter().enumerate() {
+        assert_eq!(id, &format!("{}-0", i + 1), "the log is contiguous");
+    }
+}
+
+/// Redis loses everything (killed, data deleted, restarted): the nodes notice, the room comes
+/// back under a new epoch when it is joined again, and a client resuming with its old cursor
+/// is told `EPOCH`, never silently handed restarted seqs.
+#[test]
+fn a_wiped_redis_shows_clients_a_new_epoch() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.login("alice");
+    let old = alice.join("general");
+    for i in 0..3 {
+        alice.say("general", &format!("m{i}"));
+    }
+    redis.wipe_and_restart();
+    let mut bob = b.login("bob");
+    let new = eventually("the room comes back under a new epoch", || {
+        bob.send("JOIN general");
+        let line = next_join(&mut bob);
+        let join = support::JoinReply::parse(&line).expect("OK JOIN");
+        (join.epoch != old.epoch).then_some(join)
+    });
+    assert_eq!(new.seq, 0);
+    bob.send(&format!("SYNC general 3 epoch={}", old.epoch));
+    loop {
+        let line = bob.next_line();
+        assert!(!line.starts_with("OK SYNC"), "no EPOCH before {line}");
+        if line.starts_with("EPOCH ") {
+            assert!(
+                line.starts_with(&format!("EPOCH general {} ", new.epoch)),
+                "{line}"
+            );
+            break;
+        }
+    }
+    // And node a, where the room lived, agrees once it noticed too.
+    let again = eventually("node a sees the new epoch", || {
+        alice.send("JOIN general");
+        let line = next_join(&mut alice);
+        let join = support::JoinReply::parse(&line).expect("OK JOIN");
+        (join.epoch == new.epoch).then_some(join)
+    });
+    assert_eq!(again.seq, 0);
+}
+
+/// The next `OK JOIN general` line, skipping what the room sends meanwhile.
+fn next_join(client: &mut Client) -> String {
+    for _ in 0..1_000 {
+        let line = client.next_line();
+        if line.starts_with("OK JOIN general ") {
+            return line;
+        }
+    }
+    client.fail("no OK JOIN")
+}
+
+/// Reads lines (skipping others, bounded) until `expected` arrives.
+fn expect_soon(client: &mut Client, expected: &str) {
+    for _ in 0..1_000 {
+        if client.next_line() == expected {
+            return;
+        }
+    }
+    client.fail(&format!("no {expected:?}"))
+}
+
+/// Typing, read receipts and a device's new login reach the other node: a member there sees
+/// the typing and the receipt, the user's own device there sees their read position, and the
+/// same device logging in on the other node replaces the old session with `BYE replaced`.
+#[test]
+fn typing_receipts_and_device_takeover_cross_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut laptop = a.login_device("alice", "laptop");
+    let mut phone = b.login_device("alice", "phone");
+    let mut bob = b.login("bob");
+    laptop.join("general");
+    bob.join("general");
+    expect_soon(&mut laptop, "JOINED general bob");
+
+    laptop.send("TYPING general");
+    expect_soon(&mut bob, "TYPING general alice");
+    laptop.send("TYPING general stop");
+    expect_soon(&mut bob, "TYPING general alice stop");
+    expect_soon(&mut laptop, "OK TYPING general stop");
+
+    let msg = laptop.say("general", "hello");
+    collect_msgs(&mut bob, "general", 1);
+    bob.send(&format!("READ general {}", msg.seq));
+    expect_soon(&mut laptop, &format!("READ general bob {}", msg.seq));
+    bob.expect(&format!("OK READ general {}", msg.seq));
+    let reply = bob.say("general", "hi");
+    collect_msgs(&mut laptop, "general", 1);
+    laptop.send(&format!("READ general {}", reply.seq));
+    expect_soon(&mut phone, &format!("READ general alice {}", reply.seq));
+
+    let mut laptop_on_b = b.connect();
+    laptop_on_b.send("LOGIN alice device=laptop");
+    laptop_on_b.expect("OK LOGIN alice");
+    expect_soon(
+        &mut laptop,
+        "BYE replaced :you logged in again from this device",
+    );
+    laptop.expect_closed();
+    phone.send("PING still");
+    expect_soon(&mut phone, "PONG still");
+}
+
+/// The WHO lines of `room` as `client` gets them, in order.
+fn who(client: &mut Client, room: &str) -> Vec<String> {
+    client.send(&format!("WHO {room}"));
+    let mut lines = Vec::new();
+    for _ in 0..1_000 {
+        let line = client.next_line();
+        if line.starts_with("OK WHO ") {
+            return lines;
+        }
+        if line.starts_with(&format!("WHO {room} ")) {
+            lines.push(line);
+        }
+    }
+    client.fail("no OK WHO")
+}
+
+/// Presence crosses nodes: a user's last session ending on node a is announced offline to a
+/// peer on node b, their return (on node b) online, and WHO answers the same on both nodes.
+#[test]
+fn presence_and_who_agree_across_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.login("alice");
+    let mut bob = b.login("bob");
+    alice.join("general");
+    bob.join("general");
+    expect_soon(&mut alice, "JOINED general bob");
+    let mut carol = a.login("carol");
+    carol.join("general");
+
+    alice.send("QUIT");
+    let offline = loop {
+        let line = bob.next_line();
+        if line.starts_with("PRESENCE alice offline last_seen=") {
+            break line;
+        }
+    };
+    let on_b = eventually("WHO on b shows alice offline", || {
+        let lines = who(&mut bob, "general");
+        lines
+            .iter()
+            .any(|l| l.starts_with("WHO general alice offline"))
+            .then_some(lines)
+    });
+    // Each node shows the change when its own fan-in brings it: they agree, promptly.
+    eventually("WHO agrees on both nodes", || {
+        (who(&mut carol, "general") == on_b).then_some(())
+    });
+    assert!(
+        offline.ends_with(on_b[0].rsplit(' ').next().unwrap()),
+        "{offline} {on_b:?}"
+    );
+
+    let _alice_again = b.login("alice");
+    expect_soon(&mut carol, "PRESENCE alice online");
+    let on_a = eventually("WHO on a shows alice online", || {
+        let lines = who(&mut carol, "general");
+        lines
+            .contains(&"WHO general alice online".to_owned())
+            .then_some(lines)
+    });
+    eventually("WHO agrees on both nodes", || {
+        (who(&mut bob, "general") == on_a).then_some(())
+    });
+}
+
+/// A node killed with SIGKILL stops renewing its lease: its users are shown offline on the
+/// other nodes after the lease (1 s here) and the grace (0), unless they reconnected
+/// elsewhere first, and then nothing is announced about them.
+#[test]
+fn a_dead_nodes_users_go_offline_after_its_lease() {
+    use support::cluster::node_args;
+    use support::ChatdProcess;
+    let Some(redis) = Redis::start() else { return };
+    let args = node_args(&redis, "doomed");
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let doomed = ChatdProcess::start(&args);
+    let b = node(&redis, "b");
+    let mut alice = doomed.login("alice");
+    let mut dave = doomed.login("dave");
+    let mut bob = b.login("bob");
+    for client in [&mut alice, &mut dave, &mut bob] {
+        client.join("general");
+    }
+    let mut who_b = b.login("watcher");
+    who_b.join("general");
+    // dave moves to node b before the crash: he stays online throughout.
+    let _dave_on_b = b.login("dave");
+    doomed.crash();
+    let started = Instant::now();
+    let offline = loop {
+        let line = bob.next_line();
+        assert!(
+            !line.starts_with("PRESENCE dave offline"),
+            "dave reconnected elsewhere"
+        );
+        if line.starts_with("PRESENCE alice offline") {
+            break started.elapsed();
+        }
+    };
+    assert!(
+        offline >= Duration::from_millis(300),
+        "not before the lease ran out"
+    );
+    let lines = who(&mut who_b, "general");
+    assert!(
+        lines.contains(&"WHO general dave online".to_owned()),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("WHO general alice offline")),
+        "{lines:?}"
+    );
+    drop(dave);
+}
+
+/// The next `OK SEND` line, skipping messages that arrive meanwhile.
+fn next_ok_send(client: &mut Client) -> String {
+    for _ in 0..1_000 {
+        let line = client.next_line();
+        if line.starts_with("OK SEND ") {
+            return line;
+        }
+    }
+    client.fail("no OK SEND")
+}

@@ -127,6 +127,7 @@ impl Client {
     /// The connection is over: the session leaves its user (and maybe presence changes).
     pub fn end(self) {
         if let Some(session) = &self.session {
+            log::info!(user:% = session.user.name, conn = self.outbox.id; "logout");
             self.server.logout(session);
         }
     }

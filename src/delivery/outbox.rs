@@ -55,6 +55,25 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// A short fixed name for logs and metric labels (never shown to clients).
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::Quit => "quit",
+            CloseReason::Replaced => "replaced",
+            CloseReason::PasswordChanged => "password_changed",
+            CloseReason::Registered => "registered",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::Hangup => "hangup",
+            CloseReason::LoginTimeout => "login_timeout",
+            CloseReason::ServerFull => "server_full",
+            CloseReason::TooManyConnections => "too_many_connections",
+            CloseReason::Flooding => "flooding",
+            CloseReason::LineTimeout => "line_timeout",
+            CloseReason::Gone => "gone",
+        }
+    }
+
     /// The final line the writer sends, if the socket can still take one. `cursors` is what
     /// the writer wrote: `(room, seq)` pairs, named in `BYE slow-consumer` so the client
     /// knows where to SYNC from.

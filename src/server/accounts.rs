@@ -58,7 +58,7 @@ impl ChatServer {
                 } else {
                     "no password"
                 };
-                eprintln!("chatd: failed login for {name} from {peer}: {what}");
+                log::warn!(user = name, peer:% = peer, why = what; "login failed");
                 Err(ClientError::new(
                     ErrorCode::BadPassword,
                     format!("{name} is registered: LOGIN {name} password=<password>"),
@@ -149,7 +149,10 @@ impl ChatServer {
         if !verify_password(&current.0, &hash) {
             attempt.failed(Instant::now());
             let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            eprintln!("chatd: failed PASSWORD for {name} from {peer}: wrong current password");
+            log::warn!(
+                user = name, peer:% = peer, why = "wrong current password";
+                "password change failed"
+            );
             return Err(ClientError::new(
                 ErrorCode::BadPassword,
                 "the current password is wrong: PASSWORD <current> <new> [end-sessions]",

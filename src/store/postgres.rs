@@ -596,14 +596,15 @@ impl Writer {
             });
             match attempt {
                 Ok(db) => {
-                    eprintln!("chatd: store: reconnected to {}", self.describe);
+                    log::info!(database:% = self.describe; "store reconnected");
                     self.db = Some(db);
                     self.backoff = FIRST_BACKOFF;
                 }
                 Err(e) => {
-                    eprintln!(
-                        "chatd: store: reconnecting to {}: {e} (next try in {:?})",
-                        self.describe, self.backoff
+                    log::error!(
+                        database:% = self.describe, error:% = e,
+                        retry_ms = self.backoff.as_millis() as u64;
+                        "store reconnect failed"
                     );
                     self.next_attempt = Instant::now() + self.backoff;
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -615,10 +616,7 @@ impl Writer {
 
     /// Forgets a connection that failed, so the next batch reconnects.
     fn lost(&mut self, e: &StoreError) {
-        eprintln!(
-            "chatd: store: lost the connection to {}: {e}",
-            self.describe
-        );
+        log::error!(database:% = self.describe, error:% = e; "store connection lost");
         self.db = None;
         self.next_attempt = Instant::now();
     }
@@ -634,10 +632,9 @@ impl Writer {
         if self.replay.len() > MAX_REPLAY {
             let dropped = self.replay.len() - MAX_REPLAY;
             self.replay.drain(..dropped);
-            eprintln!(
-                "chatd: store: {} unreachable too long; dropped {dropped} membership, \
-                 read and last_seen writes",
-                self.describe
+            log::error!(
+                database:% = self.describe, dropped = dropped as u64;
+                "store unreachable too long; dropped membership, read and last_seen writes"
             );
         }
     }
@@ -680,7 +677,7 @@ impl Writer {
                 self.fail_batch(batch, &e);
             }
             Err(e) => {
-                eprintln!("chatd: store: writing {}: {e}", self.describe);
+                log::error!(database:% = self.describe, error:% = e; "store write failed");
                 // One at a time: replayed writes first, then the batch in order.
                 let (db, statements) = self.db.as_mut().expect("connected");
                 for write in &replay {
@@ -689,7 +686,7 @@ impl Writer {
                 for (write, ticket) in batch.drain(..) {
                     let outcome = apply_in_transaction(db, statements, &[&write]);
                     if let Err(e) = &outcome {
-                        eprintln!("chatd: store: writing {}: {e}", self.describe);
+                        log::error!(database:% = self.describe, error:% = e; "store write failed");
                     }
                     if let Some(ticket) = ticket {
                         ticket.resolve(outcome);
@@ -714,7 +711,7 @@ fn write_loop(mut writer: Writer, queued: Receiver<Queued>, retention: Retention
         if Instant::now() >= next_retention {
             if let Some((db, _)) = writer.connection() {
                 if let Err(e) = apply_retention(db, &retention) {
-                    eprintln!("chatd: store: retention pass on {}: {e}", writer.describe);
+                    log::error!(database:% = writer.describe, error:% = e; "store retention failed");
                 }
             }
             next_retention = Instant::now() + retention.interval;

@@ -441,7 +441,7 @@ fn write_loop(
     loop {
         if Instant::now() >= next_retention {
             if let Err(e) = apply_retention(&db, &retention) {
-                eprintln!("chatd: store: retention pass on {}: {e}", path.display());
+                log::error!(path:% = path.display(), error:% = e; "store retention failed");
             }
             next_retention = Instant::now() + retention.interval;
         }
@@ -468,7 +468,7 @@ fn commit_batch(db: &mut Connection, batch: &mut Vec<(Write, Option<Ticket>)>, p
     let outcome = apply_in_transaction(db, &writes);
     if outcome.is_ok() || batch.len() == 1 {
         if let Err(e) = &outcome {
-            eprintln!("chatd: store: writing {}: {e}", path.display());
+            log::error!(path:% = path.display(), error:% = e; "store write failed");
         }
         for (_, ticket) in batch.drain(..) {
             if let Some(ticket) = ticket {
@@ -480,7 +480,7 @@ fn commit_batch(db: &mut Connection, batch: &mut Vec<(Write, Option<Ticket>)>, p
     for (write, ticket) in batch.drain(..) {
         let outcome = apply_in_transaction(db, &[&write]);
         if let Err(e) = &outcome {
-            eprintln!("chatd: store: writing {}: {e}", path.display());
+            log::error!(path:% = path.display(), error:% = e; "store write failed");
         }
         if let Some(ticket) = ticket {
             ticket.resolve(outcome);

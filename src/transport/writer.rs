@@ -98,6 +98,12 @@ pub fn run(
     while let Ok(line) = queue.try_recv() {
         cursors.note_starts(&line);
     }
+    match reason {
+        CloseReason::SlowConsumer => log::warn!(conn = outbox.id; "slow consumer"),
+        CloseReason::Flooding => log::warn!(conn = outbox.id; "flooding"),
+        _ => {}
+    }
+    log::info!(conn = outbox.id, reason = reason.name(); "disconnect");
     let farewell = reason
         .farewell(&cursors.written())
         .map(|event| Wire::Chatd.encode(&event, outbox.farewell_label(reason)));

@@ -23,8 +23,12 @@ trap 'rm -rf "$OUT"' EXIT
 for round in $(seq 1 "$ROUNDS"); do
     for binary in "$@"; do
         rm -f "$OUT"/chatd.db*
+        # The HTTP listener (default 127.0.0.1:7879) off, so that runs cannot clash on it;
+        # binaries from before it existed do not know the flag.
+        http_off=()
+        if "$binary" --help | grep -q -- --http-listen; then http_off=(--http-listen none); fi
         "$binary" --listen "127.0.0.1:$PORT" --store "$STORE" --data "$OUT/chatd.db" \
-            --no-rate-limit 2>/dev/null &
+            --no-rate-limit "${http_off[@]}" 2>/dev/null &
         pid=$!
         sleep 0.5
         "$BENCH" --addr "127.0.0.1:$PORT" --server-pid "$pid" --duration "$DURATION" --warmup 1 \

@@ -99,7 +99,7 @@ start_server() {
             # rate limit (5/s per session by default) is off: it exists to stop abuse, and
             # the bench's senders are meant to go faster.
             PORT=17878 PROTO=chatd CONNECT=64
-            "$CHATD" --listen 127.0.0.1:$PORT --store memory --no-rate-limit \
+            "$CHATD" --listen 127.0.0.1:$PORT --store memory --no-rate-limit --http-listen none \
                 >>"$OUT/chatd.log" 2>&1 &
             ;;
         chatd-sqlite)
@@ -107,7 +107,7 @@ start_server() {
             PORT=17879 PROTO=chatd CONNECT=64
             rm -f "$OUT/chatd-$2.db"*
             "$CHATD" --listen 127.0.0.1:$PORT --store sqlite --data "$OUT/chatd-$2.db" \
-                --no-rate-limit >>"$OUT/chatd-sqlite.log" 2>&1 &
+                --no-rate-limit --http-listen none >>"$OUT/chatd-sqlite.log" 2>&1 &
             ;;
         inspircd)
             PORT=16667 PROTO=irc CONNECT=2000

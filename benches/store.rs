@@ -107,6 +107,7 @@ fn report_start_up(what: &str, store: impl Fn() -> StoreConfig) {
         let server = chatd::start(Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             store: store(),
+            http_listen: None,
             ..Config::default()
         })
         .expect("start over the big database");
@@ -130,6 +131,7 @@ fn fill_postgres(store: StoreConfig, url: &str, messages: u64, rooms: u64) {
     chatd::start(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         store,
+        http_listen: None,
         ..Config::default()
     })
     .expect("create schema")
@@ -181,6 +183,7 @@ fn run_sends(store: StoreConfig, senders: usize, duration: Duration) -> SendResu
         // A benchmark floods by design.
         rate_limit: None,
         max_per_ip: None,
+        http_listen: None,
         ..Config::default()
     })
     .expect("start server");
@@ -269,6 +272,7 @@ fn fill(path: &std::path::Path, messages: u64, rooms: u64) {
     let server = chatd::start(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         store: sqlite(path.to_owned(), SyncMode::Normal),
+        http_listen: None,
         ..Config::default()
     })
     .expect("create schema");

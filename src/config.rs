@@ -90,6 +90,15 @@ pub struct Config {
     /// closed with `BYE line-timeout`: the slow-loris guard. A person in `nc` sends each line
     /// at once when they press Enter, so only a client trickling bytes is affected.
     pub line_timeout: Duration,
+    /// Where the HTTP listener serves the web client (`GET /`) and WebSocket sessions
+    /// (`GET /ws`). `None` turns it off.
+    pub http_listen: Option<SocketAddr>,
+    /// Origins (`http://host:port`) whose pages may open a WebSocket. Empty: only the page's
+    /// own origin (the request's `Host`), so another site cannot drive a visitor's browser.
+    pub http_origins: Vec<String>,
+    /// An HTTP request's headers must arrive whole within this long of the connection: the
+    /// slow-loris guard for HTTP. Browsers send them in one packet.
+    pub http_header_timeout: Duration,
 }
 
 /// A token bucket per session: `burst` commands at once, then `per_second` on average.
@@ -155,6 +164,9 @@ impl Default for Config {
             per_ip_loopback: false,
             rate_limit: Some(RateLimit::default()),
             line_timeout: Duration::from_secs(30),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7879))),
+            http_origins: Vec::new(),
+            http_header_timeout: Duration::from_secs(10),
         }
     }
 }

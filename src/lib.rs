@@ -17,6 +17,7 @@
 //! | module | role |
 //! |---|---|
 //! | `main.rs` | the `chatd` binary: flags (defaults from [`Config::default`]), start, shutdown |
+//! | [`http`] | the HTTP front door (`--http-listen`): the web client's files, and WebSocket sessions that reuse the transport's reader, writer and limits |
 //! | [`transport`] | sockets and threads: the accept loop, one reader and one writer thread per connection, capacity from OS limits, abuse limits (per-address cap, rate limit) |
 //! | [`cmd`] | carrying out each command: one file per command family, each handler given a reply context |
 //! | [`server`] | `ChatServer`: the directory of users and rooms; presence (sessions arriving and leaving) and accounts beside it |
@@ -37,6 +38,9 @@
 //! Threads:
 //! - `chatd-accept`: blocks in `accept`; refuses connections over capacity or over their
 //!   address's share without spawning anything; otherwise starts the connection's two threads.
+//! - `chatd-http` (with `--http-listen`): accepts HTTP connections with the same checks at the
+//!   door; `chatd-h<id>`, one per admitted HTTP connection, reads its request head (bounded in
+//!   size and time), answers it, or starts a WebSocket session's reader and writer and ends.
 //! - `chatd-r<id>` (reader, one per connection): reads a line, parses it, carries it out
 //!   (`cmd`), calling into `ChatServer`/`Room`. All state changes happen on reader threads.
 //! - `chatd-w<id>` (writer, one per connection): drains the connection's queue into its
@@ -81,6 +85,7 @@ pub mod config;
 pub mod config_file;
 pub mod delivery;
 pub mod event;
+pub mod http;
 pub mod lock_rank;
 pub mod logging;
 pub mod message;

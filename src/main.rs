@@ -174,6 +174,31 @@ struct Flags {
     /// bytes slower is closed with `BYE line-timeout` (the slow-loris guard).
     #[arg(long, default_value_t = defaults().line_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     line_timeout: u64,
+    /// Address and port of the web client and WebSocket sessions (open
+    /// http://127.0.0.1:7879 in a browser); `none` turns it off.
+    #[arg(long, default_value = "127.0.0.1:7879", value_parser = http_address)]
+    http_listen: HttpListen,
+    /// An origin (`https://chat.example.org`) whose pages may open WebSocket sessions; may be
+    /// given several times. Default: only the page's own origin, so another site cannot
+    /// drive a visitor's browser. Set it when a proxy serves chatd under another name.
+    #[arg(long)]
+    http_origin: Vec<String>,
+    /// Seconds an HTTP request's headers may take to arrive (the slow-loris guard for HTTP).
+    #[arg(long, default_value_t = defaults().http_header_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=600))]
+    http_header_timeout: u64,
+}
+
+/// `--http-listen`: an address, or `none`.
+#[derive(Debug, Clone, Copy)]
+struct HttpListen(Option<SocketAddr>);
+
+fn http_address(text: &str) -> Result<HttpListen, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(HttpListen(None));
+    }
+    text.parse()
+        .map(|addr| HttpListen(Some(addr)))
+        .map_err(|e| format!("{text}: {e} (or `none`)"))
 }
 
 fn parse_log_filter(text: &str) -> Result<chatd::logging::Filter, String> {
@@ -269,8 +294,12 @@ fn server_config(flags: &Flags) -> Config {
             flood_refusals: flags.flood_refusals,
         }),
         line_timeout: Duration::from_secs(flags.line_timeout),
+        http_listen: flags.http_listen.0,
+        http_origins: flags.http_origin.clone(),
+        http_header_timeout: Duration::from_secs(flags.http_header_timeout),
     }
 }
+
 fn main() -> anyhow::Result<()> {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let checking = argv.iter().any(|arg| arg == "--check-config");
@@ -306,13 +335,21 @@ fn main() -> anyhow::Result<()> {
     .context("installing the Ctrl-C/SIGTERM handler")?;
     let server = chatd::start(config).context("starting chatd")?;
     match flags.log_format {
-        // This exact line is what scripts (and the tests) wait for; it stays as it always was.
-        chatd::logging::Format::Text => eprintln!(
-            "chatd: listening on {} (Ctrl-C to stop)",
-            server.local_addr()
-        ),
+        // These exact lines are what scripts (and the tests) wait for; they stay as they were.
+        chatd::logging::Format::Text => {
+            if let Some(http) = server.http_addr() {
+                eprintln!("chatd: web client at http://{http}/ (WebSocket: ws://{http}/ws)");
+            }
+            eprintln!(
+                "chatd: listening on {} (Ctrl-C to stop)",
+                server.local_addr()
+            );
+        }
         chatd::logging::Format::Json => {
-            log::info!(listen:% = server.local_addr(), capacity = server.capacity(); "listening")
+            if let Some(http) = server.http_addr() {
+                log::info!(http:% = http; "http listening");
+            }
+            log::info!(listen:% = server.local_addr(), capacity = server.capacity(); "listening");
         }
     }
     let _ = stop_rx.recv();

@@ -41,7 +41,8 @@ class Server:
 
     def start(self):
         args = [CHATD_BIN, "--listen", f"127.0.0.1:{self.port}", "--data",
-                os.path.join(self.dir.name, "chatd.db"), "--sync", "normal"] + self.extra
+                os.path.join(self.dir.name, "chatd.db"), "--sync", "normal",
+                "--http-listen", "none"] + self.extra
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 10

@@ -46,10 +46,12 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     accept_thread: Option<JoinHandle<()>>,
+    /// The HTTP listener (web client and WebSocket), if `Config::http_listen` asked for one.
+    http: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
-/// What the accept loop and every connection guard share.
-struct Shared {
+/// What the accept loops and every connection guard share.
+pub(crate) struct Shared {
     server: Arc<ChatServer>,
     capacity: usize,
     stopping: AtomicBool,
@@ -63,6 +65,9 @@ struct Shared {
     /// Open connections per client address, for `--max-per-ip` (its lock is a leaf lock).
     addresses: Arc<AddressTable>,
     all_gone: RankedCondvar,
+    /// Leaf lock: HTTP connections still reading their request (see `crate::http`), by id,
+    /// so that they count toward the capacity and shutdown can cut them short.
+    pub(crate) handshakes: RankedMutex<HashMap<u64, Arc<TcpStream>>>,
 }
 
 /// Binds and starts serving. Port 0 picks a free port; see [`ServerHandle::local_addr`].
@@ -105,7 +110,21 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
         live: RankedMutex::new(Rank::Leaf, 0),
         addresses,
         all_gone: RankedCondvar::new(),
+        handshakes: RankedMutex::new(Rank::Leaf, HashMap::new()),
     });
+    let http = match shared.server.config.http_listen {
+        Some(addr) => {
+            let listener = bind(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("HTTP listening on {addr}: {e}")))?;
+            let http_addr = listener.local_addr()?;
+            let http_shared = Arc::clone(&shared);
+            let thread = thread::Builder::new()
+                .name("chatd-http".into())
+                .spawn(move || crate::http::accept_loop(listener, http_shared))?;
+            Some((http_addr, thread))
+        }
+        None => None,
+    };
     let accept_shared = Arc::clone(&shared);
     let accept_thread = thread::Builder::new()
         .name("chatd-accept".into())
@@ -114,6 +133,7 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
         local_addr,
         shared,
         accept_thread: Some(accept_thread),
+        http,
     })
 }
 
@@ -124,6 +144,11 @@ impl ServerHandle {
 
     pub fn server(&self) -> &Arc<ChatServer> {
         &self.shared.server
+    }
+
+    /// Where the HTTP listener (web client, WebSocket) listens, if it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The session ceiling in force.
@@ -153,6 +178,17 @@ impl ServerHandle {
         // `accept` has no timeout; a connection of our own wakes it to see the flag.
         let _ = TcpStream::connect_timeout(&wake_address(self.local_addr), Duration::from_secs(1));
         let _ = accept_thread.join();
+        if let Some((http_addr, http_thread)) = self.http.take() {
+            let _ = TcpStream::connect_timeout(&wake_address(http_addr), Duration::from_secs(1));
+            let _ = http_thread.join();
+        }
+        // HTTP requests still arriving get no answer: their sockets are shut, which ends
+        // their threads' reads at once.
+        let handshakes: Vec<Arc<TcpStream>> =
+            self.shared.handshakes.lock().values().cloned().collect();
+        for stream in handshakes {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
         let outboxes: Vec<Arc<Outbox>> = self.shared.connections.lock().values().cloned().collect();
         log::info!(step = "close connections", connections = outboxes.len(); "shutdown");
         for outbox in &outboxes {
@@ -241,23 +277,54 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// Decides at the door, with no thread spawned yet: over the session ceiling or over the
 /// client address's share, the connection is refused; otherwise its threads start.
 fn admit(stream: TcpStream, shared: &Arc<Shared>) {
-    if *shared.live.lock() >= shared.capacity {
-        return refuse(stream, shared, CloseReason::ServerFull);
-    }
-    let address_slot = match stream.peer_addr() {
-        Ok(peer) => match shared.addresses.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(_) => return refuse(stream, shared, CloseReason::TooManyConnections),
-        },
-        // Already reset by the peer: nothing to serve.
-        Err(_) => return,
+    let address_slot = match shared.admission(&stream) {
+        Ok(slot) => slot,
+        Err(Some(reason)) => return refuse(stream, shared, reason),
+        Err(None) => return,
     };
     if let Err(stream) = start_connection(stream, address_slot, shared) {
         refuse(stream, shared, CloseReason::ServerFull);
     }
 }
 
-fn is_resource_exhaustion(e: &io::Error) -> bool {
+impl Shared {
+    /// The checks every front door makes before it spawns anything: the session ceiling
+    /// (HTTP connections still reading their request count too) and the client address's
+    /// share. `Err(Some(reason))`: refuse with that reason (`ServerFull`,
+    /// `TooManyConnections`); `Err(None)`: the peer is already gone.
+    pub(crate) fn admission(
+        &self,
+        stream: &TcpStream,
+    ) -> Result<Option<AddressSlot>, Option<CloseReason>> {
+        let handshaking = self.handshakes.lock().len();
+        if *self.live.lock() + handshaking >= self.capacity {
+            return Err(Some(CloseReason::ServerFull));
+        }
+        match stream.peer_addr() {
+            Ok(peer) => self
+                .addresses
+                .admit(peer.ip())
+                .map_err(|_| Some(CloseReason::TooManyConnections)),
+            // Already reset by the peer: nothing to serve.
+            Err(_) => Err(None),
+        }
+    }
+
+    pub(crate) fn server(&self) -> &Arc<ChatServer> {
+        &self.server
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// A number for a new connection, unique for the server's lifetime.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -325,15 +392,27 @@ fn start_connection(
 
 /// Registers a connection of any transport and starts its writer and reader threads.
 /// Returns false, with nothing left registered, if not even the writer could start.
-fn start_threads(
+pub(crate) fn start_threads(
     peer: Arc<dyn Peer>,
     lines: impl LineSource + Send + 'static,
     sink: impl FrameSink + Send + 'static,
     address_slot: Option<AddressSlot>,
     shared: &Arc<Shared>,
 ) -> bool {
+    start_session(peer, lines, sink, address_slot, shared).is_some()
+}
+
+/// [`start_threads`], giving back the connection's outbox (for a transport whose reader
+/// must wake the writer: a WebSocket's pong).
+pub(crate) fn start_session(
+    peer: Arc<dyn Peer>,
+    lines: impl LineSource + Send + 'static,
+    sink: impl FrameSink + Send + 'static,
+    address_slot: Option<AddressSlot>,
+    shared: &Arc<Shared>,
+) -> Option<Arc<Outbox>> {
     let config = &shared.server.config;
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = shared.next_id();
     let (queue, queued) = bounded(config.channel_capacity);
     let write_timeout = config.write_timeout;
     let outbox = Arc::new(Outbox::new(
@@ -366,7 +445,7 @@ fn start_threads(
         // The failed spawn dropped its closure; dropping the guard unregisters the outbox.
         drop(outbox);
         drop(guard);
-        return false;
+        return None;
     }
 
     let server = Arc::clone(&shared.server);
@@ -383,5 +462,5 @@ fn start_threads(
         Stats::add(&shared.server.stats.refused, 1);
         outbox.close(CloseReason::ServerFull);
     }
-    true
+    Some(outbox)
 }

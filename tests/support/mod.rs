@@ -97,6 +97,9 @@ impl TestServer {
             // Tests make rooms by the thousand; the room quota has its own tests.
             new_rooms_per_user: unlimited(),
             new_rooms_overall: unlimited(),
+            // The HTTP listener's default port would clash between tests run at once; the
+            // tests of the HTTP front door turn it on at port 0.
+            http_listen: None,
             ..Config::default()
         };
         configure(&mut config);
@@ -753,8 +756,16 @@ pub fn spawn_chatd_on(
 ) -> Result<(std::process::Child, SocketAddr, ChatdLog), String> {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
+    // The HTTP listener's default port would clash between tests run at once: off unless
+    // the test asks for it.
+    let http_off: &[&str] = if args.iter().any(|arg| *arg == "--http-listen") {
+        &[]
+    } else {
+        &["--http-listen", "none"]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
         .args(["--listen", listen])
+        .args(http_off)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

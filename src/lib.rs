@@ -29,6 +29,8 @@
 //! | [`store`] | the `Store` trait; `memory`, `sqlite` and `postgres` (group commit on one writer thread) |
 //! | [`accounts`], [`quota`], [`timers`], [`client_ids`], [`typing`] | password hashing and the login throttle; creation quotas; deferred work (presence grace, typing expiry, the memory sweep); the idempotent-send window; typing rules |
 //! | [`message`], [`room_name`], [`rate`], [`lock_rank`], [`config`], [`stats`] | shared vocabulary: messages, room kinds and DM names, token buckets, the lock table, tunables, counters |
+//! | [`metrics`] | `GET /metrics`, `/healthz`, `/readyz`: the Prometheus text format over [`stats`], the store's figures and `/proc`; its `Histogram` is vocabulary `stats` uses |
+//! | [`logging`], [`config_file`] | the logger behind the `log` macros (levels per module, text or JSON lines); `--config` files turned into flags |
 //!
 //! docs/design.md ends with "How to extend chatd": the files to touch to add a command, a
 //! transport or a store backend.
@@ -89,6 +91,7 @@ pub mod http;
 pub mod lock_rank;
 pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod protocol;
 pub mod quota;
 pub mod rate;

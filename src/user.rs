@@ -73,6 +73,9 @@ pub struct Arrival {
     pub came_online: bool,
     /// The session that had the same device id, now removed and to be closed.
     pub replaced: Option<Arc<Session>>,
+    /// The user had no session before this one (a replaced session does not count: the user
+    /// was online through it).
+    pub first_session: bool,
 }
 
 /// What removing a session changed.
@@ -234,10 +237,12 @@ impl User {
                 .map(|i| state.sessions.swap_remove(i)),
             None => None,
         };
+        let first_session = state.sessions.is_empty() && replaced.is_none();
         state.sessions.push(session);
         Some(Arrival {
             came_online,
             replaced,
+            first_session,
         })
     }
 

@@ -336,6 +336,10 @@ impl Outbox {
         self.peer.peer_ip()
     }
 
+    pub fn transport(&self) -> crate::stats::Transport {
+        self.peer.transport()
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

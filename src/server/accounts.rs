@@ -11,6 +11,7 @@ use crate::accounts::{hash_password, retry_later, throttle_address, verify_passw
 use crate::delivery::CloseReason;
 use crate::protocol::{ClientError, ErrorCode, Password};
 use crate::session::Session;
+use crate::stats::Stats;
 use crate::store::{Ticket, Write};
 use crate::user::User;
 
@@ -58,6 +59,7 @@ impl ChatServer {
                 } else {
                     "no password"
                 };
+                Stats::add(&self.stats.login_failures, 1);
                 log::warn!(user = name, peer:% = peer, why = what; "login failed");
                 Err(ClientError::new(
                     ErrorCode::BadPassword,

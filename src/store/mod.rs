@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::lock_rank::{Rank, RankedCondvar, RankedMutex};
+use crate::metrics::Histogram;
 use chrono::{DateTime, Utc};
 
 use crate::client_ids::Published;
@@ -275,6 +276,23 @@ pub trait Store: Send + Sync {
     /// depend on it.)
     fn holds_history(&self) -> bool {
         true
+    }
+
+    /// Whether the store answers now (`GET /readyz`): a trivial read, so a database that
+    /// cannot be reached or opened says so. A store with nothing to reach is always ready.
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Writes queued for the writer thread and not yet taken (`chatd_store_queue_length`).
+    fn queue_len(&self) -> usize {
+        0
+    }
+
+    /// How long each group commit took (`chatd_store_commit_seconds`), for a backend that
+    /// commits.
+    fn commit_latency(&self) -> Option<&Histogram> {
+        None
     }
 }
 

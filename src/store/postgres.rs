@@ -37,6 +37,7 @@ use super::{
 use crate::client_ids::Published;
 use crate::lock_rank::{Rank, RankedMutex};
 use crate::message::Message;
+use crate::metrics::Histogram;
 use crate::room_name::{dm_peer, RoomKind};
 
 /// The schema version this build writes: one per migration. A database with a higher version
@@ -135,6 +136,8 @@ pub struct PostgresStore {
     /// Names the database in errors without its password.
     describe: String,
     client_id_ttl: Duration,
+    /// Filled by the writer thread, one observation per batch.
+    commit_latency: Arc<Histogram>,
 }
 
 impl PostgresStore {
@@ -168,9 +171,11 @@ impl PostgresStore {
             replay: Vec::new(),
         };
         let retention = options.retention;
+        let commit_latency = Arc::new(Histogram::latency());
+        let latency = Arc::clone(&commit_latency);
         let writer = thread::Builder::new()
             .name("chatd-store".into())
-            .spawn(move || write_loop(writer_state, queued, retention))
+            .spawn(move || write_loop(writer_state, queued, retention, &latency))
             .map_err(|e| {
                 StoreError::new(
                     StoreErrorKind::Unavailable,
@@ -184,6 +189,7 @@ impl PostgresStore {
             config,
             describe,
             client_id_ttl: options.retention.client_id_ttl,
+            commit_latency,
         })
     }
 
@@ -470,6 +476,18 @@ impl Store for PostgresStore {
         })
     }
 
+    fn check(&self) -> Result<(), StoreError> {
+        self.with_reader(|db| db.simple_query("SELECT 1").map(drop))
+    }
+
+    fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn commit_latency(&self) -> Option<&Histogram> {
+        Some(&self.commit_latency)
+    }
+
     fn client_id(&self, user: &str, cid: &str) -> Result<Option<Published>, StoreError> {
         let oldest = millis(&Utc::now()) - self.client_id_ttl.as_millis() as i64;
         self.with_reader(|db| {
@@ -704,7 +722,12 @@ impl Writer {
 /// The writer thread: takes whatever is queued (up to MAX_BATCH), commits it as one
 /// transaction, resolves the tickets; runs the retention pass when due. Ends when the store
 /// is dropped (the queue disconnects).
-fn write_loop(mut writer: Writer, queued: Receiver<Queued>, retention: Retention) {
+fn write_loop(
+    mut writer: Writer,
+    queued: Receiver<Queued>,
+    retention: Retention,
+    commit_latency: &Histogram,
+) {
     let mut next_retention = Instant::now();
     let mut batch: Vec<Queued> = Vec::new();
     loop {
@@ -746,7 +769,9 @@ fn write_loop(mut writer: Writer, queued: Receiver<Queued>, retention: Retention
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         writer.commit_batch(&mut batch);
+        commit_latency.observe_duration(started.elapsed());
     }
 }
 

@@ -24,6 +24,7 @@ use super::{
 use crate::client_ids::Published;
 use crate::lock_rank::{Rank, RankedMutex};
 use crate::message::Message;
+use crate::metrics::Histogram;
 use crate::room_name::{dm_peer, RoomKind};
 
 /// The schema version this build writes: one per migration. A database with a higher version
@@ -125,6 +126,8 @@ pub struct SqliteStore {
     readers: RankedMutex<Vec<Connection>>,
     path: PathBuf,
     client_id_ttl: Duration,
+    /// Filled by the writer thread, one observation per batch.
+    commit_latency: Arc<Histogram>,
 }
 
 impl SqliteStore {
@@ -140,9 +143,11 @@ impl SqliteStore {
         let (queue, queued) = bounded(QUEUE_CAPACITY);
         let path = options.path.clone();
         let retention = options.retention;
+        let commit_latency = Arc::new(Histogram::latency());
+        let latency = Arc::clone(&commit_latency);
         let writer = thread::Builder::new()
             .name("chatd-store".into())
-            .spawn(move || write_loop(writer, queued, retention, &path))
+            .spawn(move || write_loop(writer, queued, retention, &path, &latency))
             .map_err(|e| {
                 StoreError::new(
                     StoreErrorKind::Unavailable,
@@ -155,6 +160,7 @@ impl SqliteStore {
             readers: RankedMutex::new(Rank::Leaf, Vec::new()),
             path: options.path,
             client_id_ttl: options.retention.client_id_ttl,
+            commit_latency,
         })
     }
 
@@ -401,6 +407,18 @@ impl Store for SqliteStore {
         })
     }
 
+    fn check(&self) -> Result<(), StoreError> {
+        self.with_reader(|db| db.query_row("SELECT count(*) FROM users", [], |_| Ok(())))
+    }
+
+    fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn commit_latency(&self) -> Option<&Histogram> {
+        Some(&self.commit_latency)
+    }
+
     fn client_id(&self, user: &str, cid: &str) -> Result<Option<Published>, StoreError> {
         let oldest = millis(&Utc::now()) - self.client_id_ttl.as_millis() as i64;
         self.with_reader(|db| {
@@ -435,6 +453,7 @@ fn write_loop(
     queued: Receiver<(Write, Option<Ticket>)>,
     retention: Retention,
     path: &Path,
+    commit_latency: &Histogram,
 ) {
     let mut next_retention = Instant::now();
     let mut batch: Vec<(Write, Option<Ticket>)> = Vec::new();
@@ -457,7 +476,9 @@ fn write_loop(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         commit_batch(&mut db, &mut batch, path);
+        commit_latency.observe_duration(started.elapsed());
     }
 }
 

@@ -333,7 +333,7 @@ pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 /// Turns a connection away without spawning anything: one non-blocking write, then close.
 fn refuse(stream: TcpStream, shared: &Shared, reason: CloseReason) {
-    Stats::add(&shared.server.stats.refused, 1);
+    shared.server.stats.count_refusal(reason.name());
     let peer = stream.peer_addr().ok();
     log::info!(peer:% = OrDash(peer), reason = reason.name(); "refused");
     let _ = stream.set_nonblocking(true);

@@ -58,6 +58,8 @@ pub fn run(
                 break outbox.closing().unwrap_or(CloseReason::Gone);
             }
         };
+        // The line in hand and those behind it: how far behind this connection is.
+        outbox.stats().queue_depth.observe(queue.len() as u64 + 1);
         batch.clear();
         cursors.pending.clear();
         cursors.take(&first, &mut batch);
@@ -79,6 +81,7 @@ pub fn run(
             break CloseReason::Gone;
         }
         cursors.commit();
+        Stats::add(&outbox.stats().bytes_written, batch.len() as u64);
         last_write = Instant::now();
         // Asking the kernel costs a system call, so only after a large batch (a reply, a
         // burst) or while bytes were already waiting: small writes cannot pile up much.

@@ -1,5 +1,7 @@
 //! The `chatd` binary: flags, start-up, and shutdown on Ctrl-C or SIGTERM.
 
+mod admin;
+
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +46,9 @@ struct Flags {
     /// How log lines are written on stderr: `text` or `json` (one object per line).
     #[arg(long, default_value = "text", value_parser = parse_log_format)]
     log_format: chatd::logging::Format,
+    /// Without a subcommand, chatd serves.
+    #[command(subcommand)]
+    command: Option<Subcommand>,
     /// Address and port to listen on. Use 0.0.0.0:7878 to accept connections from other hosts.
     #[arg(long, default_value_t = defaults().listen)]
     listen: SocketAddr,
@@ -216,6 +221,15 @@ fn positive_number(text: &str) -> Result<f64, String> {
     }
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Manage the store without a client: users, rooms, bans, backups. Works with the server
+    /// stopped or running (see docs/deploy.md, "Administration"). Give the same --store,
+    /// --data or --database-url (or --config) as the server, before `admin`.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum StoreKind {
     Sqlite,
@@ -327,6 +341,21 @@ fn main() -> anyhow::Result<()> {
     }
     chatd::logging::init(flags.log_level.clone(), flags.log_format)
         .context("installing the logger")?;
+    if let Some(Subcommand::Admin(command)) = flags.command {
+        // One clear line and exit status 1, without anyhow's backtrace: an admin error is
+        // the operator's (no such user), not a bug.
+        let done = chatd::store::admin::open(&config.store)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut store| admin::run(&mut *store, command));
+        match done {
+            Ok(lines) => lines.iter().for_each(|line| println!("{line}")),
+            Err(e) => {
+                eprintln!("chatd admin: {e:#}");
+                std::process::exit(1);
+            }
+        }
+        return Ok(());
+    }
     tune_allocator();
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     ctrlc::set_handler(move || {

@@ -5,6 +5,7 @@
 //! lets presence say "online" once per person rather than once per device.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::lock_rank::{Rank, RankedMutex, RankedMutexGuard};
@@ -29,6 +30,9 @@ pub struct User {
     /// Lock rank 4 (see `lock_rank::Rank`): sessions, rooms, presence as shown. Taken after
     /// a room's lock during fan-out; only outboxes (rank 5) are touched while it is held.
     state: RankedMutex<UserState>,
+    /// May use the server-wide `BAN` and `KICK` (set from the store at each LOGIN). An
+    /// atomic: read once per operator command, never together with other state.
+    operator: AtomicBool,
 }
 
 struct UserState {
@@ -110,6 +114,44 @@ impl User {
                     password_hash: None,
                 },
             ),
+            operator: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_operator(&self) -> bool {
+        self.operator.load(Relaxed)
+    }
+
+    pub fn set_operator(&self, operator: bool) {
+        self.operator.store(operator, Relaxed);
+    }
+
+    /// Takes the account as the store has it now (`chatd admin` may have changed it while
+    /// the server ran): the password hash, and the operator role. Sessions already open are
+    /// left alone.
+    pub fn adopt_stored_account(&self, password_hash: Option<&str>, operator: bool) {
+        self.set_operator(operator);
+        let mut state = self.state.lock();
+        if state.password_hash.as_deref() != password_hash {
+            state.password_hash = password_hash.map(Arc::from);
+        }
+    }
+
+    /// Closes every session of this user, with `reason` (a ban, a server-wide kick).
+    pub fn close_sessions(&self, reason: CloseReason) -> usize {
+        let state = self.state.lock();
+        for session in &state.sessions {
+            session.outbox.close(reason);
+        }
+        state.sessions.len()
+    }
+
+    /// Closes the sessions connected from `ip` (an address ban).
+    pub fn close_sessions_from(&self, ip: std::net::IpAddr, reason: CloseReason) {
+        for session in &self.state.lock().sessions {
+            if session.outbox.peer_ip() == Some(ip) {
+                session.outbox.close(reason);
+            }
         }
     }
 

@@ -33,6 +33,7 @@ pub fn login(
             ),
         ));
     }
+    server.admit_login(user, reply.outbox().peer_ip())?;
     let proven = server.authenticate(user, password.as_ref(), reply.outbox().peer_ip())?;
     let ok = reply.line(Event::OkLogin {
         user: Arc::from(user),

@@ -40,6 +40,8 @@ pub enum ErrorCode {
     /// A SEND or DM reused a client id of the user's that published a different message
     /// (to another room or recipient, or with another body): nothing was posted.
     CidReused,
+    /// The user or the address is banned from the server (`BAN`, `chatd admin ban`).
+    Banned,
 }
 
 impl ErrorCode {
@@ -69,6 +71,7 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too-many-connections",
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::CidReused => "cid-reused",
+            ErrorCode::Banned => "banned",
         }
     }
 }

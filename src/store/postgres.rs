@@ -22,6 +22,7 @@
 //! blocking methods, as they do on SQLite. See docs/design.md, "Persistence".
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,7 +33,8 @@ use postgres::{Client, NoTls, Statement};
 use uuid::Uuid;
 
 use super::{
-    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredRoom, StoredUser, Ticket, Write,
+    BanTarget, Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredAccount, StoredRoom,
+    StoredUser, Ticket, Write,
 };
 use crate::client_ids::Published;
 use crate::lock_rank::{Rank, RankedMutex};
@@ -47,7 +49,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Migrations, in order: `MIGRATIONS[n]` takes a database from version n to n + 1. Version 1
 /// is SQLite's version 3 (accounts, room access, cid fingerprints) in PostgreSQL's dialect:
 /// no PostgreSQL database predates them. `user` is reserved in PostgreSQL, hence `username`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE users (
         name TEXT PRIMARY KEY,
         last_seen BIGINT,                       -- ms since the epoch, UTC
@@ -99,7 +102,19 @@ const MIGRATIONS: &[&str] = &[r#"
         seq BIGINT NOT NULL,
         PRIMARY KEY (room, username)
     );
-"#];
+"#,
+    // 2: operators and bans (issue 16); SQLite's version 4.
+    r#"
+    ALTER TABLE users ADD COLUMN operator BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE TABLE bans (
+        kind TEXT NOT NULL,                     -- 'user' | 'address'
+        target TEXT NOT NULL,                   -- a user name, or an IP address as text
+        reason TEXT NOT NULL DEFAULT '',
+        at BIGINT NOT NULL,                     -- ms since the epoch, UTC
+        PRIMARY KEY (kind, target)
+    );
+"#,
+];
 
 /// Writes waiting for the writer thread: as for SQLite, deep enough for bursts; when full,
 /// posters wait (backpressure from the database).
@@ -473,6 +488,33 @@ impl Store for PostgresStore {
                 .iter()
                 .map(|row| message_from_row(&name, row))
                 .collect())
+        })
+    }
+
+    fn account(&self, user: &str) -> Result<Option<StoredAccount>, StoreError> {
+        self.with_reader(|db| {
+            let row = db.query_opt(
+                "SELECT password_hash, operator,
+                        EXISTS (SELECT 1 FROM bans WHERE kind = 'user' AND target = name)
+                 FROM users WHERE name = $1",
+                &[&user],
+            )?;
+            Ok(row.map(|row| StoredAccount {
+                password_hash: row.get(0),
+                operator: row.get(1),
+                banned: row.get(2),
+            }))
+        })
+    }
+
+    fn bans(&self) -> Result<Option<Vec<BanTarget>>, StoreError> {
+        self.with_reader(|db| {
+            let rows = db.query("SELECT kind, target FROM bans", &[])?;
+            Ok(Some(
+                rows.iter()
+                    .filter_map(|row| BanTarget::from_columns(row.get(0), row.get(1)))
+                    .collect(),
+            ))
         })
     }
 
@@ -951,6 +993,26 @@ fn apply(
         Write::ShareReceipts { user, share } => {
             tx.execute(&statements.share_receipts, &[&&**user, share])?;
         }
+        // Rare (an operator's command): not worth a prepared statement each.
+        Write::Ban { target, reason } => {
+            tx.execute(
+                "INSERT INTO bans (kind, target, reason, at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (kind, target) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+                &[&target.kind(), &target.target(), &&**reason, &millis(&Utc::now())],
+            )?;
+        }
+        Write::Unban { target } => {
+            tx.execute(
+                "DELETE FROM bans WHERE kind = $1 AND target = $2",
+                &[&target.kind(), &target.target()],
+            )?;
+        }
+        Write::Operator { user, operator } => {
+            tx.execute(
+                "UPDATE users SET operator = $2 WHERE name = $1",
+                &[&&**user, operator],
+            )?;
+        }
     }
     Ok(())
 }
@@ -972,4 +1034,203 @@ fn apply_retention(db: &mut Client, retention: &Retention) -> Result<(), postgre
     let cutoff = now - retention.client_id_ttl.as_millis() as i64;
     db.execute("DELETE FROM client_ids WHERE at < $1", &[&cutoff])?;
     Ok(())
+}
+
+/// `chatd admin` on a PostgreSQL store: a connection of its own.
+pub struct PostgresAdmin {
+    db: Client,
+    describe: String,
+}
+
+impl PostgresAdmin {
+    pub fn open(url: &str) -> Result<PostgresAdmin, StoreError> {
+        let config: postgres::Config = url.parse().map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Other,
+                format!("parsing the database url: {e}"),
+            )
+        })?;
+        let describe = describe(&config);
+        let mut db = connect(&config).map_err(|e| e.context(format!("opening {describe}")))?;
+        migrate(&mut db).map_err(|e| e.context(format!("opening {describe}")))?;
+        Ok(PostgresAdmin { db, describe })
+    }
+
+    fn change(
+        &mut self,
+        sql: &[&str],
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let run = |db: &mut Client| -> Result<u64, postgres::Error> {
+            let mut tx = db.transaction()?;
+            let mut changed = 0;
+            for statement in sql {
+                let wanted = statement.matches('$').count();
+                changed += tx.execute(*statement, &params[..wanted])?;
+            }
+            tx.commit()?;
+            Ok(changed)
+        };
+        run(&mut self.db).map_err(|e| fail(&self.describe, "writing", e))
+    }
+}
+
+impl super::admin::Admin for PostgresAdmin {
+    fn users(&mut self) -> Result<Vec<super::admin::UserRow>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT name, password_hash IS NOT NULL, operator, last_seen,
+                        EXISTS (SELECT 1 FROM bans WHERE kind = 'user' AND target = name)
+                 FROM users ORDER BY name",
+                &[],
+            )
+            .map_err(|e| fail(&self.describe, "reading", e))?;
+        Ok(rows
+            .iter()
+            .map(|row| super::admin::UserRow {
+                name: row.get(0),
+                has_password: row.get(1),
+                operator: row.get(2),
+                last_seen: row.get::<_, Option<i64>>(3).map(from_millis),
+                banned: row.get(4),
+            })
+            .collect())
+    }
+
+    fn add_user(
+        &mut self,
+        name: &str,
+        password_hash: Option<&str>,
+        operator: bool,
+    ) -> Result<bool, StoreError> {
+        let added = self.change(
+            &[
+                "INSERT INTO users (name, password_hash, operator) VALUES ($1, $2, $3)
+               ON CONFLICT (name) DO NOTHING",
+            ],
+            &[&name, &password_hash, &operator],
+        )?;
+        Ok(added > 0)
+    }
+
+    fn remove_user(&mut self, name: &str) -> Result<bool, StoreError> {
+        let existed = self.change(&["DELETE FROM users WHERE name = $1"], &[&name])? > 0;
+        self.change(
+            &[
+                "DELETE FROM members WHERE username = $1",
+                "DELETE FROM reads WHERE username = $1",
+                "DELETE FROM invites WHERE username = $1",
+                "DELETE FROM client_ids WHERE username = $1",
+                "DELETE FROM bans WHERE kind = 'user' AND target = $1",
+            ],
+            &[&name],
+        )?;
+        Ok(existed)
+    }
+
+    fn set_password(&mut self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let changed = self.change(
+            &["UPDATE users SET password_hash = $2 WHERE name = $1"],
+            &[&name, &password_hash],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn set_operator(&mut self, name: &str, operator: bool) -> Result<bool, StoreError> {
+        let changed = self.change(
+            &["UPDATE users SET operator = $2 WHERE name = $1"],
+            &[&name, &operator],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn rooms(&mut self) -> Result<Vec<super::admin::RoomRow>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT name, kind, seq, owner,
+                        (SELECT count(*) FROM members WHERE members.room = rooms.name)
+                 FROM rooms ORDER BY name",
+                &[],
+            )
+            .map_err(|e| fail(&self.describe, "reading", e))?;
+        Ok(rows
+            .iter()
+            .map(|row| super::admin::RoomRow {
+                name: row.get(0),
+                kind: row.get(1),
+                seq: row.get::<_, i64>(2) as u64,
+                owner: row.get(3),
+                members: row.get::<_, i64>(4) as u64,
+            })
+            .collect())
+    }
+
+    fn delete_room(&mut self, name: &str) -> Result<bool, StoreError> {
+        let existed = self.change(&["DELETE FROM rooms WHERE name = $1"], &[&name])? > 0;
+        self.change(
+            &[
+                "DELETE FROM members WHERE room = $1",
+                "DELETE FROM messages WHERE room = $1",
+                "DELETE FROM reads WHERE room = $1",
+                "DELETE FROM invites WHERE room = $1",
+                "DELETE FROM client_ids WHERE room = $1",
+            ],
+            &[&name],
+        )?;
+        Ok(existed)
+    }
+
+    fn bans(&mut self) -> Result<Vec<super::admin::BanRow>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT kind, target, reason, at FROM bans ORDER BY kind, target",
+                &[],
+            )
+            .map_err(|e| fail(&self.describe, "reading", e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                Some(super::admin::BanRow {
+                    target: BanTarget::from_columns(row.get(0), row.get(1))?,
+                    reason: row.get(2),
+                    at: from_millis(row.get(3)),
+                })
+            })
+            .collect())
+    }
+
+    fn ban(&mut self, target: &BanTarget, reason: &str) -> Result<(), StoreError> {
+        self.change(
+            &[
+                "INSERT INTO bans (kind, target, reason, at) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (kind, target) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+            ],
+            &[
+                &target.kind(),
+                &target.target(),
+                &reason,
+                &millis(&Utc::now()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn unban(&mut self, target: &BanTarget) -> Result<bool, StoreError> {
+        let changed = self.change(
+            &["DELETE FROM bans WHERE kind = $1 AND target = $2"],
+            &[&target.kind(), &target.target()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// PostgreSQL has its own tools for this; chatd does not duplicate them.
+    fn backup(&mut self, _destination: &Path) -> Result<(), StoreError> {
+        Err(StoreError::new(
+            StoreErrorKind::Other,
+            "back a PostgreSQL store up with pg_dump (see docs/deploy.md)",
+        ))
+    }
 }

@@ -301,6 +301,9 @@ impl Shared {
             return Err(Some(CloseReason::ServerFull));
         }
         match stream.peer_addr() {
+            Ok(peer) if self.server.address_banned(peer.ip()) => {
+                Err(Some(CloseReason::BannedAddress))
+            }
             Ok(peer) => self
                 .addresses
                 .admit(peer.ip())

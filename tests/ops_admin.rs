@@ -235,3 +235,54 @@ fn a_backup_under_write_load_restores_consistently() {
     assert!(!line.starts_with("ERR"), "{line}");
     restored.stop();
 }
+
+/// An operator's `KICK <user>`, `BAN` and `UNBAN` over the protocol: the kicked and the
+/// banned get `BYE kicked` / `BYE banned`, a banned user's next LOGIN gets `ERR banned`, a
+/// user who is not an operator gets `not-permitted`, and each use is audited in the log.
+#[test]
+fn operators_ban_and_kick_server_wide() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chatd.db");
+    server_on(&db).stop();
+    admin(
+        &db,
+        &["user", "add", "root", "--password-stdin", "--operator"],
+        "hunter2\n",
+    );
+    let server = server_on(&db);
+    let mut op = Client::connect(server.addr);
+    op.send("LOGIN root password=hunter2");
+    op.expect("OK LOGIN root");
+    let mut eve = server.login("eve");
+    let mut mallory = server.login("mallory");
+
+    eve.send("@b BAN user mallory");
+    let refused = eve.next_line();
+    assert!(refused.starts_with("@b ERR not-permitted "), "{refused}");
+
+    op.send("KICK eve");
+    op.expect("OK KICK eve sessions=1");
+    eve.expect("BYE kicked :an operator disconnected you");
+    eve.expect_closed();
+
+    op.send("BAN user mallory being rude");
+    op.expect("OK BAN user mallory");
+    mallory.expect("BYE banned :you are banned from this server");
+    mallory.expect_closed();
+    assert_eq!(try_login(&server, "LOGIN mallory"), BANNED);
+
+    op.send("UNBAN user mallory");
+    op.expect("OK UNBAN user mallory");
+    assert_eq!(try_login(&server, "LOGIN mallory"), "OK LOGIN mallory");
+
+    let log = server.log_lines().join("\n");
+    assert!(
+        log.contains("operator kick by=root user=eve sessions=1"),
+        "{log}"
+    );
+    assert!(
+        log.contains("operator ban by=root target=\"user mallory\" reason=\"being rude\""),
+        "{log}"
+    );
+    server.stop();
+}

@@ -11,7 +11,8 @@
 //! | `membership` | JOIN, LEAVE |
 //! | `post` | SEND, DM (client ids, idempotent retries) |
 //! | `history` | HISTORY, SYNC |
-//! | `owner` | PRIVATE, INVITE, KICK |
+//! | `owner` | PRIVATE, INVITE, KICK `<room> <user>` |
+//! | `operator` | BAN, UNBAN, KICK `<user>` (server-wide, operators only) |
 //! | `signals` | TYPING, READ, SET |
 //! | `info` | WHO, ROOMS, PING, HELP, STATS, INFO, QUIT |
 //!
@@ -23,6 +24,7 @@ mod account;
 mod history;
 mod info;
 mod membership;
+mod operator;
 mod owner;
 mod post;
 mod signals;
@@ -160,6 +162,9 @@ fn dispatch(ctx: &Ctx<'_>, client_id: Option<&str>, command: Command) -> Result<
         Command::Private { room, private } => owner::private(ctx, &room, private),
         Command::Invite { room, user } => owner::invite(ctx, &room, &user),
         Command::Kick { room, user } => owner::kick(ctx, &room, &user),
+        Command::KickUser { user } => operator::kick_user(ctx, &user),
+        Command::Ban { subject, reason } => operator::ban(ctx, subject, &reason),
+        Command::Unban { subject } => operator::unban(ctx, subject),
         Command::Typing { room, typing } => signals::typing(ctx, &room, typing),
         Command::Read { room, seq } => signals::read(ctx, &room, seq),
         Command::Set { setting } => signals::set(ctx, setting),

@@ -834,6 +834,12 @@ impl ChatdProcess {
         client
     }
 
+    /// Its stderr lines so far.
+    #[allow(dead_code)]
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
     /// SIGTERM, and the process must exit 0 within 5 s.
     pub fn stop(mut self) {
         let pid = self.child.id() as libc::pid_t;

@@ -117,3 +117,55 @@ fn the_file_configures_the_server_and_flags_override_it() {
     );
     server.stop();
 }
+
+/// `--log-format json`: one JSON object per line with the event as `msg` and its fields;
+/// a login, a failed login and a disconnect are there, and the password is not.
+#[test]
+fn json_logs_carry_events_and_never_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chatd.db");
+    let server = ChatdProcess::start(&[
+        "--data".as_ref(),
+        db.as_os_str(),
+        "--sync".as_ref(),
+        "normal".as_ref(),
+        "--log-format".as_ref(),
+        "json".as_ref(),
+    ]);
+    let mut ana = support::Client::connect(server.addr);
+    ana.send("LOGIN ana password=correct-horse");
+    ana.expect("OK LOGIN ana");
+    let mut thief = support::Client::connect(server.addr);
+    thief.send("LOGIN ana password=battery-staple");
+    assert!(thief.next_line().starts_with("ERR bad-password "));
+    ana.send("QUIT");
+    ana.expect_prefix("BYE quit");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = server.log_lines();
+        if log.iter().any(|l| l.contains("\"msg\":\"logout\"")) {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no logout event: {log:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    for line in &log {
+        assert!(
+            line.starts_with("{\"ts\":\"") && line.ends_with('}'),
+            "{line}"
+        );
+        assert!(
+            !line.contains("correct-horse") && !line.contains("battery-staple"),
+            "{line}"
+        );
+    }
+    let has = |needle: &str| log.iter().any(|l| l.contains(needle));
+    assert!(has("\"msg\":\"login\",\"user\":\"ana\""), "{log:?}");
+    assert!(has("\"msg\":\"login failed\",\"user\":\"ana\""), "{log:?}");
+    assert!(has("\"msg\":\"connect\",\"conn\":"), "{log:?}");
+    assert!(has("\"msg\":\"disconnect\""), "{log:?}");
+    server.stop();
+}

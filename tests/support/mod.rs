@@ -785,6 +785,11 @@ pub fn spawn_chatd_on(
                 let addr = rest.split(' ').next().unwrap_or_default().to_owned();
                 let _ = listening.send(addr);
             }
+            // The same event under --log-format json.
+            if let Some((_, rest)) = line.split_once("\"msg\":\"listening\",\"listen\":\"") {
+                let addr = rest.split('"').next().unwrap_or_default().to_owned();
+                let _ = listening.send(addr);
+            }
             collected.lock().unwrap().push(line);
         }
     });

@@ -286,3 +286,62 @@ fn operators_ban_and_kick_server_wide() {
     );
     server.stop();
 }
+
+/// The same admin commands on a PostgreSQL store, before and while the server runs (skipped
+/// without PostgreSQL outside CI).
+#[test]
+fn admin_on_a_postgres_store() {
+    let Some(cluster) = support::postgres::Cluster::shared() else {
+        return;
+    };
+    let url = cluster.create_database();
+    let pg = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .args(["--store", "postgres", "--database-url", &url, "admin"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(pg(&["user", "add", "ana", "--password-stdin"], "pw1\n")
+        .status
+        .success());
+    assert!(pg(&["ban", "user", "mallory"], "").status.success());
+    let server = ChatdProcess::start(&[
+        "--store".as_ref(),
+        "postgres".as_ref(),
+        "--database-url".as_ref(),
+        url.as_ref(),
+    ]);
+    assert_eq!(try_login(&server, "LOGIN mallory"), BANNED);
+    assert_eq!(try_login(&server, "LOGIN ana password=pw1"), "OK LOGIN ana");
+    assert!(pg(&["user", "reset-password", "ana"], "pw2\n")
+        .status
+        .success());
+    assert_eq!(try_login(&server, "LOGIN ana password=pw2"), "OK LOGIN ana");
+    assert!(pg(&["ban", "address", "127.0.0.1"], "").status.success());
+    wait_until(|| first_line(&server) == BANNED, "the address ban to apply");
+    assert!(pg(&["unban", "address", "127.0.0.1"], "").status.success());
+    wait_until(
+        || first_line(&server).starts_with("HELLO "),
+        "the unban to apply",
+    );
+    let users = String::from_utf8(pg(&["user", "list"], "").stdout).unwrap();
+    assert!(
+        users.contains("ana password=true operator=false banned=false"),
+        "{users}"
+    );
+    let backup = pg(&["backup", "/nonexistent/x.db"], "");
+    assert_eq!(backup.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&backup.stderr).contains("pg_dump"));
+    server.stop();
+}

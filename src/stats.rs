@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::metrics::histogram::ShardedCounter;
 use crate::metrics::Histogram;
 
 /// Which front door a session came in by: the `transport` label of `chatd_sessions`.
@@ -61,8 +62,9 @@ pub struct Stats {
     pub logins: AtomicU64,
     /// ...and refused ones (a wrong or missing password, a ban).
     pub login_failures: AtomicU64,
-    /// Bytes written to client connections by writer threads.
-    pub bytes_written: AtomicU64,
+    /// Bytes written to client connections by writer threads (sharded: every writer adds to
+    /// it after every write).
+    pub bytes_written: ShardedCounter,
     /// Lines waiting in a connection's queue when its writer wakes (one observation per
     /// write batch).
     pub queue_depth: Histogram,
@@ -88,7 +90,7 @@ impl Default for Stats {
             users_online: AtomicU64::new(0),
             logins: AtomicU64::new(0),
             login_failures: AtomicU64::new(0),
-            bytes_written: AtomicU64::new(0),
+            bytes_written: ShardedCounter::default(),
             queue_depth: Histogram::depth(),
             send_latency: Histogram::latency(),
         }

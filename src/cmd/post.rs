@@ -29,7 +29,7 @@ pub fn send(
     ctx.server
         .stats
         .send_latency
-        .observe_duration(started.elapsed());
+        .observe_duration(session.outbox.id, started.elapsed());
     ctx.server.trim_recent_logs();
     Ok(())
 }
@@ -43,7 +43,7 @@ pub fn dm(ctx: &Ctx<'_>, to: &str, body: &str, client_id: Option<&str>) -> Resul
     ctx.server
         .stats
         .send_latency
-        .observe_duration(started.elapsed());
+        .observe_duration(session.outbox.id, started.elapsed());
     ctx.server.trim_recent_logs();
     Ok(())
 }

@@ -70,8 +70,8 @@ mod tests {
     #[test]
     fn a_histogram_has_cumulative_buckets_sum_and_count() {
         let histogram = Histogram::latency();
-        histogram.observe_duration(Duration::from_millis(2));
-        histogram.observe_duration(Duration::from_millis(20));
+        histogram.observe_duration(0, Duration::from_millis(2));
+        histogram.observe_duration(1, Duration::from_millis(20));
         let mut out = Encoder::default();
         out.histogram("x_seconds", "Test.", &histogram);
         let text = out.finish();

@@ -83,7 +83,7 @@ pub fn render(server: &ChatServer) -> String {
     out.counter(
         "chatd_written_bytes_total",
         "Bytes written to client connections.",
-        get(&stats.bytes_written),
+        stats.bytes_written.get(),
     );
     out.family(
         "chatd_disconnects_total",

@@ -59,7 +59,10 @@ pub fn run(
             }
         };
         // The line in hand and those behind it: how far behind this connection is.
-        outbox.stats().queue_depth.observe(queue.len() as u64 + 1);
+        outbox
+            .stats()
+            .queue_depth
+            .observe(outbox.id, queue.len() as u64 + 1);
         batch.clear();
         cursors.pending.clear();
         cursors.take(&first, &mut batch);
@@ -81,7 +84,10 @@ pub fn run(
             break CloseReason::Gone;
         }
         cursors.commit();
-        Stats::add(&outbox.stats().bytes_written, batch.len() as u64);
+        outbox
+            .stats()
+            .bytes_written
+            .add(outbox.id, batch.len() as u64);
         last_write = Instant::now();
         // Asking the kernel costs a system call, so only after a large batch (a reply, a
         // burst) or while bytes were already waiting: small writes cannot pile up much.

@@ -46,6 +46,18 @@ pub enum Event {
         room: Arc<str>,
         user: Arc<str>,
     },
+    /// `OK KICK <user> sessions=<n>`: an operator's server-wide kick.
+    OkKickUser {
+        user: Arc<str>,
+        sessions: usize,
+    },
+    /// `OK BAN user <name>` / `OK BAN address <ip>`.
+    OkBan {
+        subject: String,
+    },
+    OkUnban {
+        subject: String,
+    },
     OkJoin {
         room: Arc<str>,
         seq: u64,

@@ -31,6 +31,8 @@
 //! | [`accounts`], [`quota`], [`timers`], [`client_ids`], [`typing`] | password hashing and the login throttle; creation quotas; deferred work (presence grace, typing expiry, the memory sweep); the idempotent-send window; typing rules |
 //! | [`keys`] | the key directory's vocabulary (device public keys for end-to-end encrypted DMs; docs/e2e.md) |
 //! | [`message`], [`room_name`], [`rate`], [`lock_rank`], [`config`], [`stats`] | shared vocabulary: messages, room kinds and DM names, token buckets, the lock table, tunables, counters |
+//! | [`metrics`] | `GET /metrics`, `/healthz`, `/readyz`: the Prometheus text format over [`stats`], the store's figures and `/proc`; its `Histogram` is vocabulary `stats` uses |
+//! | [`logging`], [`config_file`] | the logger behind the `log` macros (levels per module, text or JSON lines); `--config` files turned into flags |
 //!
 //! docs/design.md ends with "How to extend chatd": the files to touch to add a command, a
 //! transport or a store backend.
@@ -92,12 +94,15 @@ pub mod client_ids;
 pub mod cluster;
 pub mod cmd;
 pub mod config;
+pub mod config_file;
 pub mod delivery;
 pub mod event;
 pub mod http;
 pub mod keys;
 pub mod lock_rank;
+pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod protocol;
 pub mod quota;
 pub mod rate;

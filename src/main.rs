@@ -1,5 +1,8 @@
 //! The `chatd` binary: flags, start-up, and shutdown on Ctrl-C or SIGTERM.
 
+mod admin;
+
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,12 +10,13 @@ use std::time::Duration;
 use anyhow::Context;
 use chatd::cluster::ClusterOptions;
 use chatd::config::RateLimit;
+use chatd::config_file::{read_args, ConfigFileError};
 use chatd::quota::Rate;
 use chatd::store::postgres::PostgresOptions;
 use chatd::store::sqlite::{SqliteOptions, SyncMode};
 use chatd::store::{Retention, StoreConfig};
 use chatd::Config;
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 
 /// The library's defaults, which every flag's default is read from (so `--help` shows them
 /// and a change in `config.rs` reaches the binary).
@@ -23,8 +27,29 @@ fn defaults() -> Config {
 /// A chat server: rooms, direct messages, presence, several devices per user.
 /// Talk to it with `nc 127.0.0.1 7878` and type HELP.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+// args_override_self: the --config file's settings come first on the command line, and a flag
+// given again later (by the operator) replaces them.
+#[command(version, about, args_override_self = true)]
 struct Flags {
+    /// Read settings from this TOML file first: each key is a long flag without its dashes
+    /// (`max-sessions = 5000`), and flags on the command line override it. See
+    /// chatd.example.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the flags and the --config file, say what is wrong (naming the key), and exit:
+    /// 0 if they are good, 1 if not. Starts nothing.
+    #[arg(long)]
+    check_config: bool,
+    /// Which events are logged: a level (error, warn, info, debug, trace) and per-module
+    /// levels, as in RUST_LOG: `info,chatd::store=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter)]
+    log_level: chatd::logging::Filter,
+    /// How log lines are written on stderr: `text` or `json` (one object per line).
+    #[arg(long, default_value = "text", value_parser = parse_log_format)]
+    log_format: chatd::logging::Format,
+    /// Without a subcommand, chatd serves.
+    #[command(subcommand)]
+    command: Option<Subcommand>,
     /// Address and port to listen on. Use 0.0.0.0:7878 to accept connections from other hosts.
     #[arg(long, default_value_t = defaults().listen)]
     listen: SocketAddr,
@@ -193,11 +218,28 @@ fn http_address(text: &str) -> Result<HttpListen, String> {
         .map_err(|e| format!("{text}: {e} (or `none`)"))
 }
 
+fn parse_log_filter(text: &str) -> Result<chatd::logging::Filter, String> {
+    text.parse()
+}
+
+fn parse_log_format(text: &str) -> Result<chatd::logging::Format, String> {
+    text.parse()
+}
+
 fn positive_number(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(n) if n > 0.0 && n.is_finite() => Ok(n),
         _ => Err(format!("{text} is not a positive number")),
     }
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Manage the store without a client: users, rooms, bans, backups. Works with the server
+    /// stopped or running (see docs/deploy.md, "Administration"). Give the same --store,
+    /// --data or --database-url (or --config) as the server, before `admin`.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -213,9 +255,8 @@ enum SyncKind {
     Normal,
 }
 
-fn main() -> anyhow::Result<()> {
-    let flags = Flags::parse();
-    tune_allocator();
+/// The server's `Config` from the flags.
+fn server_config(flags: &Flags) -> Config {
     let retention = Retention {
         max_age: flags
             .retention_days
@@ -249,7 +290,7 @@ fn main() -> anyhow::Result<()> {
         retention,
         lease: Duration::from_secs(flags.cluster_lease.max(1)),
     });
-    let config = Config {
+    Config {
         listen: flags.listen,
         store,
         cluster,
@@ -292,26 +333,155 @@ fn main() -> anyhow::Result<()> {
         http_listen: flags.http_listen.0,
         http_origins: flags.http_origin.clone(),
         http_header_timeout: Duration::from_secs(flags.http_header_timeout),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let checking = argv.iter().any(|arg| arg == "--check-config");
+    let flags = match parse_flags(&argv) {
+        Ok(flags) => flags,
+        // --check-config promises 0 or 1, and clap's usage errors exit with 2.
+        Err(error) if checking => {
+            eprintln!("chatd: configuration is not valid: {error}");
+            std::process::exit(1);
+        }
+        Err(FlagsError::File(error)) => {
+            eprintln!("chatd: {error}");
+            std::process::exit(2);
+        }
+        Err(FlagsError::Flags(error)) => error.exit(),
     };
+    let config = server_config(&flags);
+    if flags.check_config {
+        let source = flags
+            .config
+            .as_ref()
+            .map_or("the flags".to_owned(), |path| path.display().to_string());
+        println!("chatd: {source}: configuration is valid");
+        return Ok(());
+    }
+    chatd::logging::init(flags.log_level.clone(), flags.log_format)
+        .context("installing the logger")?;
+    if let Some(Subcommand::Admin(command)) = flags.command {
+        // One clear line and exit status 1, without anyhow's backtrace: an admin error is
+        // the operator's (no such user), not a bug.
+        let done = chatd::store::admin::open(&config.store)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut store| admin::run(&mut *store, command));
+        match done {
+            Ok(lines) => lines.iter().for_each(|line| println!("{line}")),
+            Err(e) => {
+                eprintln!("chatd admin: {e:#}");
+                std::process::exit(1);
+            }
+        }
+        return Ok(());
+    }
+    tune_allocator();
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     ctrlc::set_handler(move || {
         let _ = stop_tx.try_send(());
     })
     .context("installing the Ctrl-C/SIGTERM handler")?;
     let server = chatd::start(config).context("starting chatd")?;
-    if let Some(http) = server.http_addr() {
-        eprintln!("chatd: web client at http://{http}/ (WebSocket: ws://{http}/ws)");
+    match flags.log_format {
+        // These exact lines are what scripts (and the tests) wait for; they stay as they were.
+        chatd::logging::Format::Text => {
+            if let Some(http) = server.http_addr() {
+                eprintln!("chatd: web client at http://{http}/ (WebSocket: ws://{http}/ws)");
+            }
+            eprintln!(
+                "chatd: listening on {} (Ctrl-C to stop)",
+                server.local_addr()
+            );
+        }
+        chatd::logging::Format::Json => {
+            if let Some(http) = server.http_addr() {
+                log::info!(http:% = http; "http listening");
+            }
+            log::info!(listen:% = server.local_addr(), capacity = server.capacity(); "listening");
+        }
     }
-    eprintln!(
-        "chatd: listening on {} (Ctrl-C to stop)",
-        server.local_addr()
-    );
     let _ = stop_rx.recv();
-    eprintln!("chatd: shutting down");
+    log::info!(step = "signal"; "shutdown");
     if !server.shutdown() {
-        eprintln!("chatd: some connections did not close in time");
+        log::warn!(step = "connections"; "some connections did not close in time");
     }
+    log::info!(step = "done"; "shutdown");
     Ok(())
+}
+
+/// Why the command line could not be read.
+enum FlagsError {
+    File(chatd::config_file::ConfigFileError),
+    Flags(clap::Error),
+}
+
+impl std::fmt::Display for FlagsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlagsError::File(error) => error.fmt(f),
+            FlagsError::Flags(error) => error.fmt(f),
+        }
+    }
+}
+
+/// Parses the command line, with the `--config` file's settings put before the real
+/// arguments so that the command line overrides the file (see `chatd::config_file`).
+fn parse_flags(argv: &[OsString]) -> Result<Flags, FlagsError> {
+    let Some(path) = config_path(argv) else {
+        return Flags::try_parse_from(argv).map_err(FlagsError::Flags);
+    };
+    let command = Flags::command();
+    let known: Vec<&str> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_long())
+        .filter(|name| !matches!(*name, "config" | "check-config" | "help" | "version"))
+        .collect();
+    let from_file = read_args(&path, &known).map_err(FlagsError::File)?;
+    // The file alone first, so a bad value in it is reported as the file's (clap's message
+    // names the flag, which is the key). A missing required flag may come from the command
+    // line, so that one waits for the full parse.
+    let program = argv.first().cloned().unwrap_or_else(|| "chatd".into());
+    let file_only = std::iter::once(program.clone()).chain(from_file.iter().map(OsString::from));
+    if let Err(error) = Flags::try_parse_from(file_only) {
+        if error.kind() != clap::error::ErrorKind::MissingRequiredArgument {
+            return Err(FlagsError::File(ConfigFileError {
+                path,
+                key: None,
+                message: clap_message(&error),
+            }));
+        }
+    }
+    let full = std::iter::once(program)
+        .chain(from_file.into_iter().map(OsString::from))
+        .chain(argv.iter().skip(1).cloned());
+    Flags::try_parse_from(full).map_err(FlagsError::Flags)
+}
+
+/// clap's one-line message without its `error: ` prefix and usage hint.
+fn clap_message(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
+/// The value of `--config FILE` or `--config=FILE`, found before clap runs.
+fn config_path(argv: &[OsString]) -> Option<PathBuf> {
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == "--config" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.to_str().and_then(|a| a.strip_prefix("--config=")) {
+            return Some(PathBuf::from(path));
+        }
+    }
+    None
 }
 
 /// glibc's allocator, left alone, keeps what a burst freed: after the first large block is

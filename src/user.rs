@@ -5,6 +5,7 @@
 //! lets presence say "online" once per person rather than once per device.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::lock_rank::{Rank, RankedMutex, RankedMutexGuard};
@@ -38,6 +39,9 @@ pub struct User {
     /// `state`, must never wait behind the disk for it. Rank 0 so that `state` can be read
     /// under it (whether the name has a password).
     device_keys: RankedMutex<BTreeMap<Arc<str>, DeviceKey>>,
+    /// May use the server-wide `BAN` and `KICK` (set from the store at each LOGIN). An
+    /// atomic: read once per operator command, never together with other state.
+    operator: AtomicBool,
 }
 
 struct UserState {
@@ -82,6 +86,9 @@ pub struct Arrival {
     pub came_online: bool,
     /// The session that had the same device id, now removed and to be closed.
     pub replaced: Option<Arc<Session>>,
+    /// The user had no session before this one (a replaced session does not count: the user
+    /// was online through it).
+    pub first_session: bool,
 }
 
 /// What removing a session changed.
@@ -117,6 +124,44 @@ impl User {
                 },
             ),
             device_keys: RankedMutex::new(Rank::DeviceKeys, BTreeMap::new()),
+            operator: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_operator(&self) -> bool {
+        self.operator.load(Relaxed)
+    }
+
+    pub fn set_operator(&self, operator: bool) {
+        self.operator.store(operator, Relaxed);
+    }
+
+    /// Takes the account as the store has it now (`chatd admin` may have changed it while
+    /// the server ran): the password hash, and the operator role. Sessions already open are
+    /// left alone.
+    pub fn adopt_stored_account(&self, password_hash: Option<&str>, operator: bool) {
+        self.set_operator(operator);
+        let mut state = self.state.lock();
+        if state.password_hash.as_deref() != password_hash {
+            state.password_hash = password_hash.map(Arc::from);
+        }
+    }
+
+    /// Closes every session of this user, with `reason` (a ban, a server-wide kick).
+    pub fn close_sessions(&self, reason: CloseReason) -> usize {
+        let state = self.state.lock();
+        for session in &state.sessions {
+            session.outbox.close(reason);
+        }
+        state.sessions.len()
+    }
+
+    /// Closes the sessions connected from `ip` (an address ban).
+    pub fn close_sessions_from(&self, ip: std::net::IpAddr, reason: CloseReason) {
+        for session in &self.state.lock().sessions {
+            if session.outbox.peer_ip() == Some(ip) {
+                session.outbox.close(reason);
+            }
         }
     }
 
@@ -254,10 +299,12 @@ impl User {
                 .map(|i| state.sessions.swap_remove(i)),
             None => None,
         };
+        let first_session = state.sessions.is_empty() && replaced.is_none();
         state.sessions.push(session);
         Some(Arrival {
             came_online,
             replaced,
+            first_session,
         })
     }
 

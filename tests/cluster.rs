@@ -600,3 +600,24 @@ fn next_ok_send(client: &mut Client) -> String {
     }
     client.fail("no OK SEND")
 }
+
+/// A password set through one node is required on every node: each LOGIN reads the account
+/// from Redis, so a name registered on A cannot be taken on B without it.
+#[test]
+fn a_password_set_on_one_node_is_required_on_another() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut owner = a.connect();
+    owner.send("LOGIN alice password=correct-horse");
+    owner.expect("OK LOGIN alice");
+
+    let mut impostor = b.connect();
+    impostor.send("LOGIN alice");
+    impostor.expect("ERR bad-password :alice is registered: LOGIN alice password=<password>");
+    impostor.send("LOGIN alice password=battery-staple");
+    impostor.expect_prefix("ERR bad-password :");
+
+    let mut laptop = b.connect();
+    laptop.send("LOGIN alice password=correct-horse");
+    laptop.expect("OK LOGIN alice");
+}

@@ -14,7 +14,9 @@ use crate::client_ids::Published;
 use crate::message::Message;
 use crate::protocol::{ClientError, ErrorCode};
 use crate::room::{epoch_changed, not_member_error, Appended, SharedLog, SharedPost, Signal};
-use crate::store::{Snapshot, Store, StoreError, StoreErrorKind, Ticket, Write};
+use crate::store::{
+    BanTarget, Snapshot, Store, StoreError, StoreErrorKind, StoredAccount, Ticket, Write,
+};
 
 impl SharedLog for Cluster {
     fn append(&self, post: SharedPost<'_>) -> Result<Appended, ClientError> {
@@ -156,6 +158,18 @@ impl Store for Cluster {
             redis::cmd("GET").arg(keys::client_id(user, cid)).query(con)
         })?;
         Ok(record.as_deref().and_then(parse_published))
+    }
+
+    fn account(&self, user: &str) -> Result<Option<StoredAccount>, StoreError> {
+        self.stored_account(user)
+    }
+
+    fn bans(&self) -> Result<Option<Vec<BanTarget>>, StoreError> {
+        self.stored_bans().map(Some)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        self.ping()
     }
 }
 

@@ -27,7 +27,9 @@
 //! | `r:{room}:log` | stream | entry `<seq>-0`: `id`, `t` (ms), `from`, `o` (origin), `body` |
 //! | `r:{room}:members`, `r:{room}:invites` | set | user names |
 //! | `r:{room}:reads` | hash | user -> read seq (forward only) |
-//! | `u:{user}` | hash | `name`, `password`, `receipts`, `last_seen` |
+//! | `u:{user}` | hash | `name`, `password`, `operator`, `receipts`, `last_seen` |
+//! | `u:{user}:keys` | hash | device -> `<public key> <added, RFC 3339>` (docs/e2e.md) |
+//! | `bans` | hash | `user <name>` / `address <ip>` -> reason ([`accounts`]) |
 //! | `u:{user}:rooms` | set | the user's rooms |
 //! | `u:{user}:cid:<cid>` | string, EX | the `OK` a client id got: `room seq id fingerprint to` |
 //!
@@ -38,6 +40,7 @@
 //! `off <ms>` (see [`presence`]). Presence keys: `p:{user}` (set of nodes with a session of
 //! theirs), `n:<node>:users`, `nodes` (sorted set: node -> lease end, ms).
 
+pub mod accounts;
 pub mod directory;
 pub mod fan_in;
 pub mod log;
@@ -209,6 +212,8 @@ pub mod keys {
     pub fn node_users(node: &str) -> String {
         format!("n:{node}:users")
     }
+    /// Every ban in force: `<kind> <target>` -> reason.
+    pub const BANS: &str = "bans";
     /// Node -> lease end (ms).
     pub const NODES: &str = "nodes";
     /// A user's cluster-wide presence changes: `on <node>`, `off <ms>`.

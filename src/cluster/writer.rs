@@ -225,6 +225,17 @@ fn command(write: &Write, node: &str) -> redis::Cmd {
             cmd.arg(keys::device_keys(user)).arg(&**device);
             cmd
         }
+        Write::Ban { target, reason } => hset(keys::BANS.to_owned(), &target.to_string(), reason),
+        Write::Unban { target } => {
+            let mut cmd = redis::cmd("HDEL");
+            cmd.arg(keys::BANS).arg(target.to_string());
+            cmd
+        }
+        Write::Operator { user, operator } => hset(
+            keys::user(user),
+            "operator",
+            if *operator { "1" } else { "0" },
+        ),
         // A room is made in Redis before the node makes it (`directory`), and messages go
         // through the SEND script: these writes have nothing left to do.
         Write::Room { .. } | Write::Message { .. } => redis::cmd("PING"),

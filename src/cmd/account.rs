@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::Ctx;
 use crate::delivery::Reply;
 use crate::event::Event;
+use crate::logging::OrDash;
 use crate::protocol::{ClientError, ErrorCode, Password};
 use crate::server::ChatServer;
 use crate::session::Session;
@@ -32,11 +33,17 @@ pub fn login(
             ),
         ));
     }
+    server.admit_login(user, reply.outbox().peer_ip())?;
     let proven = server.authenticate(user, password.as_ref(), reply.outbox().peer_ip())?;
     let ok = reply.line(Event::OkLogin {
         user: Arc::from(user),
     });
-    server.login(reply.outbox(), user, device.as_deref(), proven, ok)
+    let session = server.login(reply.outbox(), user, device.as_deref(), proven, ok)?;
+    log::info!(
+        user = user, device:% = OrDash(device.as_deref()), conn = reply.outbox().id;
+        "login"
+    );
+    Ok(session)
 }
 
 /// `REGISTER <password>`: gives the logged-in name a password, if it has none.

@@ -11,7 +11,8 @@
 //! | `membership` | JOIN, LEAVE |
 //! | `post` | SEND, DM (client ids, idempotent retries) |
 //! | `history` | HISTORY, SYNC |
-//! | `owner` | PRIVATE, INVITE, KICK |
+//! | `owner` | PRIVATE, INVITE, KICK `<room> <user>` |
+//! | `operator` | BAN, UNBAN, KICK `<user>` (server-wide, operators only) |
 //! | `signals` | TYPING, READ, SET |
 //! | `info` | WHO, ROOMS, PING, HELP, STATS, INFO, QUIT |
 //! | `keys` | KEY, KEYS, REVOKE (the key directory for end-to-end encrypted DMs) |
@@ -25,6 +26,7 @@ mod history;
 mod info;
 mod keys;
 mod membership;
+mod operator;
 mod owner;
 mod post;
 mod signals;
@@ -129,6 +131,7 @@ impl Client {
     /// The connection is over: the session leaves its user (and maybe presence changes).
     pub fn end(self) {
         if let Some(session) = &self.session {
+            log::info!(user:% = session.user.name, conn = self.outbox.id; "logout");
             self.server.logout(session);
         }
     }
@@ -161,6 +164,9 @@ fn dispatch(ctx: &Ctx<'_>, client_id: Option<&str>, command: Command) -> Result<
         Command::Private { room, private } => owner::private(ctx, &room, private),
         Command::Invite { room, user } => owner::invite(ctx, &room, &user),
         Command::Kick { room, user } => owner::kick(ctx, &room, &user),
+        Command::KickUser { user } => operator::kick_user(ctx, &user),
+        Command::Ban { subject, reason } => operator::ban(ctx, subject, &reason),
+        Command::Unban { subject } => operator::unban(ctx, subject),
         Command::Typing { room, typing } => signals::typing(ctx, &room, typing),
         Command::Read { room, seq } => signals::read(ctx, &room, seq),
         Command::Set { setting } => signals::set(ctx, setting),

@@ -36,6 +36,7 @@ pub fn kick(ctx: &Ctx<'_>, room_name: &str, target: &str) -> Result<(), ClientEr
     let room = ctx.server.visible_room(room_name, &session.user)?;
     let target = ctx.server.known_user(target)?;
     Room::stored(room.kick(session, &target)?)?;
+    log::info!(by:% = session.user.name, room:% = room.name, user:% = target.name; "kick");
     let (room, user) = (Arc::clone(&room.name), Arc::clone(&target.name));
     ctx.reply.send(Event::OkKick { room, user });
     Ok(())

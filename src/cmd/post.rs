@@ -22,18 +22,28 @@ pub fn send(
     body: &str,
     client_id: Option<&str>,
 ) -> Result<(), ClientError> {
+    let started = Instant::now();
     let session = ctx.session()?;
     let room = ctx.server.visible_room(room_name, &session.user)?;
     post(ctx, &room, None, body, client_id)?;
+    ctx.server
+        .stats
+        .send_latency
+        .observe_duration(session.outbox.id, started.elapsed());
     ctx.server.trim_recent_logs();
     Ok(())
 }
 
 /// `DM <user> <body>`: posts to the two-member room `dm:<a>:<b>`, created on first use.
 pub fn dm(ctx: &Ctx<'_>, to: &str, body: &str, client_id: Option<&str>) -> Result<(), ClientError> {
+    let started = Instant::now();
     let session = ctx.session()?;
     let room = ctx.server.direct_room(&session.user, to)?;
     post(ctx, &room, Some(Arc::from(to)), body, client_id)?;
+    ctx.server
+        .stats
+        .send_latency
+        .observe_duration(session.outbox.id, started.elapsed());
     ctx.server.trim_recent_logs();
     Ok(())
 }

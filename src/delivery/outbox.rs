@@ -45,6 +45,12 @@ pub enum CloseReason {
     ServerFull,
     /// Refused at the door: the client's address already holds `--max-per-ip` connections.
     TooManyConnections,
+    /// Refused at the door: the client's address is banned.
+    BannedAddress,
+    /// An operator banned the user or their address (`BAN`).
+    Banned,
+    /// An operator disconnected the user (`KICK <user>`).
+    Kicked,
     /// Kept sending commands after being told it was rate-limited (see `transport::limits`).
     Flooding,
     /// A line was still incomplete `--line-timeout` after its first byte arrived: the
@@ -55,6 +61,28 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// A short fixed name for logs and metric labels (never shown to clients).
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::Quit => "quit",
+            CloseReason::Replaced => "replaced",
+            CloseReason::PasswordChanged => "password_changed",
+            CloseReason::Registered => "registered",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::Hangup => "hangup",
+            CloseReason::LoginTimeout => "login_timeout",
+            CloseReason::ServerFull => "server_full",
+            CloseReason::TooManyConnections => "too_many_connections",
+            CloseReason::BannedAddress => "banned",
+            CloseReason::Banned => "banned_now",
+            CloseReason::Kicked => "kicked",
+            CloseReason::Flooding => "flooding",
+            CloseReason::LineTimeout => "line_timeout",
+            CloseReason::Gone => "gone",
+        }
+    }
+
     /// The final line the writer sends, if the socket can still take one. `cursors` is what
     /// the writer wrote: `(room, seq)` pairs, named in `BYE slow-consumer` so the client
     /// knows where to SYNC from.
@@ -97,6 +125,9 @@ impl CloseReason {
                 ErrorCode::TooManyConnections,
                 "too many connections from your address; close one first",
             )),
+            CloseReason::BannedAddress => Event::Error(banned()),
+            CloseReason::Banned => bye("banned", BANNED),
+            CloseReason::Kicked => bye("kicked", "an operator disconnected you"),
             CloseReason::Flooding => bye(
                 "flooding",
                 "too many commands refused as rate-limited; wait for `retry in` before sending",
@@ -123,6 +154,16 @@ impl CloseReason {
             _ => Duration::MAX,
         }
     }
+}
+
+/// The one text a banned user or address is told, at the door, at LOGIN and when the ban
+/// falls on an open session: the same whichever kind of ban it is, so a banned client learns
+/// nothing about what was banned.
+const BANNED: &str = "you are banned from this server";
+
+/// `ERR banned`, for a refused connection or LOGIN.
+pub fn banned() -> ClientError {
+    ClientError::new(ErrorCode::Banned, BANNED)
 }
 
 /// How long a stopping server keeps writing queued lines before it drops them and says
@@ -324,6 +365,10 @@ impl Outbox {
     /// The client's address (for per-address login throttling and logs).
     pub fn peer_ip(&self) -> Option<IpAddr> {
         self.peer.peer_ip()
+    }
+
+    pub fn transport(&self) -> crate::stats::Transport {
+        self.peer.transport()
     }
 
     pub fn stats(&self) -> &Stats {

@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use crate::stats::Transport;
+
 /// The connection below an [`super::Outbox`]: a TCP socket today (`transport::tcp`), a
 /// WebSocket or anything else that carries lines tomorrow. Other threads hold the outbox, so
 /// every method takes `&self` and must be safe to call while the connection's reader and
@@ -16,4 +18,10 @@ pub trait Peer: Send + Sync {
 
     /// The client's address, for per-address limits and logs.
     fn peer_ip(&self) -> Option<IpAddr>;
+
+    /// Which front door this is, for the `transport` label of the session metrics. A
+    /// transport whose peer is not a bare TCP socket overrides it.
+    fn transport(&self) -> Transport {
+        Transport::Tcp
+    }
 }

@@ -19,7 +19,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::delivery::outbox::CloseReason;
-use crate::stats::Stats;
 use crate::transport::limits::AddressSlot;
 use crate::transport::listener::{is_resource_exhaustion, Shared};
 
@@ -99,8 +98,9 @@ impl Drop for Visit {
 /// Turns a connection away at the door with one non-blocking write: `503` when the server is
 /// full, `429` when the address has its share.
 fn refuse(stream: TcpStream, shared: &Shared, reason: CloseReason) {
-    Stats::add(&shared.server().stats.refused, 1);
+    shared.server().stats.count_refusal(reason.name());
     let response = match reason {
+        CloseReason::BannedAddress => Response::error(403, "you are banned from this server"),
         CloseReason::TooManyConnections => Response::error(
             429,
             "too many connections from your address; close one first",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::request::Request;
 use super::response::{Response, CONTENT_SECURITY_POLICY};
 use super::web;
+use crate::metrics::http as ops;
 use crate::server::ChatServer;
 
 /// What a route has to work with.
@@ -24,7 +25,7 @@ pub enum Route {
 }
 
 /// Routes a request. `HEAD` is routed as `GET` (the listener leaves out the body).
-pub fn route(request: &Request, _context: &Context) -> Route {
+pub fn route(request: &Request, context: &Context) -> Route {
     let method = match request.method.as_str() {
         "HEAD" => "GET",
         other => other,
@@ -34,7 +35,10 @@ pub fn route(request: &Request, _context: &Context) -> Route {
         ("GET", "/app.js") => page(web::APP_JS, "text/javascript; charset=utf-8"),
         ("GET", "/style.css") => page(web::STYLE_CSS, "text/css; charset=utf-8"),
         ("GET", "/ws") => return Route::WebSocket,
-        (_, "/" | "/app.js" | "/style.css" | "/ws") => {
+        ("GET", "/metrics") => ops::metrics(context.server),
+        ("GET", "/healthz") => ops::healthz(),
+        ("GET", "/readyz") => ops::readyz(context.server, context.stopping),
+        (_, "/" | "/app.js" | "/style.css" | "/ws" | "/metrics" | "/healthz" | "/readyz") => {
             Response::error(405, "only GET is served here").with("Allow", "GET, HEAD")
         }
         _ => Response::error(404, "no such page"),

@@ -74,6 +74,19 @@ pub enum Command {
         room: String,
         user: String,
     },
+    /// Operators only: disconnect every session of `user` (`KICK <user>`, one argument).
+    KickUser {
+        user: String,
+    },
+    /// Operators only: refuse a user or an address from now on, closing their sessions.
+    Ban {
+        subject: BanSubject,
+        reason: String,
+    },
+    /// Operators only: lift a ban.
+    Unban {
+        subject: BanSubject,
+    },
     Join {
         room: String,
     },
@@ -170,6 +183,13 @@ pub struct Rejection {
     pub error: ClientError,
 }
 
+/// Whom `BAN` and `UNBAN` name: `user <name>` or `address <ip>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BanSubject {
+    User(String),
+    Address(std::net::IpAddr),
+}
+
 /// One command the server understands: the single list of commands (HELP, the parser and
 /// the login check all read it), in the order HELP lists them.
 pub struct Verb {
@@ -231,7 +251,9 @@ pub static VERBS: &[Verb] = &[
     ),
     verb("PRIVATE", "PRIVATE <room> on|off", true, private),
     verb("INVITE", "INVITE <room> <user>", true, invite),
-    verb("KICK", "KICK <room> <user>", true, kick),
+    verb("KICK", "KICK <room> <user> | KICK <user>", true, kick),
+    verb("BAN", "BAN user <name>|address <ip> [<reason>]", true, ban),
+    verb("UNBAN", "UNBAN user <name>|address <ip>", true, unban),
     verb("TYPING", "TYPING <room> [stop]", true, typing),
     verb("READ", "READ <room> <seq>", true, read),
     verb("SET", "SET receipts on|off", true, set),
@@ -366,10 +388,46 @@ fn invite(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
     })
 }
 
+/// `KICK <room> <user>` (a room's owner) or `KICK <user>` (an operator, server-wide).
 fn kick(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
-    Ok(Command::Kick {
-        room: parse_room(args.required()?)?,
-        user: parse_name(args.required()?, "user")?,
+    let first = args.required()?;
+    match args.optional() {
+        Some(user) => Ok(Command::Kick {
+            room: parse_room(first)?,
+            user: parse_name(user, "user")?,
+        }),
+        None => Ok(Command::KickUser {
+            user: parse_name(first, "user")?,
+        }),
+    }
+}
+
+fn ban_subject(args: &mut Args<'_, '_>) -> Result<BanSubject, ClientError> {
+    let kind = args.required()?;
+    let target = args.required()?;
+    if kind.eq_ignore_ascii_case("user") {
+        return Ok(BanSubject::User(parse_name(target, "user")?));
+    }
+    if kind.eq_ignore_ascii_case("address") {
+        return target.parse().map(BanSubject::Address).map_err(|_| {
+            ClientError::new(
+                ErrorCode::BadArgument,
+                format!("{target} is not an IP address"),
+            )
+        });
+    }
+    Err(args.unexpected(kind))
+}
+
+fn ban(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
+    let subject = ban_subject(args)?;
+    let reason = args.fields.rest().unwrap_or_default().to_owned();
+    Ok(Command::Ban { subject, reason })
+}
+
+fn unban(args: &mut Args<'_, '_>) -> Result<Command, ClientError> {
+    Ok(Command::Unban {
+        subject: ban_subject(args)?,
     })
 }
 
@@ -824,6 +882,40 @@ mod tests {
                 room: "team".into(),
                 user: "carol".into()
             }
+        );
+        assert_eq!(
+            command("KICK Carol"),
+            Command::KickUser {
+                user: "carol".into()
+            }
+        );
+        assert_eq!(
+            command("BAN user Mallory spam, twice"),
+            Command::Ban {
+                subject: BanSubject::User("mallory".into()),
+                reason: "spam, twice".into()
+            }
+        );
+        assert_eq!(
+            command("BAN address 2001:db8::1"),
+            Command::Ban {
+                subject: BanSubject::Address("2001:db8::1".parse().unwrap()),
+                reason: String::new()
+            }
+        );
+        assert_eq!(
+            command("UNBAN address 10.0.0.1"),
+            Command::Unban {
+                subject: BanSubject::Address([10, 0, 0, 1].into())
+            }
+        );
+        assert_eq!(
+            parse("BAN host x").unwrap_err().error.code,
+            ErrorCode::BadArgument
+        );
+        assert_eq!(
+            parse("BAN address nowhere").unwrap_err().error.code,
+            ErrorCode::BadArgument
         );
         assert_eq!(
             command("JOIN general"),

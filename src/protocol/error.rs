@@ -42,6 +42,8 @@ pub enum ErrorCode {
     CidReused,
     /// REVOKE of a device that has no key.
     NoSuchDevice,
+    /// The user or the address is banned from the server (`BAN`, `chatd admin ban`).
+    Banned,
 }
 
 impl ErrorCode {
@@ -72,6 +74,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::CidReused => "cid-reused",
             ErrorCode::NoSuchDevice => "no-such-device",
+            ErrorCode::Banned => "banned",
         }
     }
 }

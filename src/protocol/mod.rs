@@ -11,7 +11,7 @@ pub mod reply;
 /// them. (HELLO's `chatd 0.1` is fixed text, kept byte for byte for existing clients.)
 pub const PROTOCOL_VERSION: u32 = 2;
 
-pub use command::{parse_request, Command, Password, Rejection, Request, Setting};
+pub use command::{parse_request, BanSubject, Command, Password, Rejection, Request, Setting};
 pub use error::{ClientError, ErrorCode};
 
 use crate::event::Event;

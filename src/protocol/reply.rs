@@ -44,6 +44,11 @@ fn encode_into(out: &mut String, event: &Event, label: Option<&str>) -> std::fmt
         }
         Event::OkInvite { room, user } => writeln!(out, "{tag}OK INVITE {room} {user}")?,
         Event::OkKick { room, user } => writeln!(out, "{tag}OK KICK {room} {user}")?,
+        Event::OkKickUser { user, sessions } => {
+            writeln!(out, "{tag}OK KICK {user} sessions={sessions}")?
+        }
+        Event::OkBan { subject } => writeln!(out, "{tag}OK BAN {subject}")?,
+        Event::OkUnban { subject } => writeln!(out, "{tag}OK UNBAN {subject}")?,
         Event::OkJoin {
             room,
             seq,

@@ -11,6 +11,7 @@ use crate::accounts::{hash_password, retry_later, throttle_address, verify_passw
 use crate::delivery::CloseReason;
 use crate::protocol::{ClientError, ErrorCode, Password};
 use crate::session::Session;
+use crate::stats::Stats;
 use crate::store::{Ticket, Write};
 use crate::user::User;
 
@@ -58,7 +59,8 @@ impl ChatServer {
                 } else {
                     "no password"
                 };
-                eprintln!("chatd: failed login for {name} from {peer}: {what}");
+                Stats::add(&self.stats.login_failures, 1);
+                log::warn!(user = name, peer:% = peer, why = what; "login failed");
                 Err(ClientError::new(
                     ErrorCode::BadPassword,
                     format!("{name} is registered: LOGIN {name} password=<password>"),
@@ -149,7 +151,10 @@ impl ChatServer {
         if !verify_password(&current.0, &hash) {
             attempt.failed(Instant::now());
             let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            eprintln!("chatd: failed PASSWORD for {name} from {peer}: wrong current password");
+            log::warn!(
+                user = name, peer:% = peer, why = "wrong current password";
+                "password change failed"
+            );
             return Err(ClientError::new(
                 ErrorCode::BadPassword,
                 "the current password is wrong: PASSWORD <current> <new> [end-sessions]",

@@ -7,10 +7,11 @@
 //! (credentials, REGISTER, PASSWORD); `keys` announces device key changes to DM peers.
 
 mod accounts;
+mod bans;
 mod keys;
 mod presence;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ use crate::room::activity_clock;
 use crate::room::{Access, Room, RoomSetup};
 use crate::room_name::{dm_room_name, RoomKind};
 use crate::stats::Stats;
-use crate::store::{Store, StoreError, Write};
+use crate::store::{BanTarget, Store, StoreError, Write};
 use crate::timers::Timers;
 use crate::timers::{Due, Task};
 use crate::user::User;
@@ -52,6 +53,9 @@ pub struct ChatServer {
     /// Leaf lock: the quota on new rooms, per user and overall (`Config::new_rooms_per_user`).
     new_rooms: RankedMutex<Quota<Arc<str>>>,
     timers: Timers,
+    /// Leaf lock: the bans in force (see `server::bans` for how they reach a running
+    /// server).
+    bans: RankedRwLock<HashSet<BanTarget>>,
 }
 
 impl ChatServer {
@@ -70,6 +74,7 @@ impl ChatServer {
         // before a client said anything. Each room's log refills as it is used; until then
         // SYNC and HISTORY read the store.
         let snapshot = store.load(0)?;
+        let bans: HashSet<BanTarget> = store.bans()?.unwrap_or_default().into_iter().collect();
         let stats = Arc::new(Stats::default());
         let recent_budget = Arc::new(MemoryBudget::new(config.recent_memory));
         let mut users = HashMap::new();
@@ -138,6 +143,7 @@ impl ChatServer {
             throttle: LoginThrottle::default(),
             new_rooms: RankedMutex::new(Rank::Leaf, new_rooms),
             timers: Timers::start(server.clone()),
+            bans: RankedRwLock::new(Rank::Leaf, bans),
         });
         let first_sweep = Due {
             at: Instant::now() + SWEEP_EVERY,
@@ -183,6 +189,7 @@ impl ChatServer {
                 }
             }
         }
+        self.reload_bans();
         release_idle_hashing_memory();
         give_back_freed_memory();
         let next = Due {
@@ -256,6 +263,11 @@ impl ChatServer {
 
     pub(crate) fn user(&self, name: &str) -> Option<Arc<User>> {
         self.users.read().get(name).cloned()
+    }
+
+    /// Every user, copied out of the directory so no lock is held while they are used.
+    pub(crate) fn all_users(&self) -> Vec<Arc<User>> {
+        self.users.read().values().cloned().collect()
     }
 
     pub(crate) fn user_or_create(&self, name: &str) -> Arc<User> {

@@ -75,8 +75,16 @@ impl ChatServer {
         match arrival.replaced {
             Some(old) => {
                 old.outbox.close(CloseReason::Replaced);
+                // The new session takes the old one's place in the counts, maybe through
+                // another transport.
+                Stats::sub(self.stats.transport_sessions(old.outbox.transport()), 1);
             }
             None => Stats::add(&self.stats.sessions, 1),
+        }
+        Stats::add(self.stats.transport_sessions(outbox.transport()), 1);
+        Stats::add(&self.stats.logins, 1);
+        if arrival.first_session {
+            Stats::add(&self.stats.users_online, 1);
         }
         if arrival.came_online {
             let online = Event::Online {
@@ -96,15 +104,18 @@ impl ChatServer {
             Departure::NotFound => return,
             Departure::StillOnline => {
                 Stats::sub(&self.stats.sessions, 1);
+                Stats::sub(self.stats.transport_sessions(session.outbox.transport()), 1);
                 return;
             }
             Departure::LastSession { generation, at } => {
+                Stats::sub(&self.stats.users_online, 1);
                 let name = Arc::clone(&user.name);
                 self.store.write(Write::LastSeen { user: name, at }, None);
                 generation
             }
         };
         Stats::sub(&self.stats.sessions, 1);
+        Stats::sub(self.stats.transport_sessions(session.outbox.transport()), 1);
         // Nobody is typing on a user with no device.
         for room in user.rooms() {
             if let Some(room) = self.room(&room) {

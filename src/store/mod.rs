@@ -17,15 +17,18 @@
 //! The server sees only `Arc<dyn Store>`: [`open`] is the one place that names a backend, so
 //! a new backend is a new file, one arm there and one [`StoreConfig`] variant.
 
+pub mod admin;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::lock_rank::{Rank, RankedCondvar, RankedMutex};
+use crate::metrics::Histogram;
 use chrono::{DateTime, Utc};
 
 use crate::client_ids::Published;
@@ -212,6 +215,68 @@ pub enum Write {
         user: Arc<str>,
         device: Arc<str>,
     },
+    /// Refuse `target` at the door from now on (`BAN`, `chatd admin ban`).
+    Ban {
+        target: BanTarget,
+        reason: Arc<str>,
+    },
+    Unban {
+        target: BanTarget,
+    },
+    /// Grant or take away the operator role (server-wide `BAN` and `KICK`).
+    Operator {
+        user: Arc<str>,
+        operator: bool,
+    },
+}
+
+/// Who or what a ban refuses: a user at LOGIN, or every connection from an address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BanTarget {
+    User(Arc<str>),
+    Address(IpAddr),
+}
+
+impl BanTarget {
+    /// The `kind` column: `user` or `address`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BanTarget::User(_) => "user",
+            BanTarget::Address(_) => "address",
+        }
+    }
+
+    /// The `target` column: the name or the address as text.
+    pub fn target(&self) -> String {
+        match self {
+            BanTarget::User(name) => name.to_string(),
+            BanTarget::Address(ip) => ip.to_string(),
+        }
+    }
+
+    /// From the two columns; `None` for a row this build does not understand.
+    pub fn from_columns(kind: &str, target: &str) -> Option<BanTarget> {
+        match kind {
+            "user" => Some(BanTarget::User(Arc::from(target))),
+            "address" => target.parse().ok().map(BanTarget::Address),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BanTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind(), self.target())
+    }
+}
+
+/// One user's account row as the store has it now, read at each LOGIN so that changes made
+/// with `chatd admin` while the server runs apply from the next login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAccount {
+    pub password_hash: Option<String>,
+    pub operator: bool,
+    pub banned: bool,
 }
 
 /// Everything live operation needs, read once at start-up. Older messages stay on disk and
@@ -299,6 +364,35 @@ pub trait Store: Send + Sync {
     /// depend on it.)
     fn holds_history(&self) -> bool {
         true
+    }
+
+    /// `user`'s account as stored now, or `None` if the store has no such user (or keeps no
+    /// accounts: the memory store, where the server's memory is the whole truth).
+    fn account(&self, _user: &str) -> Result<Option<StoredAccount>, StoreError> {
+        Ok(None)
+    }
+
+    /// Every ban in force, or `None` if the store keeps none (the server's memory is then
+    /// the whole truth). Re-read every few seconds by a running server (`ChatServer::sweep`).
+    fn bans(&self) -> Result<Option<Vec<BanTarget>>, StoreError> {
+        Ok(None)
+    }
+
+    /// Whether the store answers now (`GET /readyz`): a trivial read, so a database that
+    /// cannot be reached or opened says so. A store with nothing to reach is always ready.
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Writes queued for the writer thread and not yet taken (`chatd_store_queue_length`).
+    fn queue_len(&self) -> usize {
+        0
+    }
+
+    /// How long each group commit took (`chatd_store_commit_seconds`), for a backend that
+    /// commits.
+    fn commit_latency(&self) -> Option<&Histogram> {
+        None
     }
 }
 

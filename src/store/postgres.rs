@@ -22,6 +22,7 @@
 //! blocking methods, as they do on SQLite. See docs/design.md, "Persistence".
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,12 +33,13 @@ use postgres::{Client, NoTls, Statement};
 use uuid::Uuid;
 
 use super::{
-    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredDeviceKey, StoredRoom,
-    StoredUser, Ticket, Write,
+    BanTarget, Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredAccount,
+    StoredDeviceKey, StoredRoom, StoredUser, Ticket, Write,
 };
 use crate::client_ids::Published;
 use crate::lock_rank::{Rank, RankedMutex};
 use crate::message::Message;
+use crate::metrics::Histogram;
 use crate::room_name::{dm_peer, RoomKind};
 
 /// The schema version this build writes: one per migration. A database with a higher version
@@ -111,6 +113,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (username, device)
     );
 "#,
+    // 3: operators and bans (issue 16); SQLite's version 5.
+    r#"
+    ALTER TABLE users ADD COLUMN operator BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE TABLE bans (
+        kind TEXT NOT NULL,                     -- 'user' | 'address'
+        target TEXT NOT NULL,                   -- a user name, or an IP address as text
+        reason TEXT NOT NULL DEFAULT '',
+        at BIGINT NOT NULL,                     -- ms since the epoch, UTC
+        PRIMARY KEY (kind, target)
+    );
+"#,
 ];
 
 /// Writes waiting for the writer thread: as for SQLite, deep enough for bursts; when full,
@@ -148,6 +161,8 @@ pub struct PostgresStore {
     /// Names the database in errors without its password.
     describe: String,
     client_id_ttl: Duration,
+    /// Filled by the writer thread, one observation per batch.
+    commit_latency: Arc<Histogram>,
 }
 
 impl PostgresStore {
@@ -181,9 +196,11 @@ impl PostgresStore {
             replay: Vec::new(),
         };
         let retention = options.retention;
+        let commit_latency = Arc::new(Histogram::latency());
+        let latency = Arc::clone(&commit_latency);
         let writer = thread::Builder::new()
             .name("chatd-store".into())
-            .spawn(move || write_loop(writer_state, queued, retention))
+            .spawn(move || write_loop(writer_state, queued, retention, &latency))
             .map_err(|e| {
                 StoreError::new(
                     StoreErrorKind::Unavailable,
@@ -197,6 +214,7 @@ impl PostgresStore {
             config,
             describe,
             client_id_ttl: options.retention.client_id_ttl,
+            commit_latency,
         })
     }
 
@@ -497,6 +515,45 @@ impl Store for PostgresStore {
         })
     }
 
+    fn account(&self, user: &str) -> Result<Option<StoredAccount>, StoreError> {
+        self.with_reader(|db| {
+            let row = db.query_opt(
+                "SELECT password_hash, operator,
+                        EXISTS (SELECT 1 FROM bans WHERE kind = 'user' AND target = name)
+                 FROM users WHERE name = $1",
+                &[&user],
+            )?;
+            Ok(row.map(|row| StoredAccount {
+                password_hash: row.get(0),
+                operator: row.get(1),
+                banned: row.get(2),
+            }))
+        })
+    }
+
+    fn bans(&self) -> Result<Option<Vec<BanTarget>>, StoreError> {
+        self.with_reader(|db| {
+            let rows = db.query("SELECT kind, target FROM bans", &[])?;
+            Ok(Some(
+                rows.iter()
+                    .filter_map(|row| BanTarget::from_columns(row.get(0), row.get(1)))
+                    .collect(),
+            ))
+        })
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        self.with_reader(|db| db.simple_query("SELECT 1").map(drop))
+    }
+
+    fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn commit_latency(&self) -> Option<&Histogram> {
+        Some(&self.commit_latency)
+    }
+
     fn client_id(&self, user: &str, cid: &str) -> Result<Option<Published>, StoreError> {
         let oldest = millis(&Utc::now()) - self.client_id_ttl.as_millis() as i64;
         self.with_reader(|db| {
@@ -632,14 +689,15 @@ impl Writer {
             });
             match attempt {
                 Ok(db) => {
-                    eprintln!("chatd: store: reconnected to {}", self.describe);
+                    log::info!(database:% = self.describe; "store reconnected");
                     self.db = Some(db);
                     self.backoff = FIRST_BACKOFF;
                 }
                 Err(e) => {
-                    eprintln!(
-                        "chatd: store: reconnecting to {}: {e} (next try in {:?})",
-                        self.describe, self.backoff
+                    log::error!(
+                        database:% = self.describe, error:% = e,
+                        retry_ms = self.backoff.as_millis() as u64;
+                        "store reconnect failed"
                     );
                     self.next_attempt = Instant::now() + self.backoff;
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -651,10 +709,7 @@ impl Writer {
 
     /// Forgets a connection that failed, so the next batch reconnects.
     fn lost(&mut self, e: &StoreError) {
-        eprintln!(
-            "chatd: store: lost the connection to {}: {e}",
-            self.describe
-        );
+        log::error!(database:% = self.describe, error:% = e; "store connection lost");
         self.db = None;
         self.next_attempt = Instant::now();
     }
@@ -670,10 +725,9 @@ impl Writer {
         if self.replay.len() > MAX_REPLAY {
             let dropped = self.replay.len() - MAX_REPLAY;
             self.replay.drain(..dropped);
-            eprintln!(
-                "chatd: store: {} unreachable too long; dropped {dropped} membership, \
-                 read and last_seen writes",
-                self.describe
+            log::error!(
+                database:% = self.describe, dropped = dropped as u64;
+                "store unreachable too long; dropped membership, read and last_seen writes"
             );
         }
     }
@@ -716,7 +770,7 @@ impl Writer {
                 self.fail_batch(batch, &e);
             }
             Err(e) => {
-                eprintln!("chatd: store: writing {}: {e}", self.describe);
+                log::error!(database:% = self.describe, error:% = e; "store write failed");
                 // One at a time: replayed writes first, then the batch in order.
                 let (db, statements) = self.db.as_mut().expect("connected");
                 for write in &replay {
@@ -725,7 +779,7 @@ impl Writer {
                 for (write, ticket) in batch.drain(..) {
                     let outcome = apply_in_transaction(db, statements, &[&write]);
                     if let Err(e) = &outcome {
-                        eprintln!("chatd: store: writing {}: {e}", self.describe);
+                        log::error!(database:% = self.describe, error:% = e; "store write failed");
                     }
                     if let Some(ticket) = ticket {
                         ticket.resolve(outcome);
@@ -743,14 +797,19 @@ impl Writer {
 /// The writer thread: takes whatever is queued (up to MAX_BATCH), commits it as one
 /// transaction, resolves the tickets; runs the retention pass when due. Ends when the store
 /// is dropped (the queue disconnects).
-fn write_loop(mut writer: Writer, queued: Receiver<Queued>, retention: Retention) {
+fn write_loop(
+    mut writer: Writer,
+    queued: Receiver<Queued>,
+    retention: Retention,
+    commit_latency: &Histogram,
+) {
     let mut next_retention = Instant::now();
     let mut batch: Vec<Queued> = Vec::new();
     loop {
         if Instant::now() >= next_retention {
             if let Some((db, _)) = writer.connection() {
                 if let Err(e) = apply_retention(db, &retention) {
-                    eprintln!("chatd: store: retention pass on {}: {e}", writer.describe);
+                    log::error!(database:% = writer.describe, error:% = e; "store retention failed");
                 }
             }
             next_retention = Instant::now() + retention.interval;
@@ -785,7 +844,10 @@ fn write_loop(mut writer: Writer, queued: Receiver<Queued>, retention: Retention
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         writer.commit_batch(&mut batch);
+        // One writer thread: one shard is all it needs.
+        commit_latency.observe_duration(0, started.elapsed());
     }
 }
 
@@ -979,6 +1041,26 @@ fn apply(
         Write::RevokeDevice { user, device } => {
             tx.execute(&statements.revoke_device, &[&&**user, &&**device])?;
         }
+        // Rare (an operator's command): not worth a prepared statement each.
+        Write::Ban { target, reason } => {
+            tx.execute(
+                "INSERT INTO bans (kind, target, reason, at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (kind, target) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+                &[&target.kind(), &target.target(), &&**reason, &millis(&Utc::now())],
+            )?;
+        }
+        Write::Unban { target } => {
+            tx.execute(
+                "DELETE FROM bans WHERE kind = $1 AND target = $2",
+                &[&target.kind(), &target.target()],
+            )?;
+        }
+        Write::Operator { user, operator } => {
+            tx.execute(
+                "UPDATE users SET operator = $2 WHERE name = $1",
+                &[&&**user, operator],
+            )?;
+        }
     }
     Ok(())
 }
@@ -1000,4 +1082,203 @@ fn apply_retention(db: &mut Client, retention: &Retention) -> Result<(), postgre
     let cutoff = now - retention.client_id_ttl.as_millis() as i64;
     db.execute("DELETE FROM client_ids WHERE at < $1", &[&cutoff])?;
     Ok(())
+}
+
+/// `chatd admin` on a PostgreSQL store: a connection of its own.
+pub struct PostgresAdmin {
+    db: Client,
+    describe: String,
+}
+
+impl PostgresAdmin {
+    pub fn open(url: &str) -> Result<PostgresAdmin, StoreError> {
+        let config: postgres::Config = url.parse().map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Other,
+                format!("parsing the database url: {e}"),
+            )
+        })?;
+        let describe = describe(&config);
+        let mut db = connect(&config).map_err(|e| e.context(format!("opening {describe}")))?;
+        migrate(&mut db).map_err(|e| e.context(format!("opening {describe}")))?;
+        Ok(PostgresAdmin { db, describe })
+    }
+
+    fn change(
+        &mut self,
+        sql: &[&str],
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let run = |db: &mut Client| -> Result<u64, postgres::Error> {
+            let mut tx = db.transaction()?;
+            let mut changed = 0;
+            for statement in sql {
+                let wanted = statement.matches('$').count();
+                changed += tx.execute(*statement, &params[..wanted])?;
+            }
+            tx.commit()?;
+            Ok(changed)
+        };
+        run(&mut self.db).map_err(|e| fail(&self.describe, "writing", e))
+    }
+}
+
+impl super::admin::Admin for PostgresAdmin {
+    fn users(&mut self) -> Result<Vec<super::admin::UserRow>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT name, password_hash IS NOT NULL, operator, last_seen,
+                        EXISTS (SELECT 1 FROM bans WHERE kind = 'user' AND target = name)
+                 FROM users ORDER BY name",
+                &[],
+            )
+            .map_err(|e| fail(&self.describe, "reading", e))?;
+        Ok(rows
+            .iter()
+            .map(|row| super::admin::UserRow {
+                name: row.get(0),
+                has_password: row.get(1),
+                operator: row.get(2),
+                last_seen: row.get::<_, Option<i64>>(3).map(from_millis),
+                banned: row.get(4),
+            })
+            .collect())
+    }
+
+    fn add_user(
+        &mut self,
+        name: &str,
+        password_hash: Option<&str>,
+        operator: bool,
+    ) -> Result<bool, StoreError> {
+        let added = self.change(
+            &[
+                "INSERT INTO users (name, password_hash, operator) VALUES ($1, $2, $3)
+               ON CONFLICT (name) DO NOTHING",
+            ],
+            &[&name, &password_hash, &operator],
+        )?;
+        Ok(added > 0)
+    }
+
+    fn remove_user(&mut self, name: &str) -> Result<bool, StoreError> {
+        let existed = self.change(&["DELETE FROM users WHERE name = $1"], &[&name])? > 0;
+        self.change(
+            &[
+                "DELETE FROM members WHERE username = $1",
+                "DELETE FROM reads WHERE username = $1",
+                "DELETE FROM invites WHERE username = $1",
+                "DELETE FROM client_ids WHERE username = $1",
+                "DELETE FROM bans WHERE kind = 'user' AND target = $1",
+            ],
+            &[&name],
+        )?;
+        Ok(existed)
+    }
+
+    fn set_password(&mut self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let changed = self.change(
+            &["UPDATE users SET password_hash = $2 WHERE name = $1"],
+            &[&name, &password_hash],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn set_operator(&mut self, name: &str, operator: bool) -> Result<bool, StoreError> {
+        let changed = self.change(
+            &["UPDATE users SET operator = $2 WHERE name = $1"],
+            &[&name, &operator],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn rooms(&mut self) -> Result<Vec<super::admin::RoomRow>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT name, kind, seq, owner,
+                        (SELECT count(*) FROM members WHERE members.room = rooms.name)
+                 FROM rooms ORDER BY name",
+                &[],
+            )
+            .map_err(|e| fail(&self.describe, "reading", e))?;
+        Ok(rows
+            .iter()
+            .map(|row| super::admin::RoomRow {
+                name: row.get(0),
+                kind: row.get(1),
+                seq: row.get::<_, i64>(2) as u64,
+                owner: row.get(3),
+                members: row.get::<_, i64>(4) as u64,
+            })
+            .collect())
+    }
+
+    fn delete_room(&mut self, name: &str) -> Result<bool, StoreError> {
+        let existed = self.change(&["DELETE FROM rooms WHERE name = $1"], &[&name])? > 0;
+        self.change(
+            &[
+                "DELETE FROM members WHERE room = $1",
+                "DELETE FROM messages WHERE room = $1",
+                "DELETE FROM reads WHERE room = $1",
+                "DELETE FROM invites WHERE room = $1",
+                "DELETE FROM client_ids WHERE room = $1",
+            ],
+            &[&name],
+        )?;
+        Ok(existed)
+    }
+
+    fn bans(&mut self) -> Result<Vec<super::admin::BanRow>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT kind, target, reason, at FROM bans ORDER BY kind, target",
+                &[],
+            )
+            .map_err(|e| fail(&self.describe, "reading", e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                Some(super::admin::BanRow {
+                    target: BanTarget::from_columns(row.get(0), row.get(1))?,
+                    reason: row.get(2),
+                    at: from_millis(row.get(3)),
+                })
+            })
+            .collect())
+    }
+
+    fn ban(&mut self, target: &BanTarget, reason: &str) -> Result<(), StoreError> {
+        self.change(
+            &[
+                "INSERT INTO bans (kind, target, reason, at) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (kind, target) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+            ],
+            &[
+                &target.kind(),
+                &target.target(),
+                &reason,
+                &millis(&Utc::now()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn unban(&mut self, target: &BanTarget) -> Result<bool, StoreError> {
+        let changed = self.change(
+            &["DELETE FROM bans WHERE kind = $1 AND target = $2"],
+            &[&target.kind(), &target.target()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// PostgreSQL has its own tools for this; chatd does not duplicate them.
+    fn backup(&mut self, _destination: &Path) -> Result<(), StoreError> {
+        Err(StoreError::new(
+            StoreErrorKind::Other,
+            "back a PostgreSQL store up with pg_dump (see docs/deploy.md)",
+        ))
+    }
 }

@@ -19,12 +19,13 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
 use super::{
-    Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredDeviceKey, StoredRoom,
-    StoredUser, Ticket, Write,
+    BanTarget, Retention, Snapshot, Store, StoreError, StoreErrorKind, StoredAccount,
+    StoredDeviceKey, StoredRoom, StoredUser, Ticket, Write,
 };
 use crate::client_ids::Published;
 use crate::lock_rank::{Rank, RankedMutex};
 use crate::message::Message;
+use crate::metrics::Histogram;
 use crate::room_name::{dm_peer, RoomKind};
 
 /// The schema version this build writes: one per migration. A database with a higher version
@@ -102,6 +103,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user, device)
     ) WITHOUT ROWID;
 "#,
+    // 5: operators and bans (issue 16).
+    r#"
+    ALTER TABLE users ADD COLUMN operator INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE bans (
+        kind TEXT NOT NULL,                     -- 'user' | 'address'
+        target TEXT NOT NULL,                   -- a user name, or an IP address as text
+        reason TEXT NOT NULL DEFAULT '',
+        at INTEGER NOT NULL,                    -- ms since the epoch, UTC
+        PRIMARY KEY (kind, target)
+    ) WITHOUT ROWID;
+"#,
 ];
 
 /// Writes waiting for the writer thread. Deep enough to absorb bursts from thousands of
@@ -136,6 +148,8 @@ pub struct SqliteStore {
     readers: RankedMutex<Vec<Connection>>,
     path: PathBuf,
     client_id_ttl: Duration,
+    /// Filled by the writer thread, one observation per batch.
+    commit_latency: Arc<Histogram>,
 }
 
 impl SqliteStore {
@@ -151,9 +165,11 @@ impl SqliteStore {
         let (queue, queued) = bounded(QUEUE_CAPACITY);
         let path = options.path.clone();
         let retention = options.retention;
+        let commit_latency = Arc::new(Histogram::latency());
+        let latency = Arc::clone(&commit_latency);
         let writer = thread::Builder::new()
             .name("chatd-store".into())
-            .spawn(move || write_loop(writer, queued, retention, &path))
+            .spawn(move || write_loop(writer, queued, retention, &path, &latency))
             .map_err(|e| {
                 StoreError::new(
                     StoreErrorKind::Unavailable,
@@ -166,6 +182,7 @@ impl SqliteStore {
             readers: RankedMutex::new(Rank::Leaf, Vec::new()),
             path: options.path,
             client_id_ttl: options.retention.client_id_ttl,
+            commit_latency,
         })
     }
 
@@ -427,6 +444,51 @@ impl Store for SqliteStore {
         })
     }
 
+    fn account(&self, user: &str) -> Result<Option<StoredAccount>, StoreError> {
+        self.with_reader(|db| {
+            db.query_row(
+                "SELECT password_hash, operator,
+                        EXISTS (SELECT 1 FROM bans WHERE kind = 'user' AND target = name)
+                 FROM users WHERE name = ?1",
+                [user],
+                |row| {
+                    Ok(StoredAccount {
+                        password_hash: row.get(0)?,
+                        operator: row.get::<_, i64>(1)? != 0,
+                        banned: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn bans(&self) -> Result<Option<Vec<BanTarget>>, StoreError> {
+        self.with_reader(|db| {
+            let mut statement = db.prepare_cached("SELECT kind, target FROM bans")?;
+            let rows = statement.query_map([], |row| {
+                Ok(BanTarget::from_columns(
+                    &row.get::<_, String>(0)?,
+                    &row.get::<_, String>(1)?,
+                ))
+            })?;
+            let bans: rusqlite::Result<Vec<Option<BanTarget>>> = rows.collect();
+            Ok(Some(bans?.into_iter().flatten().collect()))
+        })
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        self.with_reader(|db| db.query_row("SELECT count(*) FROM users", [], |_| Ok(())))
+    }
+
+    fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn commit_latency(&self) -> Option<&Histogram> {
+        Some(&self.commit_latency)
+    }
+
     fn client_id(&self, user: &str, cid: &str) -> Result<Option<Published>, StoreError> {
         let oldest = millis(&Utc::now()) - self.client_id_ttl.as_millis() as i64;
         self.with_reader(|db| {
@@ -461,13 +523,14 @@ fn write_loop(
     queued: Receiver<(Write, Option<Ticket>)>,
     retention: Retention,
     path: &Path,
+    commit_latency: &Histogram,
 ) {
     let mut next_retention = Instant::now();
     let mut batch: Vec<(Write, Option<Ticket>)> = Vec::new();
     loop {
         if Instant::now() >= next_retention {
             if let Err(e) = apply_retention(&db, &retention) {
-                eprintln!("chatd: store: retention pass on {}: {e}", path.display());
+                log::error!(path:% = path.display(), error:% = e; "store retention failed");
             }
             next_retention = Instant::now() + retention.interval;
         }
@@ -483,7 +546,10 @@ fn write_loop(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         commit_batch(&mut db, &mut batch, path);
+        // One writer thread: one shard is all it needs.
+        commit_latency.observe_duration(0, started.elapsed());
     }
 }
 
@@ -494,7 +560,7 @@ fn commit_batch(db: &mut Connection, batch: &mut Vec<(Write, Option<Ticket>)>, p
     let outcome = apply_in_transaction(db, &writes);
     if outcome.is_ok() || batch.len() == 1 {
         if let Err(e) = &outcome {
-            eprintln!("chatd: store: writing {}: {e}", path.display());
+            log::error!(path:% = path.display(), error:% = e; "store write failed");
         }
         for (_, ticket) in batch.drain(..) {
             if let Some(ticket) = ticket {
@@ -506,7 +572,7 @@ fn commit_batch(db: &mut Connection, batch: &mut Vec<(Write, Option<Ticket>)>, p
     for (write, ticket) in batch.drain(..) {
         let outcome = apply_in_transaction(db, &[&write]);
         if let Err(e) = &outcome {
-            eprintln!("chatd: store: writing {}: {e}", path.display());
+            log::error!(path:% = path.display(), error:% = e; "store write failed");
         }
         if let Some(ticket) = ticket {
             ticket.resolve(outcome);
@@ -653,6 +719,25 @@ fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<()> 
             tx.prepare_cached("DELETE FROM device_keys WHERE user = ?1 AND device = ?2")?
                 .execute([user, device])?;
         }
+        Write::Ban { target, reason } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO bans (kind, target, reason, at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                target.kind(),
+                target.target(),
+                reason,
+                millis(&Utc::now())
+            ])?;
+        }
+        Write::Unban { target } => {
+            tx.prepare_cached("DELETE FROM bans WHERE kind = ?1 AND target = ?2")?
+                .execute(params![target.kind(), target.target()])?;
+        }
+        Write::Operator { user, operator } => {
+            tx.prepare_cached("UPDATE users SET operator = ?2 WHERE name = ?1")?
+                .execute(params![user, i64::from(*operator)])?;
+        }
     }
     Ok(())
 }
@@ -673,4 +758,221 @@ fn apply_retention(db: &Connection, retention: &Retention) -> rusqlite::Result<(
     let cutoff = now - retention.client_id_ttl.as_millis() as i64;
     db.execute("DELETE FROM client_ids WHERE at < ?1", [cutoff])?;
     Ok(())
+}
+
+/// `chatd admin` on an SQLite store: a connection of its own beside the server's (WAL mode
+/// lets both write; each waits up to the busy timeout for the other's transaction).
+pub struct SqliteAdmin {
+    db: Connection,
+    path: PathBuf,
+}
+
+impl SqliteAdmin {
+    pub fn open(path: &Path) -> Result<SqliteAdmin, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::new(
+                StoreErrorKind::Unwritable,
+                format!("{}: no such database", path.display()),
+            ));
+        }
+        let mut db = open_connection(path, SyncMode::Full)?;
+        migrate(&mut db)?;
+        Ok(SqliteAdmin {
+            db,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `sql` in one transaction; each statement takes the first n of `params`, n being
+    /// its number of placeholders. Returns the rows changed.
+    fn change(
+        &mut self,
+        sql: &[&str],
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<usize, StoreError> {
+        let run = |db: &mut Connection| -> rusqlite::Result<usize> {
+            let tx = db.transaction()?;
+            let mut changed = 0;
+            for statement in sql {
+                let wanted = statement.matches('?').count();
+                changed += tx.execute(statement, &params[..wanted])?;
+            }
+            tx.commit()?;
+            Ok(changed)
+        };
+        run(&mut self.db).map_err(|e| fail(&self.path, "writing", e))
+    }
+}
+
+impl super::admin::Admin for SqliteAdmin {
+    fn users(&mut self) -> Result<Vec<super::admin::UserRow>, StoreError> {
+        let mut statement = self
+            .db
+            .prepare(
+                "SELECT name, password_hash IS NOT NULL, operator, last_seen,
+                        EXISTS (SELECT 1 FROM bans WHERE kind = 'user' AND target = name)
+                 FROM users ORDER BY name",
+            )
+            .map_err(|e| fail(&self.path, "reading", e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(super::admin::UserRow {
+                    name: row.get(0)?,
+                    has_password: row.get(1)?,
+                    operator: row.get::<_, i64>(2)? != 0,
+                    last_seen: row.get::<_, Option<i64>>(3)?.map(from_millis),
+                    banned: row.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| fail(&self.path, "reading", e))?;
+        Ok(rows)
+    }
+
+    fn add_user(
+        &mut self,
+        name: &str,
+        password_hash: Option<&str>,
+        operator: bool,
+    ) -> Result<bool, StoreError> {
+        let added = self.change(
+            &["INSERT OR IGNORE INTO users (name, password_hash, operator) VALUES (?1, ?2, ?3)"],
+            &[&name, &password_hash, &i64::from(operator)],
+        )?;
+        Ok(added > 0)
+    }
+
+    fn remove_user(&mut self, name: &str) -> Result<bool, StoreError> {
+        let existed = self.change(&["DELETE FROM users WHERE name = ?1"], &[&name])? > 0;
+        self.change(
+            &[
+                "DELETE FROM members WHERE user = ?1",
+                "DELETE FROM reads WHERE user = ?1",
+                "DELETE FROM invites WHERE user = ?1",
+                "DELETE FROM client_ids WHERE user = ?1",
+                "DELETE FROM bans WHERE kind = 'user' AND target = ?1",
+            ],
+            &[&name],
+        )?;
+        Ok(existed)
+    }
+
+    fn set_password(&mut self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let changed = self.change(
+            &["UPDATE users SET password_hash = ?2 WHERE name = ?1"],
+            &[&name, &password_hash],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn set_operator(&mut self, name: &str, operator: bool) -> Result<bool, StoreError> {
+        let changed = self.change(
+            &["UPDATE users SET operator = ?2 WHERE name = ?1"],
+            &[&name, &i64::from(operator)],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn rooms(&mut self) -> Result<Vec<super::admin::RoomRow>, StoreError> {
+        let mut statement = self
+            .db
+            .prepare(
+                "SELECT name, kind, seq, owner,
+                        (SELECT count(*) FROM members WHERE members.room = rooms.name)
+                 FROM rooms ORDER BY name",
+            )
+            .map_err(|e| fail(&self.path, "reading", e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(super::admin::RoomRow {
+                    name: row.get(0)?,
+                    kind: row.get(1)?,
+                    seq: row.get::<_, i64>(2)? as u64,
+                    owner: row.get(3)?,
+                    members: row.get::<_, i64>(4)? as u64,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| fail(&self.path, "reading", e))?;
+        Ok(rows)
+    }
+
+    fn delete_room(&mut self, name: &str) -> Result<bool, StoreError> {
+        let existed = self.change(&["DELETE FROM rooms WHERE name = ?1"], &[&name])? > 0;
+        self.change(
+            &[
+                "DELETE FROM members WHERE room = ?1",
+                "DELETE FROM messages WHERE room = ?1",
+                "DELETE FROM reads WHERE room = ?1",
+                "DELETE FROM invites WHERE room = ?1",
+                "DELETE FROM client_ids WHERE room = ?1",
+            ],
+            &[&name],
+        )?;
+        Ok(existed)
+    }
+
+    fn bans(&mut self) -> Result<Vec<super::admin::BanRow>, StoreError> {
+        let mut statement = self
+            .db
+            .prepare("SELECT kind, target, reason, at FROM bans ORDER BY kind, target")
+            .map_err(|e| fail(&self.path, "reading", e))?;
+        let rows: Vec<(String, String, String, i64)> = statement
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| fail(&self.path, "reading", e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(kind, target, reason, at)| {
+                Some(super::admin::BanRow {
+                    target: BanTarget::from_columns(&kind, &target)?,
+                    reason,
+                    at: from_millis(at),
+                })
+            })
+            .collect())
+    }
+
+    fn ban(&mut self, target: &BanTarget, reason: &str) -> Result<(), StoreError> {
+        self.change(
+            &["INSERT OR REPLACE INTO bans (kind, target, reason, at) VALUES (?1, ?2, ?3, ?4)"],
+            &[
+                &target.kind(),
+                &target.target(),
+                &reason,
+                &millis(&Utc::now()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn unban(&mut self, target: &BanTarget) -> Result<bool, StoreError> {
+        let changed = self.change(
+            &["DELETE FROM bans WHERE kind = ?1 AND target = ?2"],
+            &[&target.kind(), &target.target()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// SQLite's online backup API, in one step: the copy is made inside one read
+    /// transaction, so it is the database as of one commit, while the server's writer goes on
+    /// committing to the WAL beside it. (Copying in several steps would restart whenever the
+    /// server commits, and under steady load might never finish.)
+    fn backup(&mut self, destination: &Path) -> Result<(), StoreError> {
+        let mut copy = Connection::open(destination)
+            .map_err(|e| fail(destination, "creating the backup", e))?;
+        let mut run = || -> rusqlite::Result<()> {
+            let backup = rusqlite::backup::Backup::new(&self.db, &mut copy)?;
+            loop {
+                match backup.step(-1)? {
+                    rusqlite::backup::StepResult::Done => return Ok(()),
+                    // Busy or locked for a moment (a checkpoint): try again shortly.
+                    _ => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        };
+        run().map_err(|e| fail(destination, "backing up into", e))
+    }
 }

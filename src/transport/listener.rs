@@ -23,6 +23,7 @@ use super::{reader, tcp, writer, FrameSink, LineSource};
 use crate::config::Config;
 use crate::delivery::outbox::{CloseReason, Outbox};
 use crate::delivery::peer::Peer;
+use crate::logging::OrDash;
 use crate::protocol::Wire;
 use crate::server::ChatServer;
 use crate::stats::Stats;
@@ -87,17 +88,17 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     let capacity = match config.max_sessions {
         Some(n) if n < computed.sessions => n,
         Some(n) => {
-            eprintln!(
-                "chatd: --max-sessions {n} is above what this machine can hold; using {}",
-                computed.sessions
+            log::warn!(
+                requested = n, using = computed.sessions;
+                "--max-sessions is above what this machine can hold"
             );
             computed.sessions
         }
         None => computed.sessions,
     };
-    eprintln!(
-        "chatd: capacity {}; serving at most {capacity}",
-        computed.explanation
+    log::info!(
+        sessions = capacity, ceiling:% = computed.explanation;
+        "capacity"
     );
     let addresses = AddressTable::new(config.max_per_ip, config.per_ip_loopback);
     let shared = Arc::new(Shared {
@@ -174,6 +175,7 @@ impl ServerHandle {
         let Some(accept_thread) = self.accept_thread.take() else {
             return true;
         };
+        log::info!(step = "stop accepting"; "shutdown");
         self.shared.stopping.store(true, Ordering::SeqCst);
         // `accept` has no timeout; a connection of our own wakes it to see the flag.
         let _ = TcpStream::connect_timeout(&wake_address(self.local_addr), Duration::from_secs(1));
@@ -190,6 +192,7 @@ impl ServerHandle {
             let _ = stream.shutdown(Shutdown::Both);
         }
         let outboxes: Vec<Arc<Outbox>> = self.shared.connections.lock().values().cloned().collect();
+        log::info!(step = "close connections", connections = outboxes.len(); "shutdown");
         for outbox in &outboxes {
             outbox.close(CloseReason::ServerShutdown);
         }
@@ -200,6 +203,7 @@ impl ServerHandle {
             return true;
         }
         let stalled: Vec<Arc<Outbox>> = self.shared.connections.lock().values().cloned().collect();
+        log::warn!(step = "abort stalled connections", connections = stalled.len(); "shutdown");
         for outbox in stalled {
             outbox.abort();
         }
@@ -299,6 +303,9 @@ impl Shared {
             return Err(Some(CloseReason::ServerFull));
         }
         match stream.peer_addr() {
+            Ok(peer) if self.server.address_banned(peer.ip()) => {
+                Err(Some(CloseReason::BannedAddress))
+            }
             Ok(peer) => self
                 .addresses
                 .admit(peer.ip())
@@ -331,7 +338,9 @@ pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 /// Turns a connection away without spawning anything: one non-blocking write, then close.
 fn refuse(stream: TcpStream, shared: &Shared, reason: CloseReason) {
-    Stats::add(&shared.server.stats.refused, 1);
+    shared.server.stats.count_refusal(reason.name());
+    let peer = stream.peer_addr().ok();
+    log::info!(peer:% = OrDash(peer), reason = reason.name(); "refused");
     let _ = stream.set_nonblocking(true);
     if let Some(refusal) = reason.farewell(&[]) {
         let _ = (&stream).write_all(Wire::Chatd.encode(&refusal, None).as_bytes());
@@ -418,6 +427,7 @@ pub(crate) fn start_session(
         peer,
         Arc::clone(&shared.server.stats),
     ));
+    log::info!(conn = id, peer:% = OrDash(outbox.peer_ip()); "connect");
     shared.connections.lock().insert(id, Arc::clone(&outbox));
     *shared.live.lock() += 1;
     Stats::add(&shared.server.stats.connections, 1);

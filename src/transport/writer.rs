@@ -58,6 +58,11 @@ pub fn run(
                 break outbox.closing().unwrap_or(CloseReason::Gone);
             }
         };
+        // The line in hand and those behind it: how far behind this connection is.
+        outbox
+            .stats()
+            .queue_depth
+            .observe(outbox.id, queue.len() as u64 + 1);
         batch.clear();
         cursors.pending.clear();
         cursors.take(&first, &mut batch);
@@ -79,6 +84,10 @@ pub fn run(
             break CloseReason::Gone;
         }
         cursors.commit();
+        outbox
+            .stats()
+            .bytes_written
+            .add(outbox.id, batch.len() as u64);
         last_write = Instant::now();
         // Asking the kernel costs a system call, so only after a large batch (a reply, a
         // burst) or while bytes were already waiting: small writes cannot pile up much.
@@ -98,6 +107,12 @@ pub fn run(
     while let Ok(line) = queue.try_recv() {
         cursors.note_starts(&line);
     }
+    match reason {
+        CloseReason::SlowConsumer => log::warn!(conn = outbox.id; "slow consumer"),
+        CloseReason::Flooding => log::warn!(conn = outbox.id; "flooding"),
+        _ => {}
+    }
+    log::info!(conn = outbox.id, reason = reason.name(); "disconnect");
     let farewell = reason
         .farewell(&cursors.written())
         .map(|event| Wire::Chatd.encode(&event, outbox.farewell_label(reason)));

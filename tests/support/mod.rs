@@ -786,6 +786,11 @@ pub fn spawn_chatd_on(
                 let addr = rest.split(' ').next().unwrap_or_default().to_owned();
                 let _ = listening.send(addr);
             }
+            // The same event under --log-format json.
+            if let Some((_, rest)) = line.split_once("\"msg\":\"listening\",\"listen\":\"") {
+                let addr = rest.split('"').next().unwrap_or_default().to_owned();
+                let _ = listening.send(addr);
+            }
             collected.lock().unwrap().push(line);
         }
     });
@@ -833,6 +838,12 @@ impl ChatdProcess {
         let mut client = Client::connect(self.addr);
         client.login(name);
         client
+    }
+
+    /// Its stderr lines so far.
+    #[allow(dead_code)]
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// SIGTERM, and the process must exit 0 within 5 s.

@@ -1,0 +1,123 @@
+//! Bans and the operator role: who is refused at the door, and how a running server learns
+//! of changes made with `chatd admin` on its store.
+//!
+//! The rule (also in docs/deploy.md, "Administration"):
+//! - **At connect**, an address is checked against the ban list in memory. That list is
+//!   loaded at start-up, changed at once by the protocol's `BAN`/`UNBAN`, and re-read from the
+//!   store by the 5 s sweep, so `chatd admin ban address ...` applies to new connections
+//!   within 5 seconds.
+//! - **At LOGIN**, the user's account row is read from the store (one indexed read, next to
+//!   the argon2 check it precedes): a user ban, a new password (`reset-password`), a new
+//!   account (`user add`) and the operator role apply from the very next login.
+//! - Sessions already open are not touched by `chatd admin`; the protocol's `BAN` and
+//!   `KICK <user>` close them at once.
+//!
+//! If the store cannot be read at LOGIN, the server goes by what it has in memory (and logs
+//! the error): a store hiccup must not lock every user out.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::ChatServer;
+use crate::delivery::outbox::banned;
+use crate::delivery::CloseReason;
+use crate::protocol::ClientError;
+use crate::stats::Stats;
+use crate::store::{BanTarget, Ticket, Write};
+
+impl ChatServer {
+    /// Whether connections from `ip` are refused at the door.
+    pub fn address_banned(&self, ip: IpAddr) -> bool {
+        let bans = self.bans.read();
+        !bans.is_empty() && bans.contains(&BanTarget::Address(ip))
+    }
+
+    /// The LOGIN-time check: refuses a banned user or address with the uniform `ERR banned`,
+    /// and brings the user's account up to date from the store.
+    pub fn admit_login(&self, name: &str, peer: Option<IpAddr>) -> Result<(), ClientError> {
+        let refuse = || {
+            Stats::add(&self.stats.login_failures, 1);
+            log::warn!(user = name, peer:% = crate::logging::OrDash(peer); "login refused: banned");
+            Err(banned())
+        };
+        if peer.is_some_and(|ip| self.address_banned(ip)) {
+            return refuse();
+        }
+        match self.store.account(name) {
+            Ok(Some(account)) => {
+                if account.banned {
+                    return refuse();
+                }
+                let user = match self.user(name) {
+                    Some(user) => Some(user),
+                    // Added by `chatd admin user add` while the server ran.
+                    None if account.password_hash.is_some() => Some(self.user_or_create(name)),
+                    None => None,
+                };
+                if let Some(user) = user {
+                    user.adopt_stored_account(account.password_hash.as_deref(), account.operator);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log::error!(user = name, error:% = e; "store error reading an account at login")
+            }
+        }
+        if self.bans.read().contains(&BanTarget::User(Arc::from(name))) {
+            return refuse();
+        }
+        Ok(())
+    }
+
+    /// Bans `target`: refused from now on, and its open sessions closed with `BYE banned`.
+    /// Returns the store write's ticket.
+    pub fn ban(&self, target: BanTarget, reason: &str) -> Ticket {
+        self.bans.write().insert(target.clone());
+        let ticket = Ticket::default();
+        let write = Write::Ban {
+            target: target.clone(),
+            reason: Arc::from(reason),
+        };
+        self.store.write(write, Some(ticket.clone()));
+        match &target {
+            BanTarget::User(name) => {
+                if let Some(user) = self.user(name) {
+                    user.close_sessions(CloseReason::Banned);
+                }
+            }
+            BanTarget::Address(ip) => {
+                for user in self.all_users() {
+                    user.close_sessions_from(*ip, CloseReason::Banned);
+                }
+            }
+        }
+        ticket
+    }
+
+    /// Lifts a ban; returns the store write's ticket.
+    pub fn unban(&self, target: BanTarget) -> Ticket {
+        self.bans.write().remove(&target);
+        let ticket = Ticket::default();
+        self.store
+            .write(Write::Unban { target }, Some(ticket.clone()));
+        ticket
+    }
+
+    /// Replaces the ban list with the store's (the sweep calls it), so bans and unbans made
+    /// with `chatd admin` reach a running server. A store that keeps no bans leaves the list
+    /// in memory as it is.
+    pub(crate) fn reload_bans(&self) {
+        match self.store.bans() {
+            Ok(Some(stored)) => {
+                let stored: HashSet<BanTarget> = stored.into_iter().collect();
+                let mut bans = self.bans.write();
+                if *bans != stored {
+                    *bans = stored;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::error!(error:% = e; "store error reloading bans"),
+        }
+    }
+}

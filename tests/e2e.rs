@@ -582,8 +582,12 @@ fn a_version_3_database_is_migrated_to_hold_keys() {
     assert!(server.shutdown());
     {
         let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch("DROP TABLE device_keys; PRAGMA user_version = 3;")
-            .unwrap();
+        // Back to version 3: without the key directory (4), operators and bans (5).
+        conn.execute_batch(
+            "DROP TABLE device_keys; DROP TABLE bans; ALTER TABLE users DROP COLUMN operator;
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
     }
 
     let server = sqlite_server(&db);
@@ -600,7 +604,7 @@ fn a_version_3_database_is_migrated_to_hold_keys() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(version, chatd::store::sqlite::SCHEMA_VERSION);
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 
     let server = sqlite_server(&db);
     let mut bob = server.login("bob");

@@ -24,6 +24,11 @@ pub struct Stats {
     pub rate_limited: AtomicU64,
     /// Sessions disconnected with `BYE flooding`.
     pub flooding: AtomicU64,
+    /// Lines a publisher wrote straight into an idle session's socket
+    /// (`delivery::write_through`), without waking its writer.
+    pub written_through: AtomicU64,
+    /// Write-throughs the socket did not take whole, so the writer was woken for the rest.
+    pub write_through_leftovers: AtomicU64,
 }
 
 impl Stats {

@@ -1,10 +1,11 @@
 //! The sending half of a connection: everything other threads may do to it.
 //!
-//! Publishers never write to a socket. They put a shared [`Line`] (a typed event) into the
+//! Publishers never wait for a socket. They put a shared [`Line`] (a typed event) into the
 //! connection's bounded queue with `try_send`, which neither blocks nor does I/O, and the
 //! connection's writer thread (`transport::writer`) drains the queue into the connection. A
 //! connection whose queue is full has fallen a whole queue behind: it is closed as a slow
-//! consumer rather than waited for.
+//! consumer rather than waited for. The one shortcut: a fan-out may write a line straight
+//! into an idle connection with a non-blocking write (see `write_through`).
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,8 +19,9 @@ use crossbeam_channel::{Sender, TrySendError};
 use super::doorbell::Doorbell;
 use super::line::{Line, LineKind};
 use super::peer::Peer;
+use super::write_through::{self, WriteGuard, WriteLock, Written};
 use crate::event::Event;
-use crate::protocol::{ClientError, ErrorCode};
+use crate::protocol::{ClientError, ErrorCode, Wire};
 use crate::stats::Stats;
 
 /// Why a connection ends. The writer turns it into the connection's last line.
@@ -156,6 +158,15 @@ pub struct Outbox {
     /// that is a direct reply. Set once, before the close, by [`Outbox::quit`].
     quit_label: OnceLock<Arc<str>>,
     stats: Arc<Stats>,
+    /// The session's write lock: held by whoever writes to the socket (the writer thread, or
+    /// a publisher writing through), and what they wrote. Outside the lock order: publishers
+    /// only `try_lock` it (so they may while holding a room's lock), and the writer thread,
+    /// the only one that waits for it, holds no other lock then. See `write_through`.
+    writing: WriteLock,
+    /// Whether, and in which protocol, publishers may write through (from the peer).
+    write_through: Option<Wire>,
+    /// 1 + this session's index in the write-through batch that holds its write lock, or 0.
+    pub(super) write_through_slot: AtomicUsize,
 }
 
 impl Outbox {
@@ -167,6 +178,7 @@ impl Outbox {
         stats: Arc<Stats>,
     ) -> Outbox {
         let soft_mark = queue.capacity().unwrap_or(usize::MAX) / 2;
+        let write_through = peer.write_through();
         Outbox {
             id,
             queue,
@@ -179,7 +191,54 @@ impl Outbox {
             closed: AtomicBool::new(false),
             quit_label: OnceLock::new(),
             stats,
+            writing: Arc::new(parking_lot::Mutex::new(Written::default())),
+            write_through,
+            write_through_slot: AtomicUsize::new(0),
         }
+    }
+
+    /// Like [`Outbox::deliver`], but inside a fan-out's `WriteThroughBatch` an idle session
+    /// gets the line written straight into its socket when the batch ends, instead of waking
+    /// its writer thread. Called with the room's lock held, like `deliver`.
+    pub fn deliver_through(self: &Arc<Self>, line: &Arc<Line>) -> bool {
+        if self.write_through.is_some()
+            && line.reply_bytes == 0
+            && line.kind == LineKind::Reliable
+            && !self.closed.load(Relaxed)
+            && write_through::claim(self, line)
+        {
+            return true;
+        }
+        self.deliver(line)
+    }
+
+    /// Takes the session's write lock, waiting while a publisher writes through. For the
+    /// writer thread, holding no other lock.
+    pub fn lock_writing(&self) -> WriteGuard {
+        self.writing.lock_arc()
+    }
+
+    pub(super) fn try_lock_writing(&self) -> Option<WriteGuard> {
+        self.writing.try_lock_arc()
+    }
+
+    pub(super) fn write_through_wire(&self) -> Option<Wire> {
+        self.write_through
+    }
+
+    pub(super) fn peer(&self) -> &dyn Peer {
+        &*self.peer
+    }
+
+    pub(super) fn queue_is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Makes the writer look at its lock's leftover bytes: a wake line in the queue (or, if
+    /// the queue is full, the writer has lines to come for anyway) and a ring.
+    pub(super) fn wake_writer(&self) {
+        let _ = self.queue.try_send(Line::wake());
+        self.doorbell.ring();
     }
 
     /// Queues a line without blocking; called by fan-out while it holds a room's lock.

@@ -1,6 +1,9 @@
 //! What the delivery endpoint may do to the connection under it, whatever carries it.
 
+use std::io;
 use std::net::IpAddr;
+
+use crate::protocol::Wire;
 
 /// The connection below an [`super::Outbox`]: a TCP socket today (`transport::tcp`), a
 /// WebSocket or anything else that carries lines tomorrow. Other threads hold the outbox, so
@@ -16,4 +19,19 @@ pub trait Peer: Send + Sync {
 
     /// The client's address, for per-address limits and logs.
     fn peer_ip(&self) -> Option<IpAddr>;
+
+    /// The protocol in which publishers may write lines straight into this connection
+    /// (`delivery::write_through`), if [`Peer::try_write`] works for it; `None` (the default)
+    /// keeps every line on the queue and the writer thread.
+    fn write_through(&self) -> Option<Wire> {
+        None
+    }
+
+    /// Writes what the connection takes of `bytes` at once, without ever blocking: the bytes
+    /// written, possibly fewer than given, or `WouldBlock` when it takes none. Called by a
+    /// publishing thread holding the session's write lock, so never at the same time as the
+    /// writer thread's writes. Only used if [`Peer::write_through`] names a protocol.
+    fn try_write(&self, _bytes: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }

@@ -40,6 +40,7 @@ mod history;
 pub use history::REPLY_BYTES;
 
 use crate::delivery::doorbell::WakeBatch;
+use crate::delivery::write_through::WriteThroughBatch;
 use crate::delivery::{Line, Outbox, Reply};
 use crate::event::{Event, MemberStatus, RoomListing};
 use crate::lock_rank::{Rank, RankedMutex};
@@ -544,8 +545,10 @@ impl Room {
         self.touch();
         let ticket = Ticket::default();
         let (message, settled_inline) = {
-            // Declared before the lock, so dropped after it: writers woken by this fan-out
-            // are unparked once the lock is released.
+            // Declared before the lock, so dropped after it: lines for idle sessions are
+            // written through (`delivery::write_through`) and writers woken by this fan-out
+            // are unparked once the lock is released, the wake-ups first.
+            let _direct = WriteThroughBatch::start();
             let _wakes = WakeBatch::start();
             let mut state = self.state.lock();
             if !state.members.contains_key(&session.user.name) {
@@ -608,6 +611,7 @@ impl Room {
     /// Takes the lock and settles: the wake-ups of sleeping writers wait until the lock is
     /// released and the new lines are encoded (see [`encode_ahead`]).
     fn settle_now(&self) {
+        let _direct = WriteThroughBatch::start();
         let _wakes = WakeBatch::start();
         let settled = self.settle(&mut self.state.lock());
         encode_ahead(&settled);
@@ -628,7 +632,7 @@ impl Room {
             if outcome.is_err() {
                 continue;
             }
-            post.origin.deliver(&post.ack);
+            post.origin.deliver_through(&post.ack);
             let message = post.message;
             let event = Event::Message(Arc::clone(&message));
             let line = Line::progress(event, None, &self.name, message.seq);

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -170,6 +170,9 @@ pub struct Outbox {
     write_through: Option<Wire>,
     /// 1 + this session's index in the write-through batch that holds its write lock, or 0.
     pub(super) write_through_slot: AtomicUsize,
+    /// When bytes were last written to the connection (`write_through::clock` nanoseconds):
+    /// a session written to within `write_through::BUSY` is busy, and is left to its writer.
+    pub(super) last_write: AtomicU64,
 }
 
 impl Outbox {
@@ -198,7 +201,14 @@ impl Outbox {
             writing: Arc::new(parking_lot::Mutex::new(Written::default())),
             write_through,
             write_through_slot: AtomicUsize::new(0),
+            last_write: AtomicU64::new(0),
         }
+    }
+
+    /// The writer thread wrote a batch: the session counts as busy for a moment (see
+    /// `write_through::BUSY`).
+    pub fn note_written(&self) {
+        self.last_write.store(write_through::clock(), Relaxed);
     }
 
     /// Bounds an unbounded queue at `capacity` lines. A bounded crossbeam channel allocates

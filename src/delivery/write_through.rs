@@ -34,18 +34,50 @@
 //! the same session within one batch (the poster's `OK` and its own `MSG`) are sent together.
 //!
 //! Outside a batch (JOIN, LEAVE, typing, presence), delivery queues as before.
+//!
+//! # Only for idle sessions
+//!
+//! A session written to within the last [`BUSY`] is left to its writer thread even if its
+//! queue is momentarily empty. In a busy stream (a big room posting flat out) the writer
+//! batches many lines into one `write` and runs on the other core; writing each line through
+//! would cost the poster one system call per line and recipient, serially (measured: 1.86M
+//! -> 0.36M deliveries/s in a 100-member room; BENCHMARKS.md). A session of a quiet room, or
+//! an idle member of a big one, last heard from the server long ago: for it a wake-up is the
+//! whole cost, and that is what write-through saves.
+//!
+//! And only for the first [`BUDGET`] sessions of a batch: the poster's `send`s are serial,
+//! one core, while woken writers run on every core and batch. A room of a thousand members
+//! posting flat out, written through whole, fell from 0.34-0.63M to 0.14-0.28M deliveries/s;
+//! a quiet room of ten is written through whole.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RawMutex};
 
 use super::line::{Cursor, Line};
 use super::outbox::Outbox;
 use crate::stats::Stats;
+
+/// A session written to more recently than this is busy: its lines go to its writer thread,
+/// which batches them. The writer's own busy window (`transport::writer`) has the same length.
+pub const BUSY: Duration = Duration::from_millis(1);
+
+/// Sessions one batch (one fan-out) writes through at most; the rest are queued.
+pub const BUDGET: usize = 16;
+
+/// [`BUSY`] in nanoseconds; tests set it to 0 to write through as often as they can.
+static BUSY_NANOS: AtomicU64 = AtomicU64::new(BUSY.as_nanos() as u64);
+
+/// Nanoseconds since the first call: the clock of `Outbox::last_write`.
+pub fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
 
 /// What the write lock guards besides the socket's byte stream.
 #[derive(Default)]
@@ -127,6 +159,21 @@ impl WriteThroughBatch {
     }
 }
 
+impl WriteThroughBatch {
+    /// Turns write-through off for this fan-out, before anything is claimed: a fan-out to
+    /// more than [`BUDGET`] sessions queues every line (see "Only for idle sessions").
+    pub fn skip_for(&self, sessions: usize) {
+        if self.outer && sessions > BUDGET {
+            CLAIMS.with(|claims| {
+                let mut claims = claims.borrow_mut();
+                if claims.as_ref().is_some_and(|claims| claims.is_empty()) {
+                    *claims = None;
+                }
+            });
+        }
+    }
+}
+
 impl Drop for WriteThroughBatch {
     fn drop(&mut self) {
         if !self.outer {
@@ -160,6 +207,13 @@ pub(super) fn claim(outbox: &Arc<Outbox>, line: &Arc<Line>) -> bool {
                 }
                 _ => false,
             };
+        }
+        if claims.len() >= BUDGET {
+            return false;
+        }
+        let idle_for = clock().saturating_sub(outbox.last_write.load(Relaxed));
+        if idle_for < BUSY_NANOS.load(Relaxed) {
+            return false; // a busy stream: its writer batches better (see "Only for idle")
         }
         let Some(guard) = outbox.try_lock_writing() else {
             return false; // the writer is writing, or another batch holds it
@@ -202,6 +256,7 @@ fn send(mut claim: Claim, bytes: &mut Vec<u8>) {
         // connection if it must.
         Err(_) => 0,
     };
+    outbox.last_write.store(clock(), Relaxed);
     let written = &mut *claim.guard;
     if sent == whole.len() {
         written.commit(claim.lines.iter().flat_map(|line| line.cursors.iter()));
@@ -295,6 +350,8 @@ mod tests {
     /// write: every line arrives whole, exactly once, and each room's lines in order.
     #[test]
     fn concurrent_publishers_keep_each_rooms_order() {
+        // Every session idle enough to write through, so the fast path races the writer.
+        super::BUSY_NANOS.store(0, Relaxed);
         const ROOMS: usize = 4;
         const PUBLISHERS: usize = 4;
         const PER_PUBLISHER: u64 = 3_000;

@@ -548,12 +548,13 @@ impl Room {
             // Declared before the lock, so dropped after it: lines for idle sessions are
             // written through (`delivery::write_through`) and writers woken by this fan-out
             // are unparked once the lock is released, the wake-ups first.
-            let _direct = WriteThroughBatch::start();
+            let direct = WriteThroughBatch::start();
             let _wakes = WakeBatch::start();
             let mut state = self.state.lock();
             if !state.members.contains_key(&session.user.name) {
                 return Err(not_member(&self.name));
             }
+            direct.skip_for(state.members.len());
             self.stop_typing_locked(&mut state, &session.user.name);
             state.assigned += 1;
             let message = Arc::new(Message {
@@ -611,9 +612,12 @@ impl Room {
     /// Takes the lock and settles: the wake-ups of sleeping writers wait until the lock is
     /// released and the new lines are encoded (see [`encode_ahead`]).
     fn settle_now(&self) {
-        let _direct = WriteThroughBatch::start();
+        let direct = WriteThroughBatch::start();
         let _wakes = WakeBatch::start();
-        let settled = self.settle(&mut self.state.lock());
+        let mut state = self.state.lock();
+        direct.skip_for(state.members.len());
+        let settled = self.settle(&mut state);
+        drop(state);
         encode_ahead(&settled);
     }
 

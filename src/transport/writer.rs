@@ -85,6 +85,7 @@ pub fn run(
                 break (CloseReason::Gone, written);
             }
             last_write = Instant::now();
+            outbox.note_written();
         }
         written.commit(pending.iter());
         // Asking the kernel costs a system call, so only after a large batch (a reply, a

@@ -40,15 +40,16 @@
 //! A session written to within the last [`BUSY`] is left to its writer thread even if its
 //! queue is momentarily empty. In a busy stream (a big room posting flat out) the writer
 //! batches many lines into one `write` and runs on the other core; writing each line through
-//! would cost the poster one system call per line and recipient, serially (measured: 1.86M
-//! -> 0.36M deliveries/s in a 100-member room; BENCHMARKS.md). A session of a quiet room, or
-//! an idle member of a big one, last heard from the server long ago: for it a wake-up is the
-//! whole cost, and that is what write-through saves.
+//! would cost the poster one system call per line and recipient, serially (measured in one
+//! `bench/compare.sh` run before this rule and the next: 1.86M -> 0.36M deliveries/s in a
+//! 100-member room). A session of a quiet room last heard from the server long ago: for it
+//! a wake-up is the whole cost, and that is what write-through saves.
 //!
-//! And only for the first [`BUDGET`] sessions of a batch: the poster's `send`s are serial,
-//! one core, while woken writers run on every core and batch. A room of a thousand members
-//! posting flat out, written through whole, fell from 0.34-0.63M to 0.14-0.28M deliveries/s;
-//! a quiet room of ten is written through whole.
+//! And only in fan-outs to at most [`BUDGET`] sessions ([`WriteThroughBatch::skip_for`]):
+//! the poster's `send`s are serial, on one core, while woken writers run on every core and
+//! batch. A 1,000-member room posting flat out fell from 0.34-0.64M to 0.14-0.28M
+//! deliveries/s written through, and still lost with at most 16 claims per fan-out; a quiet
+//! room of ten is written through whole.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -67,7 +68,8 @@ use crate::stats::Stats;
 /// which batches them. The writer's own busy window (`transport::writer`) has the same length.
 pub const BUSY: Duration = Duration::from_millis(1);
 
-/// Sessions one batch (one fan-out) writes through at most; the rest are queued.
+/// The largest fan-out that writes through (see [`WriteThroughBatch::skip_for`]), and so the
+/// most sessions one batch claims.
 pub const BUDGET: usize = 16;
 
 /// [`BUSY`] in nanoseconds; tests set it to 0 to write through as often as they can.

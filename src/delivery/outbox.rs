@@ -213,9 +213,10 @@ impl Outbox {
 
     /// Bounds an unbounded queue at `capacity` lines. A bounded crossbeam channel allocates
     /// all its slots up front (16 KiB for 1,024, for every idle session); an unbounded one
-    /// allocates blocks of 31 as lines arrive and frees them as they leave, so the listener
-    /// gives each connection an unbounded channel and the bound is kept here. (Posters racing
-    /// past the check can overshoot it by one line each.)
+    /// allocates blocks of 31 as lines arrive. The listener does not use this: with unbounded
+    /// queues, fan-out to 100 members lost throughput and cut reading clients off as slow
+    /// consumers (BENCHMARKS.md, issue 12, "rejected"). (Posters racing past the check can
+    /// overshoot it by one line each.)
     pub fn with_capacity(mut self, capacity: usize) -> Outbox {
         self.capacity = capacity.min(self.capacity);
         self.soft_mark = self.capacity / 2;

@@ -14,7 +14,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::lock_rank::{Rank, RankedCondvar, RankedMutex};
-use crossbeam_channel::unbounded;
+use crossbeam_channel::bounded;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::capacity;
@@ -329,19 +329,15 @@ fn start_threads(
 ) -> bool {
     let config = &shared.server.config;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    // Unbounded (allocated as it fills), bounded by the outbox: see `Outbox::with_capacity`.
-    let (queue, queued) = unbounded();
+    let (queue, queued) = bounded(config.channel_capacity);
     let write_timeout = config.write_timeout;
-    let outbox = Arc::new(
-        Outbox::new(
-            id,
-            queue,
-            config.max_reply_bytes,
-            peer,
-            Arc::clone(&shared.server.stats),
-        )
-        .with_capacity(config.channel_capacity),
-    );
+    let outbox = Arc::new(Outbox::new(
+        id,
+        queue,
+        config.max_reply_bytes,
+        peer,
+        Arc::clone(&shared.server.stats),
+    ));
     shared.connections.lock().insert(id, Arc::clone(&outbox));
     *shared.live.lock() += 1;
     Stats::add(&shared.server.stats.connections, 1);

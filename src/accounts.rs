@@ -204,6 +204,14 @@ pub struct LoginThrottle {
 
 impl Default for LoginThrottle {
     fn default() -> LoginThrottle {
+        LoginThrottle::with_new_names(NEW_NAMES_OVERALL)
+    }
+}
+
+impl LoginThrottle {
+    /// A throttle that admits `new_names_overall` new user names on the whole server
+    /// (`--names-per-minute`; the default is [`NEW_NAMES_OVERALL`]).
+    pub fn with_new_names(new_names_overall: Rate) -> LoginThrottle {
         LoginThrottle {
             failures: RankedMutex::new(Rank::Leaf, HashMap::new()),
             new_accounts: RankedMutex::new(
@@ -216,7 +224,7 @@ impl Default for LoginThrottle {
             ),
             new_names: RankedMutex::new(
                 Rank::Leaf,
-                Quota::new(NEW_NAMES_OVERALL, NEW_NAMES_PER_ADDRESS, Instant::now()),
+                Quota::new(new_names_overall, NEW_NAMES_PER_ADDRESS, Instant::now()),
             ),
         }
     }
@@ -430,7 +438,7 @@ const NEW_NAMES_PER_ADDRESS: Rate = Rate {
     per: Duration::from_secs(60),
 };
 /// New user names on the whole server: generous for people, a bound for scripts.
-const NEW_NAMES_OVERALL: Rate = Rate {
+pub const NEW_NAMES_OVERALL: Rate = Rate {
     burst: 1000,
     per: Duration::from_secs(60),
 };

@@ -34,6 +34,8 @@ pub struct Config {
     /// place among a user's rooms, so this is what bounds how fast rooms can pile up. Over
     /// either: `ERR rate-limited :retry in <n>ms`.
     pub new_rooms_overall: Rate,
+    /// New user names (first LOGIN of a name) the whole server admits, per minute.
+    pub new_names_overall: Rate,
     /// Members one room may have; JOIN past it gets `ERR room-full`.
     pub max_members_per_room: usize,
     /// Sessions beyond this are refused with `ERR server-full`. `None`: the ceiling computed
@@ -147,6 +149,7 @@ impl Default for Config {
                 burst: 200,
                 per: Duration::from_secs(60),
             },
+            new_names_overall: crate::accounts::NEW_NAMES_OVERALL,
             max_sessions: None,
             channel_capacity: 1024,
             recent_per_room: 1000,

@@ -50,7 +50,10 @@
 //! - `chatd-w<id>` (writer, one per connection): drains the connection's queue into its
 //!   socket, encoding each line for the connection's protocol (once per line and protocol,
 //!   shared with every other writer) and batching whatever is queued into one write; parks at
-//!   once when idle (`delivery::doorbell`).
+//!   once when idle (`delivery::doorbell`). A fan-out writes a line to an *idle* chatd
+//!   connection itself instead, with one non-blocking `send` after the room's lock is
+//!   released (`delivery::write_through`), and wakes the writer only for what the socket
+//!   did not take.
 //! - `chatd-store` (SQLite and PostgreSQL): commits every queued write as one transaction, then
 //!   resolves the writes' tickets; posters wait on their ticket, outside every room lock.
 //! - Cluster mode only (`crate::cluster`): `chatd-cluster-writer` sends every queued post and
@@ -82,10 +85,12 @@
 //! 4. `User::state` — sessions, room set, presence as shown (never two users at once)
 //! 5. `Outbox::closing` — why the connection is closing
 //!
+//! plus `Outbox::writing`, a session's write lock, outside the order because it is only ever
+//! `try_lock`ed by anyone but its writer thread (see `lock_rank::Rank`);
 //! and leaf locks (the directories, registries, throttles, tickets: see `Rank::Leaf`) are
-//! never held while taking another. Every lock is a `RankedMutex`/`RankedRwLock`: in debug
-//! builds, so in every test, taking one out of order panics naming both locks. No lock is
-//! ever held across socket I/O. Functions that need the presence lock take a
+//! never held while taking another. Every other lock is a `RankedMutex`/`RankedRwLock`: in
+//! debug builds, so in every test, taking one out of order panics naming both locks. No lock
+//! but a session's own write lock is ever held across socket I/O. Functions that need the presence lock take a
 //! `PresenceGuard`, and functions that need a room's lock take its `RoomState`, so those
 //! rules are checked by the compiler.
 

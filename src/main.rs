@@ -95,6 +95,9 @@ struct Flags {
     /// Rooms the whole server may get in a minute.
     #[arg(long, default_value_t = defaults().new_rooms_overall.burst)]
     rooms_per_minute: u32,
+    /// New user names (a first LOGIN) the whole server may get in a minute.
+    #[arg(long, default_value_t = defaults().new_names_overall.burst)]
+    names_per_minute: u32,
     /// Members one room may have.
     #[arg(long, default_value_t = defaults().max_members_per_room)]
     max_members_per_room: usize,
@@ -303,6 +306,10 @@ fn server_config(flags: &Flags) -> Config {
         },
         new_rooms_overall: Rate {
             burst: flags.rooms_per_minute.max(1),
+            per: Duration::from_secs(60),
+        },
+        new_names_overall: Rate {
+            burst: flags.names_per_minute.max(1),
             per: Duration::from_secs(60),
         },
         max_sessions: flags.max_sessions,

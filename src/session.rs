@@ -47,6 +47,6 @@ impl Session {
 
     /// Queues a line for this device without blocking (see [`Outbox::deliver`]).
     pub fn deliver(&self, line: &Arc<Line>) -> bool {
-        self.outbox.deliver(line)
+        self.outbox.deliver_through(line)
     }
 }

@@ -70,6 +70,11 @@ pub struct Stats {
     pub queue_depth: Histogram,
     /// From a SEND or DM being carried out to its `OK` being queued: store commit included.
     pub send_latency: Histogram,
+    /// Lines a publisher wrote straight into an idle session's socket
+    /// (`delivery::write_through`), without waking its writer.
+    pub written_through: AtomicU64,
+    /// Write-throughs the socket did not take whole, so the writer was woken for the rest.
+    pub write_through_leftovers: AtomicU64,
 }
 
 impl Default for Stats {
@@ -93,6 +98,8 @@ impl Default for Stats {
             bytes_written: ShardedCounter::default(),
             queue_depth: Histogram::depth(),
             send_latency: Histogram::latency(),
+            written_through: AtomicU64::new(0),
+            write_through_leftovers: AtomicU64::new(0),
         }
     }
 }

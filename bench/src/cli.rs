@@ -68,6 +68,24 @@ pub struct Common {
     /// No progress lines on stderr.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// In which order rate-paced senders take their turn within each interval. `rooms`
+    /// (the default): in room order, so a room's members send back to back and its
+    /// recipients are still busy with the previous message. `shuffled`: each sender at a
+    /// pseudo-random offset, so consecutive messages go to different rooms and nearly every
+    /// delivery finds its recipient idle, as a client population does whose members keep
+    /// their own clocks (fanbench's tokio tasks, real users).
+    #[arg(long, global = true, value_enum, default_value_t = StartOrder::Rooms)]
+    pub start_order: StartOrder,
+    /// Busy-loop threads started in the bench process for the measured run: a CPU-bound
+    /// neighbour competing with the server for the cores (counted in the bench's CPU).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub neighbour_threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartOrder {
+    Rooms,
+    Shuffled,
 }
 
 #[derive(Debug, Subcommand)]

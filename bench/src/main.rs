@@ -12,15 +12,18 @@
 //! - `stats`: HDR latency histograms; `report`: the result, as text or JSON.
 //! - `table`: saved JSON reports as a Markdown table.
 //! - `procfs`: RSS, threads and CPU time of the server and of the bench, from /proc.
+//! - `neighbour`: busy-loop threads that compete with the server for the cores.
 //!
 //! # Concurrency model
 //! One thread and one `mio::Poll` drive every connection; the bench has no locks or channels.
+//! `--neighbour-threads` adds threads that only burn CPU during the measured run.
 
 mod churn;
 mod cli;
 mod conn;
 #[cfg(test)]
 mod fake_server;
+mod neighbour;
 mod payload;
 mod procfs;
 mod protocol;

@@ -230,6 +230,14 @@ fn run_traffic(
     plan: Plan,
 ) -> Result<Report> {
     let load_average = crate::procfs::load_average();
+    let mut params = params;
+    merge(
+        &mut params,
+        json!({
+            "start_order": format!("{:?}", common.start_order).to_lowercase(),
+            "neighbour_threads": common.neighbour_threads,
+        }),
+    );
     let epoch = Instant::now();
     let mut engine = Engine::new(common, plan, epoch)?;
     let setup = engine.setup();

@@ -27,12 +27,22 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
-use crate::cli::Common;
+use crate::cli::{Common, StartOrder};
 use crate::conn::{lines, Chunk, Conn};
+use crate::neighbour::Neighbour;
 use crate::payload::{self, Payload};
 use crate::protocol::{Event, Proto};
 use crate::report::{reason_key, Meter, SetupReport, StallReport, TrafficReport};
 use crate::stats::{human_rate, Latency};
+
+/// A fixed pseudo-random number in [0, 1) for `n` (splitmix64): the same spread every run.
+fn scatter(n: u64) -> f64 {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
 
 /// Who connects, where they go and what they do.
 pub struct Plan {
@@ -694,13 +704,18 @@ impl<'a> Engine<'a> {
                 let interval_ns = 1e9 / rate;
                 let count = self.senders.len().max(1) as f64;
                 for s in 0..self.senders.len() {
-                    let offset = (interval_ns * s as f64 / count) as u64;
+                    let turn = match self.common.start_order {
+                        StartOrder::Rooms => s as f64,
+                        StartOrder::Shuffled => scatter(s as u64) * count,
+                    };
+                    let offset = (interval_ns * turn / count) as u64;
                     self.due.push(Reverse((start_ns + offset, s)));
                 }
             }
         }
         self.running = true;
         self.sending = true;
+        let neighbour = Neighbour::start(self.common.neighbour_threads);
         let mut events = Events::with_capacity(4096);
         let mut next_tick = started + Duration::from_secs(1);
         let mut window_started = false;
@@ -730,6 +745,7 @@ impl<'a> Engine<'a> {
             }
         }
         self.meter.window_end();
+        drop(neighbour);
         self.sending = false;
         let measured_s = Instant::now().duration_since(window_start).as_secs_f64();
 

@@ -98,27 +98,42 @@ impl Doorbell {
         busy: bool,
         until: Option<Instant>,
     ) -> Result<T, TryRecvError> {
-        if busy {
-            for _ in 0..BUSY_YIELDS {
-                match queue.try_recv() {
-                    Err(TryRecvError::Empty) => thread::yield_now(),
-                    other => return other,
-                }
-            }
-        }
         loop {
+            self.wait_until_queued(queue, busy, until)?;
             match queue.try_recv() {
                 Err(TryRecvError::Empty) => {}
                 other => return other,
             }
+        }
+    }
+
+    /// Like [`Doorbell::wait`], but takes nothing out of the queue: `Ok` once a line is
+    /// queued. The writer takes its session's write lock before it takes lines out (see
+    /// `write_through`), so it waits with this.
+    pub fn wait_until_queued<T>(
+        &self,
+        queue: &Receiver<T>,
+        busy: bool,
+        until: Option<Instant>,
+    ) -> Result<(), TryRecvError> {
+        let ready = |queue: &Receiver<T>| !queue.is_empty();
+        if busy {
+            for _ in 0..BUSY_YIELDS {
+                if ready(queue) {
+                    return Ok(());
+                }
+                thread::yield_now();
+            }
+        }
+        loop {
+            if ready(queue) {
+                return Ok(());
+            }
             self.sleeping.store(true, SeqCst);
             fence(SeqCst);
-            match queue.try_recv() {
-                Err(TryRecvError::Empty) => {}
-                other => {
-                    self.sleeping.store(false, SeqCst);
-                    return other;
-                }
+            if ready(queue) {
+                self.sleeping.store(false, SeqCst);
+                return Ok(());
             }
             // A ring between the store above and here leaves an unpark token, so this
             // returns at once; spurious wake-ups just go round again.
@@ -131,7 +146,11 @@ impl Doorbell {
                             // A ring racing with this finds the flag clear and, at worst,
                             // leaves an unpark token: the next wait wakes once for nothing.
                             self.sleeping.store(false, SeqCst);
-                            return queue.try_recv();
+                            return if ready(queue) {
+                                Ok(())
+                            } else {
+                                Err(TryRecvError::Empty)
+                            };
                         }
                         thread::park_timeout(until - now);
                     }

@@ -7,6 +7,7 @@ pub mod line;
 pub mod outbox;
 pub mod peer;
 pub mod reply;
+pub mod write_through;
 
 pub use line::{Cursor, Line, LineKind};
 pub use outbox::{CloseReason, Outbox};

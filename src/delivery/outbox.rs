@@ -1,14 +1,15 @@
 //! The sending half of a connection: everything other threads may do to it.
 //!
-//! Publishers never write to a socket. They put a shared [`Line`] (a typed event) into the
+//! Publishers never wait for a socket. They put a shared [`Line`] (a typed event) into the
 //! connection's bounded queue with `try_send`, which neither blocks nor does I/O, and the
 //! connection's writer thread (`transport::writer`) drains the queue into the connection. A
 //! connection whose queue is full has fallen a whole queue behind: it is closed as a slow
-//! consumer rather than waited for.
+//! consumer rather than waited for. The one shortcut: a fan-out may write a line straight
+//! into an idle connection with a non-blocking write (see `write_through`).
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,9 @@ use crossbeam_channel::{Sender, TrySendError};
 use super::doorbell::Doorbell;
 use super::line::{Line, LineKind};
 use super::peer::Peer;
+use super::write_through::{self, WriteGuard, WriteLock, Written};
 use crate::event::Event;
-use crate::protocol::{ClientError, ErrorCode};
+use crate::protocol::{ClientError, ErrorCode, Wire};
 use crate::stats::Stats;
 
 /// Why a connection ends. The writer turns it into the connection's last line.
@@ -180,6 +182,9 @@ pub struct Outbox {
     /// Lock rank 5, the last (see `lock_rank::Rank`). Set once, by whoever closes first,
     /// with when; later reasons are ignored.
     closing: RankedMutex<Option<(CloseReason, Instant)>>,
+    /// Queue length at which the session is a slow consumer: the channel's own bound, or,
+    /// for a channel allocated as it fills (see [`Outbox::with_capacity`]), this.
+    capacity: usize,
     /// Queue length past which ephemeral lines are shed (stage 1 of backpressure).
     soft_mark: usize,
     /// Bytes of this session's own replies (SYNC, HISTORY, WHO, ...) queued and not yet taken
@@ -197,6 +202,18 @@ pub struct Outbox {
     /// that is a direct reply. Set once, before the close, by [`Outbox::quit`].
     quit_label: OnceLock<Arc<str>>,
     stats: Arc<Stats>,
+    /// The session's write lock: held by whoever writes to the socket (the writer thread, or
+    /// a publisher writing through), and what they wrote. Outside the lock order: publishers
+    /// only `try_lock` it (so they may while holding a room's lock), and the writer thread,
+    /// the only one that waits for it, holds no other lock then. See `write_through`.
+    writing: WriteLock,
+    /// Whether, and in which protocol, publishers may write through (from the peer).
+    write_through: Option<Wire>,
+    /// 1 + this session's index in the write-through batch that holds its write lock, or 0.
+    pub(super) write_through_slot: AtomicUsize,
+    /// When bytes were last written to the connection (`write_through::clock` nanoseconds):
+    /// a session written to within `write_through::BUSY` is busy, and is left to its writer.
+    pub(super) last_write: AtomicU64,
 }
 
 impl Outbox {
@@ -207,20 +224,96 @@ impl Outbox {
         peer: Arc<dyn Peer>,
         stats: Arc<Stats>,
     ) -> Outbox {
-        let soft_mark = queue.capacity().unwrap_or(usize::MAX) / 2;
+        let capacity = queue.capacity().unwrap_or(usize::MAX);
+        let write_through = peer.write_through();
         Outbox {
             id,
             queue,
             peer,
             closing: RankedMutex::new(Rank::OutboxClosing, None),
-            soft_mark,
+            capacity,
+            soft_mark: capacity / 2,
             reply_bytes: AtomicUsize::new(0),
             max_reply_bytes,
             doorbell: Doorbell::default(),
             closed: AtomicBool::new(false),
             quit_label: OnceLock::new(),
             stats,
+            writing: Arc::new(parking_lot::Mutex::new(Written::default())),
+            write_through,
+            write_through_slot: AtomicUsize::new(0),
+            last_write: AtomicU64::new(0),
         }
+    }
+
+    /// The writer thread wrote a batch: the session counts as busy for a moment (see
+    /// `write_through::BUSY`).
+    pub fn note_written(&self) {
+        // Stored at most every half `BUSY`: posters read this on every delivery, and a store
+        // per batch from a busy writer would keep taking the cache line away from them.
+        let now = write_through::clock();
+        let half_busy = write_through::BUSY.as_nanos() as u64 / 2;
+        if now.saturating_sub(self.last_write.load(Relaxed)) >= half_busy {
+            self.last_write.store(now, Relaxed);
+        }
+    }
+
+    /// Bounds an unbounded queue at `capacity` lines. A bounded crossbeam channel allocates
+    /// all its slots up front (16 KiB for 1,024, for every idle session); an unbounded one
+    /// allocates blocks of 31 as lines arrive. The listener does not use this: with unbounded
+    /// queues, fan-out to 100 members lost throughput and cut reading clients off as slow
+    /// consumers (BENCHMARKS.md, issue 12, "rejected"). (Posters racing past the check can
+    /// overshoot it by one line each.)
+    pub fn with_capacity(mut self, capacity: usize) -> Outbox {
+        self.capacity = capacity.min(self.capacity);
+        self.soft_mark = self.capacity / 2;
+        self
+    }
+
+    /// Like [`Outbox::deliver`], but inside a fan-out's `WriteThroughBatch` an idle session
+    /// gets the line written straight into its socket when the batch ends, instead of waking
+    /// its writer thread. Called with the room's lock held, like `deliver`.
+    pub fn deliver_through(self: &Arc<Self>, line: &Arc<Line>) -> bool {
+        if self.write_through.is_some()
+            && line.reply_bytes == 0
+            && line.kind == LineKind::Reliable
+            && !self.closed.load(Relaxed)
+            && write_through::claim(self, line)
+        {
+            return true;
+        }
+        self.deliver(line)
+    }
+
+    /// Takes the session's write lock, waiting while a publisher writes through. For the
+    /// writer thread, holding no other lock.
+    pub fn lock_writing(&self) -> WriteGuard {
+        self.writing.lock_arc()
+    }
+
+    pub(super) fn try_lock_writing(&self) -> Option<WriteGuard> {
+        self.writing.try_lock_arc()
+    }
+
+    pub(super) fn write_through_wire(&self) -> Option<Wire> {
+        self.write_through
+    }
+
+    pub(super) fn peer(&self) -> &dyn Peer {
+        &*self.peer
+    }
+
+    pub(super) fn queue_is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Wakes the writer with nothing new queued: to send what a write-through left over in
+    /// its lock, or to give its transport a turn (a WebSocket's writer then sends the pong
+    /// its reader owes). A wake line in the queue (or, if the queue is full, the writer has
+    /// lines to come for anyway) and a ring.
+    pub fn wake_writer(&self) {
+        let _ = self.queue.try_send(Line::wake());
+        self.doorbell.ring();
     }
 
     /// Queues a line without blocking; called by fan-out while it holds a room's lock.
@@ -237,18 +330,19 @@ impl Outbox {
         if !self.reserve(line) {
             return false;
         }
-        match self.queue.try_send(Arc::clone(line)) {
-            Ok(()) => {
+        let full = self.queue.len() >= self.capacity;
+        match (!full).then(|| self.queue.try_send(Arc::clone(line))) {
+            Some(Ok(())) => {
                 self.doorbell.ring();
                 true
             }
-            Err(TrySendError::Full(_)) => {
+            None | Some(Err(TrySendError::Full(_))) => {
                 if self.close(CloseReason::SlowConsumer) {
                     Stats::add(&self.stats.slow_consumers, 1);
                 }
                 false
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            Some(Err(TrySendError::Disconnected(_))) => false,
         }
     }
 
@@ -259,11 +353,27 @@ impl Outbox {
         if !self.reserve(&line) {
             return;
         }
-        if self.queue.send_timeout(line, patience).is_ok() {
+        let deadline = Instant::now() + patience;
+        if self.wait_for_room(deadline) && self.queue.send_deadline(line, deadline).is_ok() {
             self.doorbell.ring();
         } else if self.close(CloseReason::SlowConsumer) {
             Stats::add(&self.stats.slow_consumers, 1);
         }
+    }
+
+    /// Waits until the queue is below its capacity, at most until `deadline`. A channel's
+    /// own bound makes `send` wait; the bound of an unbounded one is waited for here, by
+    /// looking every millisecond: only a client that stopped reading its own replies ever
+    /// waits, and it delays nobody but that client's own next command.
+    fn wait_for_room(&self, deadline: Instant) -> bool {
+        while self.queue.len() >= self.capacity {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(1)));
+        }
+        true
     }
 
     /// Counts a reply's bytes in before it is queued; a session over its reply bytes is a slow
@@ -309,15 +419,6 @@ impl Outbox {
         self.doorbell.ring();
         self.peer.shutdown_read();
         true
-    }
-
-    /// Wakes the writer with nothing to write, so that it gives its transport a turn (a
-    /// WebSocket's writer then sends the pong its reader owes). A full queue needs no wake:
-    /// the writer is busy and gets its turn with the next batch.
-    pub fn wake_writer(&self) {
-        if self.queue.try_send(Line::wake()).is_ok() {
-            self.doorbell.ring();
-        }
     }
 
     /// Closes the connection because the client sent QUIT, labelled `label`: its `BYE quit`

@@ -1,7 +1,9 @@
 //! What the delivery endpoint may do to the connection under it, whatever carries it.
 
+use std::io;
 use std::net::IpAddr;
 
+use crate::protocol::Wire;
 use crate::stats::Transport;
 
 /// The connection below an [`super::Outbox`]: a TCP socket today (`transport::tcp`), a
@@ -23,5 +25,20 @@ pub trait Peer: Send + Sync {
     /// transport whose peer is not a bare TCP socket overrides it.
     fn transport(&self) -> Transport {
         Transport::Tcp
+    }
+
+    /// The protocol in which publishers may write lines straight into this connection
+    /// (`delivery::write_through`), if [`Peer::try_write`] works for it; `None` (the default)
+    /// keeps every line on the queue and the writer thread.
+    fn write_through(&self) -> Option<Wire> {
+        None
+    }
+
+    /// Writes what the connection takes of `bytes` at once, without ever blocking: the bytes
+    /// written, possibly fewer than given, or `WouldBlock` when it takes none. Called by a
+    /// publishing thread holding the session's write lock, so never at the same time as the
+    /// writer thread's writes. Only used if [`Peer::write_through`] names a protocol.
+    fn try_write(&self, _bytes: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 }

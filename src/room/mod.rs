@@ -44,6 +44,7 @@ pub use shared::{
 };
 
 use crate::delivery::doorbell::WakeBatch;
+use crate::delivery::write_through::WriteThroughBatch;
 use crate::delivery::{Line, Outbox, Reply};
 use crate::event::{Event, MemberStatus, RoomListing};
 use crate::lock_rank::{Rank, RankedMutex};
@@ -580,13 +581,16 @@ impl Room {
         self.touch();
         let ticket = Ticket::default();
         let (message, settled_inline) = {
-            // Declared before the lock, so dropped after it: writers woken by this fan-out
-            // are unparked once the lock is released.
+            // Declared before the lock, so dropped after it: lines for idle sessions are
+            // written through (`delivery::write_through`) and writers woken by this fan-out
+            // are unparked once the lock is released, the wake-ups first.
+            let direct = WriteThroughBatch::start();
             let _wakes = WakeBatch::start();
             let mut state = self.state.lock();
             if !state.members.contains_key(&session.user.name) {
                 return Err(not_member(&self.name));
             }
+            direct.skip_for(state.members.len());
             self.stop_typing_locked(&mut state, &session.user.name);
             state.assigned += 1;
             let message = Arc::new(Message {
@@ -644,8 +648,12 @@ impl Room {
     /// Takes the lock and settles: the wake-ups of sleeping writers wait until the lock is
     /// released and the new lines are encoded (see [`encode_ahead`]).
     fn settle_now(&self) {
+        let direct = WriteThroughBatch::start();
         let _wakes = WakeBatch::start();
-        let settled = self.settle(&mut self.state.lock());
+        let mut state = self.state.lock();
+        direct.skip_for(state.members.len());
+        let settled = self.settle(&mut state);
+        drop(state);
         encode_ahead(&settled);
     }
 
@@ -664,7 +672,7 @@ impl Room {
             if outcome.is_err() {
                 continue;
             }
-            post.origin.deliver(&post.ack);
+            post.origin.deliver_through(&post.ack);
             let message = post.message;
             let event = Event::Message(Arc::clone(&message));
             let line = Line::progress(event, None, &self.name, message.seq);

@@ -127,6 +127,7 @@ impl ChatServer {
             let room = Room::new(setup, Arc::clone(&store), Arc::clone(&stats), budget);
             rooms.insert(name, Arc::new(room));
         }
+        let new_names = config.new_names_overall;
         let new_rooms = Quota::new(
             config.new_rooms_overall,
             config.new_rooms_per_user,
@@ -140,7 +141,7 @@ impl ChatServer {
             store,
             cluster,
             recent_budget,
-            throttle: LoginThrottle::default(),
+            throttle: LoginThrottle::with_new_names(new_names),
             new_rooms: RankedMutex::new(Rank::Leaf, new_rooms),
             timers: Timers::start(server.clone()),
             bans: RankedRwLock::new(Rank::Leaf, bans),

@@ -383,7 +383,8 @@ fn start_connection(
         config.write_timeout,
         config.dead_peer_timeout,
     );
-    let started = start_threads(Arc::clone(&socket) as _, lines, sink, address_slot, shared);
+    let peer = Arc::new(tcp::ChatdSocket(Arc::clone(&socket)));
+    let started = start_threads(peer, lines, sink, address_slot, shared);
     if started {
         return Ok(());
     }

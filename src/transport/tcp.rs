@@ -11,6 +11,7 @@ use socket2::{SockRef, TcpKeepalive};
 use super::line_reader::{LineReader, ReadLine};
 use super::{FrameSink, LineSource};
 use crate::delivery::peer::Peer;
+use crate::protocol::Wire;
 
 /// Keepalive probes sent before a silent peer is declared dead.
 const KEEPALIVE_PROBES: u32 = 3;
@@ -63,6 +64,50 @@ impl Peer for TcpStream {
 
     fn peer_ip(&self) -> Option<IpAddr> {
         self.peer_addr().ok().map(|addr| addr.ip())
+    }
+}
+
+/// The socket of a chatd-protocol connection, as its outbox's [`Peer`]: a `TcpStream` that
+/// also lets publishers write chatd lines straight into it (`delivery::write_through`). A
+/// bare `TcpStream` is a peer too, with write-through off, for transports that frame lines
+/// differently on TCP.
+pub struct ChatdSocket(pub Arc<TcpStream>);
+
+impl Peer for ChatdSocket {
+    fn shutdown_read(&self) {
+        self.0.shutdown_read();
+    }
+
+    fn abort(&self) {
+        self.0.abort();
+    }
+
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.0.peer_ip()
+    }
+
+    fn write_through(&self) -> Option<Wire> {
+        Some(Wire::Chatd)
+    }
+
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        // MSG_DONTWAIT: this one call never blocks, whatever the socket's mode (the writer
+        // thread's writes on the same socket still block). MSG_NOSIGNAL: a peer that is gone
+        // is an error here, not a SIGPIPE.
+        // SAFETY: `send` reads at most `bytes.len()` bytes from `bytes`.
+        let sent = unsafe {
+            libc::send(
+                std::os::fd::AsRawFd::as_raw_fd(&*self.0),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(sent as usize)
+        }
     }
 }
 

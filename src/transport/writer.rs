@@ -1,5 +1,7 @@
-//! The writer thread: one per connection, the only code that writes to its connection (through
-//! the transport's [`FrameSink`]).
+//! The writer thread: one per connection, which writes its connection's queue (through the
+//! transport's [`FrameSink`]). The one other writer is a publisher writing a line through to
+//! an idle connection (`delivery::write_through`); the session's write lock keeps the two
+//! apart and in order.
 //!
 //! It waits for the connection's queue (sleeping at once when idle, yielding briefly while
 //! busy: see `doorbell`), then takes everything else already queued (up to [`MAX_BATCH`])
@@ -7,11 +9,10 @@
 //! line. When the queue is momentarily empty the batch is written at once, so a lone
 //! message is never held back waiting for company.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::Receiver;
 
 use crate::protocol::Wire;
 
@@ -35,17 +36,20 @@ pub fn run(
     stall: Duration,
 ) {
     let mut batch: Vec<u8> = Vec::new();
-    let mut cursors = Cursors::default();
+    let mut pending: Vec<Cursor> = Vec::new();
     let mut drain = DrainWatch::new(stall);
     outbox.doorbell.register_writer();
     let mut last_write = Instant::now() - BUSY_WINDOW;
-    let reason = loop {
-        // The outbox holds a sender for as long as this thread holds the outbox, so this
-        // only returns lines; closing is signalled by `Outbox::close`, which queues a wake-up.
+    let (reason, mut written) = loop {
+        // The outbox holds a sender for as long as this thread holds the outbox, so the queue
+        // never disconnects; closing is signalled by `Outbox::close`, which queues a wake-up.
         let busy = last_write.elapsed() < BUSY_WINDOW;
-        let first = match outbox.doorbell.wait(&queue, busy, drain.next_check()) {
-            Ok(line) => line,
-            Err(TryRecvError::Empty) => {
+        match outbox
+            .doorbell
+            .wait_until_queued(&queue, busy, drain.next_check())
+        {
+            Ok(()) => {}
+            Err(_) => {
                 // Nothing to write, but bytes still unsent: is the client reading them?
                 if drain.stalled(sink.unsent(), Instant::now())
                     && outbox.close(CloseReason::SlowConsumer)
@@ -54,41 +58,47 @@ pub fn run(
                 }
                 continue;
             }
-            Err(TryRecvError::Disconnected) => {
-                break outbox.closing().unwrap_or(CloseReason::Gone);
-            }
-        };
-        // The line in hand and those behind it: how far behind this connection is.
+        }
+        // Taken before anything leaves the queue and kept until it is in the socket: that is
+        // what keeps a publisher's write-through behind every line queued before it.
+        let mut written = outbox.lock_writing();
+        // The lines waiting when the writer wakes: how far behind this connection is.
         outbox
             .stats()
             .queue_depth
-            .observe(outbox.id, queue.len() as u64 + 1);
+            .observe(outbox.id, queue.len() as u64);
         batch.clear();
-        cursors.pending.clear();
-        cursors.take(&first, &mut batch);
-        outbox.taken(&first);
+        pending.clear();
+        // What a write-through left unsent goes first: it was delivered before anything queued.
+        batch.append(&mut written.leftover);
+        pending.append(&mut written.leftover_cursors);
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(line) => {
-                    cursors.take(&line, &mut batch);
+                    take(&line, &mut batch, &mut pending);
                     outbox.taken(&line);
                 }
                 Err(_) => break,
             }
         }
         if outbox.is_closing() && !outbox.keeps_writing() {
-            break outbox.closing().unwrap_or(CloseReason::Gone);
+            break (outbox.closing().unwrap_or(CloseReason::Gone), written);
         }
+        // Called even with nothing queued: a wake-up may be for the transport's own frames (a
+        // WebSocket's owed pong), and an empty `write_all` makes no system call.
         if sink.write_batch(&batch).is_err() {
             outbox.close(CloseReason::Gone);
-            break CloseReason::Gone;
+            break (CloseReason::Gone, written);
         }
-        cursors.commit();
-        outbox
-            .stats()
-            .bytes_written
-            .add(outbox.id, batch.len() as u64);
-        last_write = Instant::now();
+        if !batch.is_empty() {
+            last_write = Instant::now();
+            outbox.note_written();
+            outbox
+                .stats()
+                .bytes_written
+                .add(outbox.id, batch.len() as u64);
+        }
+        written.commit(pending.iter());
         // Asking the kernel costs a system call, so only after a large batch (a reply, a
         // burst) or while bytes were already waiting: small writes cannot pile up much.
         if batch.len() >= DRAIN_WATCH_BATCH || drain.watching() {
@@ -98,14 +108,15 @@ pub fn run(
             batch = Vec::new();
         }
         if outbox.is_closing() && queue.is_empty() {
-            break outbox.closing().unwrap_or(CloseReason::Gone);
+            break (outbox.closing().unwrap_or(CloseReason::Gone), written);
         }
     };
-    // Lines left unwritten (a slow consumer's queue, or a backed-up one at shutdown, is
-    // dropped): their start cursors still hold, since nothing before a start was owed to
-    // this connection.
+    // The write lock stays held to the end: once closing, nothing is written through, and
+    // nothing may follow the farewell. Lines left unwritten (a slow consumer's queue, or a
+    // backed-up one at shutdown, is dropped): their start cursors still hold, since nothing
+    // before a start was owed to this connection.
     while let Ok(line) = queue.try_recv() {
-        cursors.note_starts(&line);
+        written.note_starts(&line);
     }
     match reason {
         CloseReason::SlowConsumer => log::warn!(conn = outbox.id; "slow consumer"),
@@ -114,63 +125,28 @@ pub fn run(
     }
     log::info!(conn = outbox.id, reason = reason.name(); "disconnect");
     let farewell = reason
-        .farewell(&cursors.written())
+        .farewell(&written.cursors())
         .map(|event| Wire::Chatd.encode(&event, outbox.farewell_label(reason)));
     sink.close(
         farewell.as_deref().map(str::as_bytes),
         reason == CloseReason::Quit,
     );
+    drop(written);
 }
 
-/// Per room, the highest seq whose line has been written to the socket. Cursors of a batch
-/// count only once the batch's write succeeded.
-#[derive(Default)]
-struct Cursors {
-    written: HashMap<Arc<str>, u64>,
-    pending: Vec<Cursor>,
-}
-
-impl Cursors {
-    /// Adds a line to the batch. This runs once per delivered line, so consecutive cursors of
-    /// one room (a burst of one room's messages) collapse into one entry by a pointer
-    /// comparison, rather than costing a hash-map update each.
-    fn take(&mut self, line: &Line, batch: &mut Vec<u8>) {
-        batch.extend_from_slice(line.encoded(Wire::Chatd).as_bytes());
-        for cursor in line.cursors.iter() {
-            match self.pending.last_mut() {
-                Some(last) if Arc::ptr_eq(&last.room, &cursor.room) => {
-                    last.seq = last.seq.max(cursor.seq);
-                }
-                _ => self.pending.push(cursor.clone()),
+/// Adds a line to the batch and its cursors to `pending` (they count once the batch is
+/// written). This runs once per delivered line, so consecutive cursors of one room (a burst
+/// of one room's messages) collapse into one entry by a pointer comparison, rather than
+/// costing a hash-map update each.
+fn take(line: &Line, batch: &mut Vec<u8>, pending: &mut Vec<Cursor>) {
+    batch.extend_from_slice(line.encoded(Wire::Chatd).as_bytes());
+    for cursor in line.cursors.iter() {
+        match pending.last_mut() {
+            Some(last) if Arc::ptr_eq(&last.room, &cursor.room) => {
+                last.seq = last.seq.max(cursor.seq);
             }
+            _ => pending.push(cursor.clone()),
         }
-    }
-
-    /// A line that will never be written: only its start cursors count, and only for rooms
-    /// with no progress written.
-    fn note_starts(&mut self, line: &Line) {
-        for cursor in line.cursors.iter().filter(|c| c.start) {
-            self.written
-                .entry(Arc::clone(&cursor.room))
-                .or_insert(cursor.seq);
-        }
-    }
-
-    fn commit(&mut self) {
-        for cursor in self.pending.drain(..) {
-            let seq = self.written.entry(cursor.room).or_insert(0);
-            *seq = (*seq).max(cursor.seq);
-        }
-    }
-
-    fn written(&self) -> Vec<(Arc<str>, u64)> {
-        let mut all: Vec<(Arc<str>, u64)> = self
-            .written
-            .iter()
-            .map(|(room, seq)| (Arc::clone(room), *seq))
-            .collect();
-        all.sort();
-        all
     }
 }
 

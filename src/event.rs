@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::client_ids::Published;
 use crate::message::Message;
-use crate::protocol::ClientError;
+use crate::protocol::{ClientError, Wire};
 use crate::recent::footprint;
 
 #[derive(Debug)]
@@ -126,6 +126,12 @@ pub enum Event {
         detail: String,
         text: &'static str,
     },
+    /// Text a front end worded itself for its own protocol (IRC numerics, which name the
+    /// recipient's nick): written as is by that protocol's connections, ignored by others.
+    Text {
+        wire: Wire,
+        text: Box<str>,
+    },
     /// Writes nothing: a line that only carries cursors, or wakes a writer.
     Nothing,
 }
@@ -149,6 +155,7 @@ impl Event {
             Event::History(page) => page.messages.iter().map(|m| footprint(m)).sum(),
             Event::Who { members, .. } => members.len() * LINE,
             Event::Rooms(rooms) => rooms.len() * LINE,
+            Event::Text { text, .. } => text.len(),
             _ => 0,
         }
     }

@@ -17,6 +17,7 @@
 //! | module | role |
 //! |---|---|
 //! | `main.rs` | the `chatd` binary: flags (defaults from [`Config::default`]), start, shutdown |
+//! | [`irc`] | the IRC front end (`--irc-listen`; docs/irc.md): IRC lines translated into chatd commands on the reader thread, events encoded as IRC on the writer thread; the same listener, limits and outbox as the line protocol |
 //! | [`transport`] | sockets and threads: the accept loop, one reader and one writer thread per connection, capacity from OS limits, abuse limits (per-address cap, rate limit) |
 //! | [`cmd`] | carrying out each command: one file per command family, each handler given a reply context |
 //! | [`server`] | `ChatServer`: the directory of users and rooms; presence (sessions arriving and leaving) and accounts beside it |
@@ -35,7 +36,7 @@
 //! # Concurrency model
 //!
 //! Threads:
-//! - `chatd-accept`: blocks in `accept`; refuses connections over capacity or over their
+//! - `chatd-accept` (and `chatd-accept-irc` with `--irc-listen`): blocks in `accept`; refuses connections over capacity or over their
 //!   address's share without spawning anything; otherwise starts the connection's two threads.
 //! - `chatd-r<id>` (reader, one per connection): reads a line, parses it, carries it out
 //!   (`cmd`), calling into `ChatServer`/`Room`. All state changes happen on reader threads.
@@ -80,6 +81,7 @@ pub mod cmd;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod irc;
 pub mod lock_rank;
 pub mod message;
 pub mod protocol;

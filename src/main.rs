@@ -27,6 +27,12 @@ struct Flags {
     /// Address and port to listen on. Use 0.0.0.0:7878 to accept connections from other hosts.
     #[arg(long, default_value_t = defaults().listen)]
     listen: SocketAddr,
+
+    /// Also accept IRC clients (irssi, WeeChat, HexChat, bots) on this address, e.g.
+    /// 127.0.0.1:6667. They are sessions of the same server: same rooms (#general is room
+    /// general), DMs, accounts and limits. Off unless given; see docs/irc.md.
+    #[arg(long, value_name = "ADDR")]
+    irc_listen: Option<SocketAddr>,
     /// Where rooms, members and messages are kept: `sqlite` (the --data file; survives
     /// restarts and crashes), `postgres` (the --database-url database) or `memory` (lost on
     /// restart).
@@ -205,6 +211,7 @@ fn main() -> anyhow::Result<()> {
     };
     let config = Config {
         listen: flags.listen,
+        irc_listen: flags.irc_listen,
         store,
         require_account: flags.require_account,
         max_rooms_per_user: flags.max_rooms_per_user,
@@ -253,6 +260,9 @@ fn main() -> anyhow::Result<()> {
         "chatd: listening on {} (Ctrl-C to stop)",
         server.local_addr()
     );
+    if let Some(irc) = server.irc_addr() {
+        eprintln!("chatd: IRC clients on {irc}");
+    }
     let _ = stop_rx.recv();
     eprintln!("chatd: shutting down");
     if !server.shutdown() {

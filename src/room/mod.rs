@@ -263,6 +263,11 @@ impl Room {
         may_see(self.kind, &state, user)
     }
 
+    /// Invite-only (IRC's `+i`).
+    pub fn is_private(&self) -> bool {
+        self.state.lock().access.private
+    }
+
     pub fn is_member(&self, user: &str) -> bool {
         self.state.lock().members.contains_key(user)
     }

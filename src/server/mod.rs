@@ -221,6 +221,11 @@ impl ChatServer {
         self.rooms.read().len()
     }
 
+    /// Every room (for IRC's LIST, which filters what the asker may see).
+    pub(crate) fn all_rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.read().values().cloned().collect()
+    }
+
     pub(crate) fn user(&self, name: &str) -> Option<Arc<User>> {
         self.users.read().get(name).cloned()
     }

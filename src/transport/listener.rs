@@ -19,6 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::capacity;
 use super::limits::{AddressSlot, AddressTable};
+use super::writer::ChatdEncoder;
 use super::{reader, tcp, writer, FrameSink, LineSource};
 use crate::config::Config;
 use crate::delivery::outbox::{CloseReason, Outbox};
@@ -45,6 +46,18 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     accept_thread: Option<JoinHandle<()>>,
+    /// The IRC listener (`--irc-listen`), if there is one: its address and accept thread.
+    irc: Option<(SocketAddr, JoinHandle<()>)>,
+}
+
+/// Which protocol a listener's connections speak. Both kinds are sessions of one
+/// `ChatServer`, admitted by the same checks and counted in the same capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Front {
+    /// chatd's line protocol (protocol.md).
+    Chatd,
+    /// IRC (docs/irc.md).
+    Irc,
 }
 
 /// What the accept loop and every connection guard share.
@@ -78,6 +91,13 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     let listener = bind(config.listen)
         .map_err(|e| io::Error::new(e.kind(), format!("listening on {}: {e}", config.listen)))?;
     let local_addr = listener.local_addr()?;
+    let irc_listener =
+        match config.irc_listen {
+            Some(addr) => Some(bind(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("listening for IRC on {addr}: {e}"))
+            })?),
+            None => None,
+        };
     let computed = capacity::compute();
     let capacity = match config.max_sessions {
         Some(n) if n < computed.sessions => n,
@@ -108,17 +128,32 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     let accept_shared = Arc::clone(&shared);
     let accept_thread = thread::Builder::new()
         .name("chatd-accept".into())
-        .spawn(move || accept_loop(listener, accept_shared))?;
-    Ok(ServerHandle {
+        .spawn(move || accept_loop(listener, accept_shared, Front::Chatd))?;
+    let mut handle = ServerHandle {
         local_addr,
         shared,
         accept_thread: Some(accept_thread),
-    })
+        irc: None,
+    };
+    if let Some(irc_listener) = irc_listener {
+        let irc_addr = irc_listener.local_addr()?;
+        let accept_shared = Arc::clone(&handle.shared);
+        let irc_thread = thread::Builder::new()
+            .name("chatd-accept-irc".into())
+            .spawn(move || accept_loop(irc_listener, accept_shared, Front::Irc))?;
+        handle.irc = Some((irc_addr, irc_thread));
+    }
+    Ok(handle)
 }
 
 impl ServerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the IRC listener is, if `--irc-listen` started one.
+    pub fn irc_addr(&self) -> Option<SocketAddr> {
+        self.irc.as_ref().map(|(addr, _)| *addr)
     }
 
     pub fn server(&self) -> &Arc<ChatServer> {
@@ -151,6 +186,10 @@ impl ServerHandle {
         // `accept` has no timeout; a connection of our own wakes it to see the flag.
         let _ = TcpStream::connect_timeout(&wake_address(self.local_addr), Duration::from_secs(1));
         let _ = accept_thread.join();
+        if let Some((irc_addr, irc_thread)) = self.irc.take() {
+            let _ = TcpStream::connect_timeout(&wake_address(irc_addr), Duration::from_secs(1));
+            let _ = irc_thread.join();
+        }
         let outboxes: Vec<Arc<Outbox>> = self.shared.connections.lock().values().cloned().collect();
         for outbox in &outboxes {
             outbox.close(CloseReason::ServerShutdown);
@@ -219,13 +258,13 @@ fn wake_address(local: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>, front: Front) {
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
         }
         match stream {
-            Ok(stream) => admit(stream, &shared),
+            Ok(stream) => admit(stream, &shared, front),
             // Out of descriptors or memory for a moment: back off rather than spin on a
             // listener that will fail again immediately.
             Err(e) if is_resource_exhaustion(&e) => thread::sleep(Duration::from_millis(50)),
@@ -236,20 +275,20 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// Decides at the door, with no thread spawned yet: over the session ceiling or over the
 /// client address's share, the connection is refused; otherwise its threads start.
-fn admit(stream: TcpStream, shared: &Arc<Shared>) {
+fn admit(stream: TcpStream, shared: &Arc<Shared>, front: Front) {
     if *shared.live.lock() >= shared.capacity {
-        return refuse(stream, shared, CloseReason::ServerFull);
+        return refuse(stream, shared, CloseReason::ServerFull, front);
     }
     let address_slot = match stream.peer_addr() {
         Ok(peer) => match shared.addresses.admit(peer.ip()) {
             Ok(slot) => slot,
-            Err(_) => return refuse(stream, shared, CloseReason::TooManyConnections),
+            Err(_) => return refuse(stream, shared, CloseReason::TooManyConnections, front),
         },
         // Already reset by the peer: nothing to serve.
         Err(_) => return,
     };
-    if let Err(stream) = start_connection(stream, address_slot, shared) {
-        refuse(stream, shared, CloseReason::ServerFull);
+    if let Err(stream) = start_connection(stream, address_slot, shared, front) {
+        refuse(stream, shared, CloseReason::ServerFull, front);
     }
 }
 
@@ -261,11 +300,15 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 }
 
 /// Turns a connection away without spawning anything: one non-blocking write, then close.
-fn refuse(stream: TcpStream, shared: &Shared, reason: CloseReason) {
+fn refuse(stream: TcpStream, shared: &Shared, reason: CloseReason, front: Front) {
     Stats::add(&shared.server.stats.refused, 1);
     let _ = stream.set_nonblocking(true);
     if let Some(refusal) = reason.farewell(&[]) {
-        let _ = (&stream).write_all(Wire::Chatd.encode(&refusal, None).as_bytes());
+        let text = match front {
+            Front::Chatd => Wire::Chatd.encode(&refusal, None),
+            Front::Irc => crate::irc::encode::farewell(&refusal).into(),
+        };
+        let _ = (&stream).write_all(text.as_bytes());
     }
     let _ = stream.shutdown(Shutdown::Write);
 }
@@ -297,6 +340,7 @@ fn start_connection(
     stream: TcpStream,
     address_slot: Option<AddressSlot>,
     shared: &Arc<Shared>,
+    front: Front,
 ) -> Result<(), TcpStream> {
     let config = &shared.server.config;
     let (socket, lines, sink) = tcp::split(
@@ -305,7 +349,14 @@ fn start_connection(
         config.write_timeout,
         config.dead_peer_timeout,
     );
-    let started = start_threads(Arc::clone(&socket) as _, lines, sink, address_slot, shared);
+    let started = start_threads(
+        Arc::clone(&socket) as _,
+        lines,
+        sink,
+        address_slot,
+        shared,
+        front,
+    );
     if started {
         return Ok(());
     }
@@ -325,6 +376,7 @@ fn start_threads(
     sink: impl FrameSink + Send + 'static,
     address_slot: Option<AddressSlot>,
     shared: &Arc<Shared>,
+    front: Front,
 ) -> bool {
     let config = &shared.server.config;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -346,14 +398,23 @@ fn start_threads(
         _address_slot: address_slot,
     });
 
+    // What the reader and writer of an IRC connection share: its nick and capabilities.
+    let irc = (front == Front::Irc).then(|| Arc::new(crate::irc::Link::new(id)));
     let writer_guard = Arc::clone(&guard);
     let writer_outbox = Arc::clone(&outbox);
+    let writer_irc = irc.clone();
     let spawned = thread::Builder::new()
         .name(format!("chatd-w{id}"))
         .stack_size(WRITER_STACK)
         .spawn(move || {
             let _guard = writer_guard;
-            writer::run(writer_outbox, queued, sink, write_timeout);
+            match writer_irc {
+                None => writer::run(writer_outbox, queued, sink, write_timeout, ChatdEncoder),
+                Some(link) => {
+                    let encoder = crate::irc::encode::IrcEncoder::new(link);
+                    writer::run(writer_outbox, queued, sink, write_timeout, encoder)
+                }
+            }
         });
     if spawned.is_err() {
         // The failed spawn dropped its closure; dropping the guard unregisters the outbox.
@@ -369,7 +430,10 @@ fn start_threads(
         .stack_size(READER_STACK)
         .spawn(move || {
             let _guard = guard;
-            reader::run(server, reader_outbox, lines);
+            match irc {
+                None => reader::run(server, reader_outbox, lines),
+                Some(link) => crate::irc::serve(server, reader_outbox, lines, link),
+            }
         });
     if spawned.is_err() {
         // The writer is running: let it say why and close.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
+use crate::event::Event;
 use crate::protocol::Wire;
 
 use crate::delivery::{CloseReason, Cursor, Line, Outbox};
@@ -26,6 +27,30 @@ pub const MAX_BATCH: usize = 64 * 1024;
 /// A writer that wrote this recently counts as busy and yields briefly before sleeping.
 const BUSY_WINDOW: Duration = Duration::from_millis(1);
 
+/// How a connection's protocol turns queued lines into bytes. Most lines are the same text
+/// for every recipient of a protocol and come from `Line::encoded`, made once and shared;
+/// a protocol whose replies depend on the connection (IRC's numerics name the recipient's
+/// nick) writes those itself.
+pub trait Encoder {
+    /// Appends `line`'s text (possibly nothing) to `out`.
+    fn encode(&mut self, line: &Line, out: &mut Vec<u8>);
+    /// The connection's last line.
+    fn farewell(&mut self, event: &Event, label: Option<&str>) -> String;
+}
+
+/// The chatd line protocol: every line's text is shared by all its recipients.
+pub struct ChatdEncoder;
+
+impl Encoder for ChatdEncoder {
+    fn encode(&mut self, line: &Line, out: &mut Vec<u8>) {
+        out.extend_from_slice(line.encoded(Wire::Chatd).as_bytes());
+    }
+
+    fn farewell(&mut self, event: &Event, label: Option<&str>) -> String {
+        Wire::Chatd.encode(event, label).into()
+    }
+}
+
 /// `stall` is how long the transport may hold unsent bytes without sending any before the
 /// client counts as not reading (`--write-timeout`).
 pub fn run(
@@ -33,6 +58,7 @@ pub fn run(
     queue: Receiver<Arc<Line>>,
     mut sink: impl FrameSink,
     stall: Duration,
+    mut encoder: impl Encoder,
 ) {
     let mut batch: Vec<u8> = Vec::new();
     let mut cursors = Cursors::default();
@@ -60,12 +86,12 @@ pub fn run(
         };
         batch.clear();
         cursors.pending.clear();
-        cursors.take(&first, &mut batch);
+        cursors.take(&first, &mut batch, &mut encoder);
         outbox.taken(&first);
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(line) => {
-                    cursors.take(&line, &mut batch);
+                    cursors.take(&line, &mut batch, &mut encoder);
                     outbox.taken(&line);
                 }
                 Err(_) => break,
@@ -100,7 +126,7 @@ pub fn run(
     }
     let farewell = reason
         .farewell(&cursors.written())
-        .map(|event| Wire::Chatd.encode(&event, outbox.farewell_label(reason)));
+        .map(|event| encoder.farewell(&event, outbox.farewell_label(reason)));
     sink.close(
         farewell.as_deref().map(str::as_bytes),
         reason == CloseReason::Quit,
@@ -119,8 +145,8 @@ impl Cursors {
     /// Adds a line to the batch. This runs once per delivered line, so consecutive cursors of
     /// one room (a burst of one room's messages) collapse into one entry by a pointer
     /// comparison, rather than costing a hash-map update each.
-    fn take(&mut self, line: &Line, batch: &mut Vec<u8>) {
-        batch.extend_from_slice(line.encoded(Wire::Chatd).as_bytes());
+    fn take(&mut self, line: &Line, batch: &mut Vec<u8>, encoder: &mut impl Encoder) {
+        encoder.encode(line, batch);
         for cursor in line.cursors.iter() {
             match self.pending.last_mut() {
                 Some(last) if Arc::ptr_eq(&last.room, &cursor.room) => {

@@ -6,6 +6,8 @@
 #   apt-get install -y inspircd ngircd      # once
 #   bench/compare.sh                        # everything: ~6 minutes on a quiet machine
 #   SERVERS="chatd" SCENARIOS="fanout100 rooms" DURATION=3 bench/compare.sh
+#   SERVERS="chatd-irc inspircd ngircd" SCENARIOS="fanout100 fanout1000 rooms idle" \
+#       bench/compare.sh                    # all three on IRC (chatd's --irc-listen)
 #
 # Results: one JSON report per server and scenario under $OUT (default
 # target/bench-results/<UTC time>/), plus the bench's readable output in run.log there.
@@ -109,6 +111,13 @@ start_server() {
             "$CHATD" --listen 127.0.0.1:$PORT --store sqlite --data "$OUT/chatd-$2.db" \
                 --no-rate-limit >>"$OUT/chatd-sqlite.log" 2>&1 &
             ;;
+        chatd-irc)
+            # chatd's IRC listener (--irc-listen), spoken to in IRC like the IRC servers:
+            # the same memory store and flags as `chatd`.
+            PORT=16669 PROTO=irc CONNECT=64
+            "$CHATD" --listen 127.0.0.1:17880 --irc-listen 127.0.0.1:$PORT --store memory \
+                --no-rate-limit >>"$OUT/chatd-irc.log" 2>&1 &
+            ;;
         inspircd)
             PORT=16667 PROTO=irc CONNECT=2000
             inspircd --runasroot --nofork --config "$ROOT/bench/peers/inspircd.conf" \
@@ -142,7 +151,7 @@ scenario_args() {
             # Concurrency near each server's best on this machine (InspIRCd's is bounded
             # by its one-second registration timer: cycles/s ~ concurrency).
             case $2 in
-                chatd | chatd-sqlite) echo "churn --concurrency 8" ;;
+                chatd | chatd-sqlite | chatd-irc) echo "churn --concurrency 8" ;;
                 inspircd) echo "churn --concurrency 2000" ;;
                 ngircd) echo "churn --concurrency 8" ;;
             esac

@@ -231,6 +231,17 @@ fn pass_logs_in_and_a_wrong_password_is_464() {
     bad.send("USER erin 0 * :Erin");
     bad.expect_containing(" 464 erin :");
     bad.expect_closed_with("login-refused");
+
+    // PASS for a name without an account is ignored, not turned into one: IRC clients send a
+    // configured server password everywhere.
+    let mut free = Irc::connect(irc_addr(&server));
+    free.send("PASS bouncerpass");
+    free.send("NICK freebie");
+    free.send("USER f 0 * :f");
+    free.expect_containing(":chatd 001 freebie ");
+    let mut again = server.connect();
+    again.send("LOGIN freebie");
+    line_until(&mut again, "OK LOGIN freebie");
 }
 
 /// --require-account: an IRC nick without an account cannot register.
@@ -390,7 +401,7 @@ fn history_on_join_and_through_chathistory() {
 }
 
 /// A body longer than an IRC line is split at UTF-8 boundaries into several PRIVMSGs, each
-/// within 512 bytes, losing nothing.
+/// carrying what an IRC client could send in one 512-byte line, losing nothing.
 #[test]
 fn long_bodies_are_split_never_truncated() {
     let server = irc_server(|_| {});
@@ -406,7 +417,8 @@ fn long_bodies_are_split_never_truncated() {
     let mut got = String::new();
     while got.len() < body.len() {
         let line = alice.expect_next(prefix);
-        assert!(line.len() + 2 <= 512, "{} bytes", line.len() + 2);
+        let sent_as = line.len() - ":bob!bob@chatd ".len() + 2;
+        assert!(sent_as <= 512, "{sent_as} bytes without the prefix");
         got.push_str(&line[prefix.len()..]);
     }
     assert_eq!(got, body);
@@ -566,7 +578,7 @@ fn hostile_input_gets_numerics_not_crashes() {
     let server = irc_server(|_| {});
     let mut irc = Irc::register(irc_addr(&server), "hostile");
     irc.conn.send_raw(b"PRIVMSG #x :\xff\xfe\r\n");
-    irc.expect_next(" 421 hostile * :lines must be UTF-8");
+    irc.expect_next(":chatd FAIL PRIVMSG INVALID_UTF8 :lines must be UTF-8");
     irc.conn.send_raw(b"@a=b\r\n");
     irc.expect_next(" 421 hostile * :no command");
     irc.send(&format!("X{}", " p".repeat(20)));

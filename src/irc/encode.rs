@@ -59,11 +59,13 @@ fn tags(message: &Message, wire: Wire, extra: &[String], part: usize) -> String 
     }
 }
 
-/// The bytes of an IRC line's body that fit after `prefix`: 512 minus the prefix and `\r\n`.
-fn room_for_body(prefix: &str) -> usize {
-    super::parse::MAX_LINE
-        .saturating_sub(prefix.len() + 2)
-        .max(16)
+/// The body bytes one relayed line carries: as much as an IRC client could send to `target`
+/// in one 512-byte line (`PRIVMSG <target> :<body>\r\n`). So any message an IRC client sent
+/// arrives whole, in one line; with the sender's prefix in front the line may pass 512
+/// bytes by that prefix, as relayed lines do on other servers.
+fn room_for_body(target: &str) -> usize {
+    let command = "PRIVMSG  :\r\n".len() + target.len();
+    super::parse::MAX_LINE.saturating_sub(command).max(16)
 }
 
 /// Splits `body` into pieces of at most `max` bytes, at UTF-8 character boundaries: never
@@ -90,17 +92,14 @@ pub fn split_body(body: &str, max: usize) -> Vec<&str> {
 /// A message as IRC `PRIVMSG` lines (several if the body is longer than a line allows).
 /// A body starting with `/me ` is a CTCP ACTION, as IRC clients send `/me`.
 pub fn message_lines(out: &mut String, message: &Message, wire: Wire, extra: &[String]) {
-    let prefix = format!(
-        ":{} PRIVMSG {} :",
-        source(&message.sender),
-        target(&message.room, &message.sender)
-    );
+    let to = target(&message.room, &message.sender);
+    let prefix = format!(":{} PRIVMSG {to} :", source(&message.sender));
     let (action, body) = match message.body.strip_prefix("/me ") {
         Some(rest) => (true, rest),
         None => (false, &*message.body),
     };
     let wrap = if action { "\u{1}ACTION \u{1}".len() } else { 0 };
-    for (part, piece) in split_body(body, room_for_body(&prefix) - wrap)
+    for (part, piece) in split_body(body, room_for_body(&to) - wrap)
         .into_iter()
         .enumerate()
     {

@@ -90,6 +90,8 @@ impl Caps {
     pub const AWAY_NOTIFY: Caps = Caps(1 << 7);
     pub const SASL: Caps = Caps(1 << 8);
     pub const READ_MARKER: Caps = Caps(1 << 9);
+    /// Accepted and without effect: chatd rooms have no member prefixes to list.
+    pub const MULTI_PREFIX: Caps = Caps(1 << 10);
 
     pub fn has(self, cap: Caps) -> bool {
         self.0 & cap.0 == cap.0
@@ -114,6 +116,7 @@ pub const OFFERED: &[(&str, &str, Caps)] = &[
     ("echo-message", "", Caps::ECHO_MESSAGE),
     ("labeled-response", "", Caps::LABELED_RESPONSE),
     ("message-tags", "", Caps::MESSAGE_TAGS),
+    ("multi-prefix", "", Caps::MULTI_PREFIX),
     ("sasl", "PLAIN", Caps::SASL),
     ("server-time", "", Caps::SERVER_TIME),
 ];
@@ -282,12 +285,25 @@ impl Conversation for IrcConversation {
             Ok(None) => return,
             Err(error) => {
                 if self.charge(gate) {
-                    let text = match error {
-                        ParseError::InvalidUtf8 => "lines must be UTF-8",
-                        ParseError::NoCommand => "no command on the line",
-                        ParseError::TooLong => "too many parameters or tags",
-                    };
-                    self.numeric(ERR_UNKNOWNCOMMAND, &["*"], text);
+                    match error {
+                        // UTF8ONLY: a standard reply naming the command, as the spec asks.
+                        ParseError::InvalidUtf8 => {
+                            let lossy = String::from_utf8_lossy(line);
+                            let command = parse::parse(lossy.as_bytes())
+                                .ok()
+                                .flatten()
+                                .map_or("*".to_owned(), |m| m.command);
+                            self.say(format!(
+                                ":{SERVER_NAME} FAIL {command} INVALID_UTF8 :lines must be UTF-8\r\n"
+                            ));
+                        }
+                        ParseError::NoCommand => {
+                            self.numeric(ERR_UNKNOWNCOMMAND, &["*"], "no command on the line")
+                        }
+                        ParseError::TooLong => {
+                            self.numeric(ERR_UNKNOWNCOMMAND, &["*"], "too many parameters or tags")
+                        }
+                    }
                     self.flush();
                 }
                 return;

@@ -228,6 +228,12 @@ impl IrcConversation {
             );
         };
         let server = std::sync::Arc::clone(self.client.server());
+        // IRC never creates an account (a password for a free name would register it on the
+        // line protocol): SASL is for names that have one.
+        if !server.has_account(&account) {
+            let text = format!("SASL authentication failed: {account} has no account");
+            return self.numeric(ERR_SASLFAIL, &[], &text);
+        }
         let secret = Password(password.clone());
         let peer = self.client_peer();
         match server.authenticate(&account, Some(&secret), peer) {
@@ -271,7 +277,14 @@ impl IrcConversation {
         }
         let (name, password) = match &registration.sasl {
             Sasl::Done { account, password } => (account.clone(), Some(password.clone())),
-            _ => (nick.clone(), registration.pass.clone()),
+            // PASS is the account's password for a name that has one. For a free name it is
+            // ignored rather than registering the name: IRC clients send a configured server
+            // password (often a bouncer's) to every server.
+            _ => {
+                let pass = registration.pass.clone();
+                let registered = self.client.server().has_account(&nick);
+                (nick.clone(), pass.filter(|_| registered))
+            }
         };
         let login = Command::Login {
             user: name.clone(),

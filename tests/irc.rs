@@ -265,7 +265,6 @@ fn irc_and_line_protocol_users_share_a_room() {
     let mut alice = Irc::register(irc_addr(&server), "alice");
     alice.send("JOIN #general");
     alice.expect_next(":alice!alice@chatd JOIN #general");
-    alice.expect_next(" 331 alice #general :");
     let names = alice.expect_next(" 353 alice = #general :");
     assert!(names.contains("alice") && names.contains("bob"), "{names}");
     alice.expect_next(" 366 alice #general :");
@@ -417,7 +416,8 @@ fn long_bodies_are_split_never_truncated() {
     let mut got = String::new();
     while got.len() < body.len() {
         let line = alice.expect_next(prefix);
-        let sent_as = line.len() - ":bob!bob@chatd ".len() + 2;
+        // As a client could have sent it: without the prefix and the colon, plus `\r\n`.
+        let sent_as = line.len() - ":bob!bob@chatd ".len() - 1 + 2;
         assert!(sent_as <= 512, "{sent_as} bytes without the prefix");
         got.push_str(&line[prefix.len()..]);
     }
@@ -582,9 +582,9 @@ fn hostile_input_gets_numerics_not_crashes() {
     irc.conn.send_raw(b"@a=b\r\n");
     irc.expect_next(" 421 hostile * :no command");
     irc.send(&format!("X{}", " p".repeat(20)));
-    irc.expect_next(" 421 hostile * :too many");
+    irc.expect_next(" 417 hostile :too many");
     irc.send(&format!("@{} PING x", "k=v;".repeat(1100)));
-    irc.expect_next(" 421 hostile * :too many");
+    irc.expect_next(" 417 hostile :too many");
     irc.conn.send_raw(b"PRIVMSG hostile :nul\0byte\r\n");
     irc.expect_next(" 404 hostile hostile :");
     irc.conn.send_raw(b"\r\n   \r\n");

@@ -254,7 +254,7 @@ impl IrcConversation {
     fn joined(&mut self, name: &str) {
         let me = self.nick().to_owned();
         self.say(format!(":{} JOIN #{name}\r\n", source(&me)));
-        self.numeric(RPL_NOTOPIC, &[&format!("#{name}")], "No topic is set");
+        // No RPL_TOPIC: rooms have no topics, and a JOIN sends 332 only for a topic.
         self.names(&format!("#{name}"));
     }
 
@@ -349,18 +349,30 @@ impl IrcConversation {
             .strip_prefix('#')
             .and_then(|name| self.room(name))
             .filter(|room| room.is_member(&me))
-            .map(|room| room.who());
-        if let Some(members) = members {
+            .map(|room| (room.who(), room.owner()));
+        if let Some((members, owner)) = members {
+            let full = self.caps().has(Caps::USERHOST_IN_NAMES);
             // As many names per 353 as fit in a 512-byte line.
             let mut chunk = String::new();
             for member in members {
-                if chunk.len() + member.name.len() > 400 {
+                // The owner is the room's operator: `@`, as PREFIX=(o)@ says.
+                let op = if owner.as_deref() == Some(&*member.name) {
+                    "@"
+                } else {
+                    ""
+                };
+                let name = if full {
+                    format!("{op}{}", source(&member.name))
+                } else {
+                    format!("{op}{}", member.name)
+                };
+                if chunk.len() + name.len() > 400 {
                     self.numeric(RPL_NAMREPLY, &["=", channel], &std::mem::take(&mut chunk));
                 }
                 if !chunk.is_empty() {
                     chunk.push(' ');
                 }
-                chunk.push_str(&member.name);
+                chunk.push_str(&name);
             }
             if !chunk.is_empty() {
                 self.numeric(RPL_NAMREPLY, &["=", channel], &chunk);

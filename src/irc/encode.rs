@@ -64,7 +64,8 @@ fn tags(message: &Message, wire: Wire, extra: &[String], part: usize) -> String 
 /// arrives whole, in one line; with the sender's prefix in front the line may pass 512
 /// bytes by that prefix, as relayed lines do on other servers.
 fn room_for_body(target: &str) -> usize {
-    let command = "PRIVMSG  :\r\n".len() + target.len();
+    // Without the colon, which a one-word body may leave out.
+    let command = "PRIVMSG  \r\n".len() + target.len();
     super::parse::MAX_LINE.saturating_sub(command).max(16)
 }
 

@@ -92,6 +92,7 @@ impl Caps {
     pub const READ_MARKER: Caps = Caps(1 << 9);
     /// Accepted and without effect: chatd rooms have no member prefixes to list.
     pub const MULTI_PREFIX: Caps = Caps(1 << 10);
+    pub const USERHOST_IN_NAMES: Caps = Caps(1 << 11);
 
     pub fn has(self, cap: Caps) -> bool {
         self.0 & cap.0 == cap.0
@@ -119,6 +120,7 @@ pub const OFFERED: &[(&str, &str, Caps)] = &[
     ("multi-prefix", "", Caps::MULTI_PREFIX),
     ("sasl", "PLAIN", Caps::SASL),
     ("server-time", "", Caps::SERVER_TIME),
+    ("userhost-in-names", "", Caps::USERHOST_IN_NAMES),
 ];
 
 /// Runs an IRC connection's reader thread.
@@ -301,7 +303,7 @@ impl Conversation for IrcConversation {
                             self.numeric(ERR_UNKNOWNCOMMAND, &["*"], "no command on the line")
                         }
                         ParseError::TooLong => {
-                            self.numeric(ERR_UNKNOWNCOMMAND, &["*"], "too many parameters or tags")
+                            self.numeric(ERR_INPUTTOOLONG, &[], "too many parameters or tags")
                         }
                     }
                     self.flush();

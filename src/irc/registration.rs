@@ -58,7 +58,7 @@ impl IrcConversation {
                 },
             },
             "USER" => {
-                if params.len() < 4 {
+                if params.len() < 4 || params[3].is_empty() {
                     self.numeric(ERR_NEEDMOREPARAMS, &["USER"], "Not enough parameters");
                 } else {
                     self.registration.user = true;
@@ -344,7 +344,7 @@ impl IrcConversation {
             format!("NICKLEN={nicklen}"),
             format!("USERLEN={nicklen}"),
             "CHANMODES=,,,i".to_owned(),
-            "PREFIX=".to_owned(),
+            "PREFIX=(o)@".to_owned(),
             "MAXTARGETS=1".to_owned(),
             "TOPICLEN=0".to_owned(),
             "NETWORK=chatd".to_owned(),

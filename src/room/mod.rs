@@ -263,6 +263,11 @@ impl Room {
         may_see(self.kind, &state, user)
     }
 
+    /// The room's owner (its creator), if it has one.
+    pub fn owner(&self) -> Option<Arc<str>> {
+        self.state.lock().access.owner.clone()
+    }
+
     /// Invite-only (IRC's `+i`).
     pub fn is_private(&self) -> bool {
         self.state.lock().access.private

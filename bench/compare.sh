@@ -113,10 +113,13 @@ start_server() {
             ;;
         chatd-irc)
             # chatd's IRC listener (--irc-listen), spoken to in IRC like the IRC servers:
-            # the same memory store and flags as `chatd`.
+            # the memory store, no command rate limit, and no room-creation quota (the rooms
+            # and idle scenarios create 500-700 rooms at once; the quota, like the rate
+            # limit, is there to stop abuse).
             PORT=16669 PROTO=irc CONNECT=64
             "$CHATD" --listen 127.0.0.1:17880 --irc-listen 127.0.0.1:$PORT --store memory \
-                --no-rate-limit >>"$OUT/chatd-irc.log" 2>&1 &
+                --no-rate-limit --rooms-per-minute 1000000 --rooms-per-user-per-hour 1000000 \
+                >>"$OUT/chatd-irc.log" 2>&1 &
             ;;
         inspircd)
             PORT=16667 PROTO=irc CONNECT=2000

@@ -53,7 +53,7 @@ pub enum Rank {
     /// but no lock at all is taken while it is held. `ChatServer`'s user and room maps, the
     /// listener's connection registry and live count, the per-address connection counts
     /// (`transport::limits::AddressTable`), the SQLite read-connection pool, the login
-    /// throttle, the password-hashing slots, each store `Ticket`.
+    /// throttle, the password-hashing slots, each store `Ticket`, IRC's away messages.
     Leaf,
 }
 

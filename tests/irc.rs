@@ -158,7 +158,8 @@ fn registration_without_cap_welcomes_with_isupport_and_motd() {
     ] {
         assert!(isupport.contains(token), "{token} in {isupport}");
     }
-    irc.expect_next(" 375 alice ");
+    irc.expect_next(" 251 alice :There are ");
+    irc.expect_containing(" 375 alice ");
     irc.expect_containing(" 376 alice ");
     irc.sync("t1");
 }
@@ -518,6 +519,43 @@ fn whois_who_and_list() {
     irc.expect_next(" 321 asker ");
     irc.expect_next(" 322 asker #lobby 2 :");
     irc.expect_next(" 323 asker ");
+}
+
+/// AWAY, LUSERS and WHOWAS.
+#[test]
+fn away_lusers_and_whowas() {
+    let server = irc_server(|_| {});
+    let mut bar = Irc::register(irc_addr(&server), "bar");
+    let mut qux = Irc::register_with_caps(irc_addr(&server), "qux", "away-notify");
+    for irc in [&mut bar, &mut qux] {
+        irc.send("JOIN #w");
+        irc.expect_containing(" 366 ");
+    }
+    bar.send("AWAY :out to lunch");
+    bar.expect_containing(" 306 bar :");
+    qux.send("PRIVMSG bar :there?");
+    qux.expect_next(" 301 qux bar :out to lunch");
+    qux.send("USERHOST bar");
+    qux.expect_next(" 302 qux :bar=-bar@chatd");
+    qux.send("WHOIS bar");
+    qux.expect_containing(" 301 qux bar :out to lunch");
+    bar.send("AWAY");
+    bar.expect_containing(" 305 bar :");
+    qux.send("LUSERS");
+    qux.expect_containing(" 251 qux :There are 2 users");
+    qux.expect_next(" 254 qux ");
+    qux.expect_next(" 255 qux :I have 2 clients");
+    bar.send("QUIT");
+    bar.expect_closed_with("quit");
+    // Offline once the session has ended (presence-notify tells when).
+    qux.expect_containing(":bar!bar@chatd AWAY :offline since ");
+    qux.send("WHOWAS bar");
+    qux.expect_next(" 314 qux bar bar chatd * :bar");
+    qux.expect_next(" 312 qux bar chatd :20");
+    qux.expect_next(" 369 qux bar ");
+    qux.send("WHOWAS nobody");
+    qux.expect_next(" 406 qux nobody ");
+    qux.expect_next(" 369 qux nobody ");
 }
 
 /// The error numerics: 451 421 461 403 404 401 411 412 432 433 417, and control characters.

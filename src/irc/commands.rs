@@ -118,6 +118,11 @@ impl IrcConversation {
                 self.numeric(RPL_ISON, &[], &online.join(" "));
             }
             "LIST" => self.list(),
+            "LUSERS" => self.lusers(),
+            "WHOWAS" => match p(0) {
+                None => self.numeric(ERR_NONICKNAMEGIVEN, &[], "No nickname given"),
+                Some(nick) => self.whowas(nick),
+            },
             "TOPIC" => match (p(0), p(1)) {
                 (None, _) => self.need_more(command),
                 (Some(channel), None) => self.numeric(RPL_NOTOPIC, &[channel], "No topic is set"),
@@ -139,11 +144,7 @@ impl IrcConversation {
                 (Some(channel), Some(nick)) => self.kick(channel, nick),
                 _ => self.need_more(command),
             },
-            "AWAY" => self.numeric(
-                ERR_UNKNOWNCOMMAND,
-                &["AWAY"],
-                "chatd shows presence from connections: away is being offline",
-            ),
+            "AWAY" => self.away(p(0).filter(|text| !text.is_empty())),
             "CHATHISTORY" => self.chathistory(&params),
             "MARKREAD" => match p(0) {
                 None => self.need_more(command),
@@ -153,7 +154,14 @@ impl IrcConversation {
                 let replies: Vec<String> = params
                     .iter()
                     .filter_map(|nick| self.online_user(nick))
-                    .map(|nick| format!("{nick}=+{nick}@{SERVER_NAME}"))
+                    .map(|nick| {
+                        let here = if self.away_message(&nick).is_some() {
+                            '-'
+                        } else {
+                            '+'
+                        };
+                        format!("{nick}={here}{nick}@{SERVER_NAME}")
+                    })
                     .collect();
                 self.numeric("302", &[], &replies.join(" "));
             }
@@ -315,7 +323,12 @@ impl IrcConversation {
                 Ok(user) if user == self.nick() => {
                     return self.numeric(ERR_NOSUCHNICK, &[target], "chatd has no DMs to yourself")
                 }
-                Ok(user) => Command::Dm { user, body },
+                Ok(user) => {
+                    if let Some(away) = self.away_message(&user) {
+                        self.numeric(RPL_AWAY, &[&user], &away);
+                    }
+                    Command::Dm { user, body }
+                }
                 Err(_) => return self.numeric(ERR_NOSUCHNICK, &[target], "No such nick/channel"),
             }
         };
@@ -443,8 +456,71 @@ impl IrcConversation {
         if let Some(last_seen) = user.last_seen() {
             let text = format!("offline; last seen {}", timestamp(&last_seen));
             self.numeric(RPL_AWAY, &[&name], &text);
+        } else if let Some(away) = self.away_message(&name) {
+            self.numeric(RPL_AWAY, &[&name], &away);
         }
         self.numeric(RPL_ENDOFWHOIS, &[&name], "End of /WHOIS list.");
+    }
+
+    /// `LUSERS`: sessions (of every protocol) and public rooms. One server, no operators.
+    pub(super) fn lusers(&mut self) {
+        let server = std::sync::Arc::clone(self.client.server());
+        let sessions = crate::stats::Stats::get(&server.stats.sessions);
+        let rooms = server
+            .all_rooms()
+            .iter()
+            .filter(|room| room.kind == RoomKind::Public)
+            .count();
+        let text = format!("There are {sessions} users and 0 invisible on 1 servers");
+        self.numeric(RPL_LUSERCLIENT, &[], &text);
+        self.numeric(RPL_LUSERCHANNELS, &[&rooms.to_string()], "channels formed");
+        let text = format!("I have {sessions} clients and 0 servers");
+        self.numeric(RPL_LUSERME, &[], &text);
+    }
+
+    /// `WHOWAS nick`: chatd remembers people, not nicks; someone offline is shown with when
+    /// they were last seen.
+    fn whowas(&mut self, nick: &str) {
+        let user = parse_name(nick, "user")
+            .ok()
+            .and_then(|name| self.client.server().user(&name));
+        match user.and_then(|user| user.last_seen().map(|seen| (user, seen))) {
+            Some((user, last_seen)) => {
+                let name = user.name.to_string();
+                self.numeric(RPL_WHOWASUSER, &[&name, &name, SERVER_NAME, "*"], &name);
+                self.numeric(
+                    RPL_WHOISSERVER,
+                    &[&name, SERVER_NAME],
+                    &timestamp(&last_seen),
+                );
+            }
+            None => self.numeric(ERR_WASNOSUCHNICK, &[nick], "There was no such nickname"),
+        }
+        self.numeric(RPL_ENDOFWHOWAS, &[nick], "End of WHOWAS");
+    }
+
+    /// `AWAY :<message>` marks the user away (for WHOIS, USERHOST and PRIVMSG senders, as IRC
+    /// shows it); `AWAY` alone clears it. A connection that set one clears it when it ends.
+    fn away(&mut self, message: Option<&str>) {
+        let me: Arc<str> = Arc::from(self.nick());
+        let server = Arc::clone(self.client.server());
+        match message {
+            Some(message) => {
+                server.irc_away.lock().insert(me, Box::from(message));
+                self.set_away = true;
+                self.numeric(RPL_NOWAWAY, &[], "You have been marked as being away");
+            }
+            None => {
+                server.irc_away.lock().remove(&me);
+                self.set_away = false;
+                self.numeric(RPL_UNAWAY, &[], "You are no longer marked as being away");
+            }
+        }
+    }
+
+    fn away_message(&self, user: &str) -> Option<String> {
+        let away = self.client.server().irc_away.lock();
+        away.get(user).map(|message| message.to_string())
     }
 
     fn online_user(&self, nick: &str) -> Option<String> {

@@ -146,10 +146,6 @@ pub fn shared(event: &Event, wire: Wire) -> String {
                 target(room, user)
             );
         }
-        Event::Text {
-            wire: Wire::Irc,
-            text,
-        } => out.push_str(text),
         _ => {}
     }
     out

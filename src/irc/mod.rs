@@ -138,6 +138,7 @@ pub fn serve(
         last_heard: Instant::now(),
         pinged: false,
         next_batch: 0,
+        set_away: false,
     };
     reader::read(&server, &outbox, lines, conversation);
 }
@@ -154,6 +155,8 @@ pub struct IrcConversation {
     last_heard: Instant,
     pinged: bool,
     next_batch: u64,
+    /// This connection set an away message, which it clears when it ends.
+    set_away: bool,
 }
 
 #[derive(Default)]
@@ -341,6 +344,10 @@ impl Conversation for IrcConversation {
     }
 
     fn end(self) {
+        if self.set_away {
+            let server = self.client.server();
+            server.irc_away.lock().remove(self.link.nick());
+        }
         self.client.end();
     }
 }

@@ -318,10 +318,8 @@ impl IrcConversation {
     }
 
     fn welcome(&mut self, nick: &str) {
-        let config = &self.client.server().config;
         let version = env!("CARGO_PKG_VERSION");
-        let (nicklen, max_body) = (crate::protocol::name::MAX_NAME_LEN, config.max_body);
-        let _ = max_body;
+        let nicklen = crate::protocol::name::MAX_NAME_LEN;
         self.numeric(RPL_WELCOME, &[], &format!("Welcome to chatd, {nick}"));
         self.numeric(
             RPL_YOURHOST,
@@ -355,6 +353,7 @@ impl IrcConversation {
         ];
         let params: Vec<&str> = isupport.iter().map(String::as_str).collect();
         self.numeric(RPL_ISUPPORT, &params, "are supported by this server");
+        self.lusers();
         self.numeric(
             RPL_MOTDSTART,
             &[],

@@ -44,6 +44,9 @@ pub struct ChatServer {
     throttle: LoginThrottle,
     /// Leaf lock: the quota on new rooms, per user and overall (`Config::new_rooms_per_user`).
     new_rooms: RankedMutex<Quota<Arc<str>>>,
+    /// Leaf lock: away messages set with IRC's AWAY, by user (docs/irc.md). In memory only:
+    /// the line protocol has no away message, and presence is its own thing.
+    pub(crate) irc_away: RankedMutex<HashMap<Arc<str>, Box<str>>>,
     timers: Timers,
 }
 
@@ -113,6 +116,7 @@ impl ChatServer {
             recent_budget,
             throttle: LoginThrottle::default(),
             new_rooms: RankedMutex::new(Rank::Leaf, new_rooms),
+            irc_away: RankedMutex::new(Rank::Leaf, HashMap::new()),
             timers: Timers::start(server.clone()),
         });
         let first_sweep = Due {

@@ -119,6 +119,10 @@ impl IrcConversation {
             }
             "LIST" => self.list(),
             "LUSERS" => self.lusers(),
+            "TIME" => {
+                let now = timestamp(&Utc::now());
+                self.numeric(RPL_TIME, &[SERVER_NAME], &now)
+            }
             "WHOWAS" => match p(0) {
                 None => self.numeric(ERR_NONICKNAMEGIVEN, &[], "No nickname given"),
                 Some(nick) => self.whowas(nick),
@@ -552,7 +556,10 @@ impl IrcConversation {
         if !target.starts_with('#') {
             return if target.eq_ignore_ascii_case(self.nick()) {
                 match change {
-                    None => self.numeric(RPL_UMODEIS, &["+"], ""),
+                    None => {
+                        let line = numeric_bare(self.nick(), RPL_UMODEIS, &["+"]);
+                        self.say(line)
+                    }
                     Some(_) => self.numeric(ERR_UMODEUNKNOWNFLAG, &[], "Unknown MODE flag"),
                 }
             } else {
@@ -569,7 +576,8 @@ impl IrcConversation {
                     return self.numeric(ERR_NOSUCHCHANNEL, &[target], "No such channel");
                 };
                 let modes = if room.is_private() { "+i" } else { "+" };
-                self.numeric(RPL_CHANNELMODEIS, &[target, modes], "");
+                let line = numeric_bare(&me, RPL_CHANNELMODEIS, &[target, modes]);
+                self.say(line);
             }
             Some("b") | Some("+b") => {
                 self.numeric(RPL_ENDOFBANLIST, &[target], "End of channel ban list")
@@ -612,7 +620,10 @@ impl IrcConversation {
                 user: user.clone(),
             },
         ) {
-            Ok(()) => self.numeric(RPL_INVITING, &[&user, channel], ""),
+            Ok(()) => {
+                let line = numeric_bare(self.nick(), RPL_INVITING, &[&user, channel]);
+                self.say(line)
+            }
             Err(error) if error.code == ErrorCode::NoSuchUser => {
                 self.numeric(ERR_NOSUCHNICK, &[nick], "No such nick/channel")
             }

@@ -21,6 +21,7 @@ pub const RPL_ISON: &str = "303";
 pub const RPL_UNAWAY: &str = "305";
 pub const RPL_NOWAWAY: &str = "306";
 pub const RPL_WHOISUSER: &str = "311";
+pub const RPL_TIME: &str = "391";
 pub const RPL_WHOISSERVER: &str = "312";
 pub const RPL_ENDOFWHO: &str = "315";
 pub const RPL_ENDOFWHOIS: &str = "318";
@@ -68,6 +69,11 @@ pub const ERR_SASLTOOLONG: &str = "905";
 pub const ERR_SASLABORTED: &str = "906";
 pub const ERR_SASLALREADY: &str = "907";
 pub const RPL_SASLMECHS: &str = "908";
+
+/// `:chatd <numeric> <nick> <params...>\r\n`, for the numerics that end without a text.
+pub fn numeric_bare(nick: &str, code: &str, params: &[&str]) -> String {
+    format!(":{SERVER_NAME} {code} {nick} {}\r\n", params.join(" "))
+}
 
 /// `:chatd <numeric> <nick> <params...> :<text>\r\n`. The last parameter always goes after
 /// ` :`, so it may hold spaces.

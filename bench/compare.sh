@@ -8,6 +8,8 @@
 #   SERVERS="chatd" SCENARIOS="fanout100 rooms" DURATION=3 bench/compare.sh
 #   CHATD_BASE=/tmp/chatd-main SERVERS="chatd-base chatd inspircd" bench/compare.sh  # before/after
 #   TASKSET=0 SCENARIOS="fanout100 rooms" bench/compare.sh       # servers pinned to one core
+#   SERVERS="chatd-irc inspircd ngircd" SCENARIOS="fanout100 fanout1000 rooms idle" \
+#       bench/compare.sh                    # all three on IRC (chatd's --irc-listen)
 #
 # Results: one JSON report per server and scenario under $OUT (default
 # target/bench-results/<UTC time>/), plus the bench's readable output in run.log there.
@@ -134,6 +136,17 @@ start_server() {
                 --no-rate-limit --http-listen none --names-per-minute 1000000 --rooms-per-minute 1000000 \
                 >>"$OUT/chatd-sqlite.log" 2>&1 &
             ;;
+        chatd-irc)
+            # chatd's IRC listener (--irc-listen), spoken to in IRC like the IRC servers:
+            # the memory store, no command rate limit, and no room-creation quota (the rooms
+            # and idle scenarios create 500-700 rooms at once; the quota, like the rate
+            # limit, is there to stop abuse).
+            PORT=$((16669 + PORT_SHIFT)) PROTO=irc CONNECT=64
+            $PIN "$CHATD" --listen 127.0.0.1:$((17880 + PORT_SHIFT)) --irc-listen 127.0.0.1:$PORT \
+                --store memory --http-listen none --no-rate-limit --names-per-minute 1000000 \
+                --rooms-per-minute 1000000 --rooms-per-user-per-hour 1000000 \
+                >>"$OUT/chatd-irc.log" 2>&1 &
+            ;;
         inspircd)
             PORT=$((16667 + PORT_SHIFT)) PROTO=irc CONNECT=2000
             sed -e "s/port=\"16667\"/port=\"$PORT\"/" -e "s|/tmp/chatd-bench-|$OUT/|" \
@@ -179,7 +192,7 @@ scenario_args() {
             # Concurrency near each server's best on this machine (InspIRCd's is bounded
             # by its one-second registration timer: cycles/s ~ concurrency).
             case $2 in
-                chatd | chatd-base | chatd-sqlite) echo "churn --concurrency 8" ;;
+                chatd | chatd-base | chatd-sqlite | chatd-irc) echo "churn --concurrency 8" ;;
                 inspircd) echo "churn --concurrency 2000" ;;
                 ngircd) echo "churn --concurrency 8" ;;
             esac

@@ -16,6 +16,8 @@ pub use crate::store::StoreConfig;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where IRC clients connect (`--irc-listen`; docs/irc.md). `None`: no IRC listener.
+    pub irc_listen: Option<SocketAddr>,
     /// Where rooms, members and messages are kept. The library defaults to memory (tests and
     /// tools start throwaway servers); the `chatd` binary defaults to SQLite in ./chatd.db.
     pub store: StoreConfig,
@@ -136,6 +138,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            irc_listen: None,
             store: StoreConfig::Memory,
             cluster: None,
             require_account: false,

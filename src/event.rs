@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::client_ids::Published;
 use crate::keys::{DeviceKey, KeyChange};
 use crate::message::Message;
-use crate::protocol::ClientError;
+use crate::protocol::{ClientError, Wire};
 use crate::recent::footprint;
 
 #[derive(Debug)]
@@ -163,6 +163,12 @@ pub enum Event {
         detail: String,
         text: &'static str,
     },
+    /// Text a front end worded itself for its own protocol (IRC numerics, which name the
+    /// recipient's nick): written as is by that protocol's connections, ignored by others.
+    Text {
+        wire: Wire,
+        text: Box<str>,
+    },
     /// Writes nothing: a line that only carries cursors, or wakes a writer.
     Nothing,
 }
@@ -187,6 +193,7 @@ impl Event {
             Event::Who { members, .. } => members.len() * LINE,
             Event::Rooms(rooms) => rooms.len() * LINE,
             Event::Keys { devices, .. } => devices.len() * 2 * LINE,
+            Event::Text { text, .. } => text.len(),
             _ => 0,
         }
     }

@@ -18,6 +18,7 @@
 //! |---|---|
 //! | `main.rs` | the `chatd` binary: flags (defaults from [`Config::default`]), start, shutdown |
 //! | [`http`] | the HTTP front door (`--http-listen`): the web client's files, and WebSocket sessions that reuse the transport's reader, writer and limits |
+//! | [`irc`] | the IRC front end (`--irc-listen`; docs/irc.md): IRC lines translated into chatd commands on the reader thread, events encoded as IRC on the writer thread; the same listener, limits and outbox as the line protocol |
 //! | [`transport`] | sockets and threads: the accept loop, one reader and one writer thread per connection, capacity from OS limits, abuse limits (per-address cap, rate limit) |
 //! | [`cmd`] | carrying out each command: one file per command family, each handler given a reply context |
 //! | [`server`] | `ChatServer`: the directory of users and rooms; presence (sessions arriving and leaving) and accounts beside it |
@@ -40,7 +41,7 @@
 //! # Concurrency model
 //!
 //! Threads:
-//! - `chatd-accept`: blocks in `accept`; refuses connections over capacity or over their
+//! - `chatd-accept` (and `chatd-accept-irc` with `--irc-listen`): blocks in `accept`; refuses connections over capacity or over their
 //!   address's share without spawning anything; otherwise starts the connection's two threads.
 //! - `chatd-http` (with `--http-listen`): accepts HTTP connections with the same checks at the
 //!   door; `chatd-h<id>`, one per admitted HTTP connection, reads its request head (bounded in
@@ -103,6 +104,7 @@ pub mod config_file;
 pub mod delivery;
 pub mod event;
 pub mod http;
+pub mod irc;
 pub mod keys;
 pub mod lock_rank;
 pub mod logging;

@@ -68,7 +68,7 @@ pub enum Rank {
     /// throttle, the password-hashing slots, each store `Ticket`, the HTTP listener's
     /// requests in progress (`Shared::handshakes`), a WebSocket's owed control frames
     /// (`http::websocket::Control`), the cluster's connection pool (`cluster::Cluster::pool`),
-    /// `ChatServer`'s ban list.
+    /// `ChatServer`'s ban list, IRC's away messages.
     Leaf,
 }
 

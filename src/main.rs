@@ -64,6 +64,12 @@ struct Flags {
     /// shown offline this long plus --presence-grace after it died.
     #[arg(long, default_value_t = 15)]
     cluster_lease: u64,
+
+    /// Also accept IRC clients (irssi, WeeChat, HexChat, bots) on this address, e.g.
+    /// 127.0.0.1:6667. They are sessions of the same server: same rooms (#general is room
+    /// general), DMs, accounts and limits. Off unless given; see docs/irc.md.
+    #[arg(long, value_name = "ADDR")]
+    irc_listen: Option<SocketAddr>,
     /// Where rooms, members and messages are kept: `sqlite` (the --data file; survives
     /// restarts and crashes), `postgres` (the --database-url database) or `memory` (lost on
     /// restart).
@@ -295,6 +301,7 @@ fn server_config(flags: &Flags) -> Config {
     });
     Config {
         listen: flags.listen,
+        irc_listen: flags.irc_listen,
         store,
         cluster,
         require_account: flags.require_account,
@@ -402,12 +409,18 @@ fn main() -> anyhow::Result<()> {
                 "chatd: listening on {} (Ctrl-C to stop)",
                 server.local_addr()
             );
+            if let Some(irc) = server.irc_addr() {
+                eprintln!("chatd: IRC clients on {irc}");
+            }
         }
         chatd::logging::Format::Json => {
             if let Some(http) = server.http_addr() {
                 log::info!(http:% = http; "http listening");
             }
             log::info!(listen:% = server.local_addr(), capacity = server.capacity(); "listening");
+            if let Some(irc) = server.irc_addr() {
+                log::info!(irc:% = irc; "irc listening");
+            }
         }
     }
     let _ = stop_rx.recv();

@@ -128,6 +128,50 @@ impl Client {
         }
     }
 
+    /// Carries out one command for a front end that words its own refusals (IRC answers with
+    /// numerics that name the command's target): the refusal is returned, not sent. LOGIN
+    /// works here too, and makes the connection's session.
+    pub fn run(&mut self, label: Option<&str>, command: Command) -> Result<(), ClientError> {
+        let reply = self.reply_to(label);
+        if let Command::Login {
+            user,
+            device,
+            password,
+        } = command
+        {
+            let session =
+                account::login(&self.server, &self.session, &reply, &user, device, password)?;
+            self.session = Some(session);
+            return Ok(());
+        }
+        if self.session.is_none() {
+            return Err(not_logged_in());
+        }
+        let ctx = Ctx {
+            server: &self.server,
+            session: self.session.as_ref(),
+            reply,
+        };
+        dispatch(&ctx, None, command)
+    }
+
+    pub fn server(&self) -> &Arc<ChatServer> {
+        &self.server
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    pub fn session(&self) -> Option<&Arc<Session>> {
+        self.session.as_ref()
+    }
+
+    /// Queues a line the front end made itself, now, from the reader thread.
+    pub fn send_line(&self, line: Arc<crate::delivery::Line>) {
+        self.outbox.reply(line, self.patience);
+    }
+
     /// The connection is over: the session leaves its user (and maybe presence changes).
     pub fn end(self) {
         if let Some(session) = &self.session {

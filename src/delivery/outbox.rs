@@ -60,6 +60,8 @@ pub enum CloseReason {
     LineTimeout,
     /// The peer closed or reset the connection, or a write failed: nothing more can be sent.
     Gone,
+    /// A front end that cannot go back to before its login (IRC) refused the login.
+    LoginRefused,
 }
 
 impl CloseReason {
@@ -82,6 +84,7 @@ impl CloseReason {
             CloseReason::Flooding => "flooding",
             CloseReason::LineTimeout => "line_timeout",
             CloseReason::Gone => "gone",
+            CloseReason::LoginRefused => "login_refused",
         }
     }
 
@@ -138,6 +141,7 @@ impl CloseReason {
                 "line-timeout",
                 "a line took too long to arrive; send whole lines",
             ),
+            CloseReason::LoginRefused => bye("login-refused", "the login was refused"),
             CloseReason::Hangup | CloseReason::Gone => return None,
         })
     }

@@ -368,7 +368,15 @@ mod tests {
         ));
         let writer = {
             let (outbox, sink) = (Arc::clone(&outbox), TestSink(Arc::clone(&stream)));
-            thread::spawn(move || writer::run(outbox, queued, sink, Duration::from_secs(60)))
+            thread::spawn(move || {
+                writer::run(
+                    outbox,
+                    queued,
+                    sink,
+                    Duration::from_secs(60),
+                    writer::ChatdEncoder,
+                )
+            })
         };
         let rooms: Arc<Vec<Mutex<u64>>> = Arc::new((0..ROOMS).map(|_| Mutex::new(0)).collect());
         let publishers: Vec<_> = (0..PUBLISHERS)

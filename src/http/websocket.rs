@@ -25,9 +25,11 @@ use super::request::Request;
 use super::response::Response;
 use crate::delivery::outbox::Outbox;
 use crate::lock_rank::{Rank, RankedMutex};
+use crate::stats::Transport;
 use crate::transport::limits::AddressSlot;
 use crate::transport::line_reader::LineReader;
-use crate::transport::listener::{start_session, Shared};
+use crate::transport::listener::{start_session, Front, Shared};
+use crate::transport::tcp::PlainSocket;
 use crate::transport::tcp::{self, SharedSocket};
 use crate::transport::writer::MAX_BATCH;
 use crate::transport::{FrameSink, LineSource, ReadLine};
@@ -109,7 +111,11 @@ pub(crate) fn accept(
         control: Arc::clone(&control),
         out: Vec::new(),
     };
-    match start_session(Arc::clone(&stream) as _, lines, sink, slot, shared) {
+    let peer = Arc::new(PlainSocket {
+        socket: Arc::clone(&stream),
+        transport: Transport::WebSocket,
+    });
+    match start_session(peer, lines, sink, slot, shared, Front::Chatd) {
         Some(outbox) => {
             let _ = control.outbox.set(outbox);
         }

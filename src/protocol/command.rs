@@ -615,7 +615,7 @@ fn is_token(s: &str, max_len: usize) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn parse_body(body: &str, max_body: usize) -> Result<String, ClientError> {
+pub fn parse_body(body: &str, max_body: usize) -> Result<String, ClientError> {
     if body.len() > max_body {
         return Err(ClientError::new(
             ErrorCode::BodyTooLong,

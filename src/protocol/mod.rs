@@ -21,15 +21,27 @@ use crate::event::Event;
 pub enum Wire {
     /// chatd's own line protocol (protocol.md).
     Chatd,
+    /// IRC without message tags (docs/irc.md; `crate::irc::encode`).
+    Irc,
+    /// IRC with the `server-time` tag only (the client asked for `server-time` but not for
+    /// `message-tags`).
+    IrcTime,
+    /// IRC with every tag: `time`, `msgid`, `account` (the client asked for `message-tags`).
+    IrcTags,
 }
 
 impl Wire {
     /// How many syntaxes there are: the size of each line's per-protocol text cache.
-    pub const COUNT: usize = 1;
+    pub const COUNT: usize = 4;
 
+    /// The text every recipient speaking `self` gets for `event`. (IRC's replies that name
+    /// their recipient are worded per connection by `irc::encode::IrcEncoder` instead.)
     pub fn encode(self, event: &Event, label: Option<&str>) -> Box<str> {
         match self {
             Wire::Chatd => reply::encode(event, label).into_boxed_str(),
+            Wire::Irc | Wire::IrcTime | Wire::IrcTags => {
+                crate::irc::encode::shared(event, self).into_boxed_str()
+            }
         }
     }
 }

@@ -227,7 +227,8 @@ fn encode_into(out: &mut String, event: &Event, label: Option<&str>) -> std::fmt
                 writeln!(out, "{tag}BYE {reason} {detail} :{text}")?;
             }
         }
-        Event::Nothing => {}
+        Event::Text { wire, text } if *wire == crate::protocol::Wire::Chatd => out.push_str(text),
+        Event::Text { .. } | Event::Nothing => {}
     }
     Ok(())
 }

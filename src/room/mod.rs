@@ -300,6 +300,16 @@ impl Room {
         may_see(self.kind, &state, user)
     }
 
+    /// The room's owner (its creator), if it has one.
+    pub fn owner(&self) -> Option<Arc<str>> {
+        self.state.lock().access.owner.clone()
+    }
+
+    /// Invite-only (IRC's `+i`).
+    pub fn is_private(&self) -> bool {
+        self.state.lock().access.private
+    }
+
     pub fn is_member(&self, user: &str) -> bool {
         self.state.lock().members.contains_key(user)
     }

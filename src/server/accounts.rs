@@ -23,6 +23,12 @@ impl ChatServer {
     /// password) and slow the next check for that name and from that address; this
     /// connection's own reader thread waits out the delay, nobody else. Returns whether the
     /// login proved (or set) the name's password.
+    /// Whether `name` has a password (an account).
+    pub fn has_account(&self, name: &str) -> bool {
+        self.user(name)
+            .is_some_and(|user| user.password_hash().is_some())
+    }
+
     pub fn authenticate(
         &self,
         name: &str,

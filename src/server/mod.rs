@@ -52,6 +52,9 @@ pub struct ChatServer {
     throttle: LoginThrottle,
     /// Leaf lock: the quota on new rooms, per user and overall (`Config::new_rooms_per_user`).
     new_rooms: RankedMutex<Quota<Arc<str>>>,
+    /// Leaf lock: away messages set with IRC's AWAY, by user (docs/irc.md). In memory only:
+    /// the line protocol has no away message, and presence is its own thing.
+    pub(crate) irc_away: RankedMutex<HashMap<Arc<str>, Box<str>>>,
     timers: Timers,
     /// Leaf lock: the bans in force (see `server::bans` for how they reach a running
     /// server).
@@ -143,6 +146,7 @@ impl ChatServer {
             recent_budget,
             throttle: LoginThrottle::with_new_names(new_names),
             new_rooms: RankedMutex::new(Rank::Leaf, new_rooms),
+            irc_away: RankedMutex::new(Rank::Leaf, HashMap::new()),
             timers: Timers::start(server.clone()),
             bans: RankedRwLock::new(Rank::Leaf, bans),
         });
@@ -260,6 +264,11 @@ impl ChatServer {
 
     pub fn room_count(&self) -> usize {
         self.rooms.read().len()
+    }
+
+    /// Every room (for IRC's LIST, which filters what the asker may see).
+    pub(crate) fn all_rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.read().values().cloned().collect()
     }
 
     pub(crate) fn user(&self, name: &str) -> Option<Arc<User>> {

@@ -19,6 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::capacity;
 use super::limits::{AddressSlot, AddressTable};
+use super::writer::ChatdEncoder;
 use super::{reader, tcp, writer, FrameSink, LineSource};
 use crate::config::Config;
 use crate::delivery::outbox::{CloseReason, Outbox};
@@ -26,7 +27,7 @@ use crate::delivery::peer::Peer;
 use crate::logging::OrDash;
 use crate::protocol::Wire;
 use crate::server::ChatServer;
-use crate::stats::Stats;
+use crate::stats::{Stats, Transport};
 
 /// Stack sizes. Only touched pages cost memory, but every thread's stack is also address
 /// space and a mapping; these are generous for what each thread does (the reader parses a
@@ -48,6 +49,18 @@ pub struct ServerHandle {
     accept_thread: Option<JoinHandle<()>>,
     /// The HTTP listener (web client and WebSocket), if `Config::http_listen` asked for one.
     http: Option<(SocketAddr, JoinHandle<()>)>,
+    /// The IRC listener (`--irc-listen`), if there is one: its address and accept thread.
+    irc: Option<(SocketAddr, JoinHandle<()>)>,
+}
+
+/// Which protocol a connection speaks. Every kind is a session of one `ChatServer`, admitted
+/// by the same checks and counted in the same capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Front {
+    /// chatd's line protocol (protocol.md), over TCP or WebSocket.
+    Chatd,
+    /// IRC (docs/irc.md).
+    Irc,
 }
 
 /// What the accept loops and every connection guard share.
@@ -84,6 +97,13 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     let listener = bind(config.listen)
         .map_err(|e| io::Error::new(e.kind(), format!("listening on {}: {e}", config.listen)))?;
     let local_addr = listener.local_addr()?;
+    let irc_listener =
+        match config.irc_listen {
+            Some(addr) => Some(bind(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("listening for IRC on {addr}: {e}"))
+            })?),
+            None => None,
+        };
     let computed = capacity::compute();
     let capacity = match config.max_sessions {
         Some(n) if n < computed.sessions => n,
@@ -130,13 +150,23 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     let accept_shared = Arc::clone(&shared);
     let accept_thread = thread::Builder::new()
         .name("chatd-accept".into())
-        .spawn(move || accept_loop(listener, accept_shared))?;
-    Ok(ServerHandle {
+        .spawn(move || accept_loop(listener, accept_shared, Front::Chatd))?;
+    let mut handle = ServerHandle {
         local_addr,
         shared,
         accept_thread: Some(accept_thread),
         http,
-    })
+        irc: None,
+    };
+    if let Some(irc_listener) = irc_listener {
+        let irc_addr = irc_listener.local_addr()?;
+        let accept_shared = Arc::clone(&handle.shared);
+        let irc_thread = thread::Builder::new()
+            .name("chatd-accept-irc".into())
+            .spawn(move || accept_loop(irc_listener, accept_shared, Front::Irc))?;
+        handle.irc = Some((irc_addr, irc_thread));
+    }
+    Ok(handle)
 }
 
 impl ServerHandle {
@@ -151,6 +181,11 @@ impl ServerHandle {
     /// Where the HTTP listener (web client, WebSocket) listens, if it is on.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// Where the IRC listener is, if `--irc-listen` started one.
+    pub fn irc_addr(&self) -> Option<SocketAddr> {
+        self.irc.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The session ceiling in force.
@@ -183,6 +218,10 @@ impl ServerHandle {
         if let Some((http_addr, http_thread)) = self.http.take() {
             let _ = TcpStream::connect_timeout(&wake_address(http_addr), Duration::from_secs(1));
             let _ = http_thread.join();
+        }
+        if let Some((irc_addr, irc_thread)) = self.irc.take() {
+            let _ = TcpStream::connect_timeout(&wake_address(irc_addr), Duration::from_secs(1));
+            let _ = irc_thread.join();
         }
         // HTTP requests still arriving get no answer: their sockets are shut, which ends
         // their threads' reads at once.
@@ -261,13 +300,13 @@ fn wake_address(local: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>, front: Front) {
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
         }
         match stream {
-            Ok(stream) => admit(stream, &shared),
+            Ok(stream) => admit(stream, &shared, front),
             // Out of descriptors or memory for a moment: back off rather than spin on a
             // listener that will fail again immediately.
             Err(e) if is_resource_exhaustion(&e) => thread::sleep(Duration::from_millis(50)),
@@ -278,14 +317,14 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// Decides at the door, with no thread spawned yet: over the session ceiling or over the
 /// client address's share, the connection is refused; otherwise its threads start.
-fn admit(stream: TcpStream, shared: &Arc<Shared>) {
+fn admit(stream: TcpStream, shared: &Arc<Shared>, front: Front) {
     let address_slot = match shared.admission(&stream) {
         Ok(slot) => slot,
-        Err(Some(reason)) => return refuse(stream, shared, reason),
+        Err(Some(reason)) => return refuse(stream, shared, reason, front),
         Err(None) => return,
     };
-    if let Err(stream) = start_connection(stream, address_slot, shared) {
-        refuse(stream, shared, CloseReason::ServerFull);
+    if let Err(stream) = start_connection(stream, address_slot, shared, front) {
+        refuse(stream, shared, CloseReason::ServerFull, front);
     }
 }
 
@@ -337,13 +376,17 @@ pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
 }
 
 /// Turns a connection away without spawning anything: one non-blocking write, then close.
-fn refuse(stream: TcpStream, shared: &Shared, reason: CloseReason) {
+fn refuse(stream: TcpStream, shared: &Shared, reason: CloseReason, front: Front) {
     shared.server.stats.count_refusal(reason.name());
     let peer = stream.peer_addr().ok();
     log::info!(peer:% = OrDash(peer), reason = reason.name(); "refused");
     let _ = stream.set_nonblocking(true);
     if let Some(refusal) = reason.farewell(&[]) {
-        let _ = (&stream).write_all(Wire::Chatd.encode(&refusal, None).as_bytes());
+        let text = match front {
+            Front::Chatd => Wire::Chatd.encode(&refusal, None),
+            Front::Irc => crate::irc::encode::farewell(&refusal).into(),
+        };
+        let _ = (&stream).write_all(text.as_bytes());
     }
     let _ = stream.shutdown(Shutdown::Write);
 }
@@ -375,6 +418,7 @@ fn start_connection(
     stream: TcpStream,
     address_slot: Option<AddressSlot>,
     shared: &Arc<Shared>,
+    front: Front,
 ) -> Result<(), TcpStream> {
     let config = &shared.server.config;
     let (socket, lines, sink) = tcp::split(
@@ -383,8 +427,14 @@ fn start_connection(
         config.write_timeout,
         config.dead_peer_timeout,
     );
-    let peer = Arc::new(tcp::ChatdSocket(Arc::clone(&socket)));
-    let started = start_threads(peer, lines, sink, address_slot, shared);
+    let peer: Arc<dyn Peer> = match front {
+        Front::Chatd => Arc::new(tcp::ChatdSocket(Arc::clone(&socket))),
+        Front::Irc => Arc::new(tcp::PlainSocket {
+            socket: Arc::clone(&socket),
+            transport: Transport::Irc,
+        }),
+    };
+    let started = start_threads(peer, lines, sink, address_slot, shared, front);
     if started {
         return Ok(());
     }
@@ -404,8 +454,9 @@ pub(crate) fn start_threads(
     sink: impl FrameSink + Send + 'static,
     address_slot: Option<AddressSlot>,
     shared: &Arc<Shared>,
+    front: Front,
 ) -> bool {
-    start_session(peer, lines, sink, address_slot, shared).is_some()
+    start_session(peer, lines, sink, address_slot, shared, front).is_some()
 }
 
 /// [`start_threads`], giving back the connection's outbox (for a transport whose reader
@@ -416,6 +467,7 @@ pub(crate) fn start_session(
     sink: impl FrameSink + Send + 'static,
     address_slot: Option<AddressSlot>,
     shared: &Arc<Shared>,
+    front: Front,
 ) -> Option<Arc<Outbox>> {
     let config = &shared.server.config;
     let id = shared.next_id();
@@ -438,14 +490,23 @@ pub(crate) fn start_session(
         _address_slot: address_slot,
     });
 
+    // What the reader and writer of an IRC connection share: its nick and capabilities.
+    let irc = (front == Front::Irc).then(|| Arc::new(crate::irc::Link::new(id)));
     let writer_guard = Arc::clone(&guard);
     let writer_outbox = Arc::clone(&outbox);
+    let writer_irc = irc.clone();
     let spawned = thread::Builder::new()
         .name(format!("chatd-w{id}"))
         .stack_size(WRITER_STACK)
         .spawn(move || {
             let _guard = writer_guard;
-            writer::run(writer_outbox, queued, sink, write_timeout);
+            match writer_irc {
+                None => writer::run(writer_outbox, queued, sink, write_timeout, ChatdEncoder),
+                Some(link) => {
+                    let encoder = crate::irc::encode::IrcEncoder::new(link);
+                    writer::run(writer_outbox, queued, sink, write_timeout, encoder)
+                }
+            }
         });
     if spawned.is_err() {
         // The failed spawn dropped its closure; dropping the guard unregisters the outbox.
@@ -461,7 +522,10 @@ pub(crate) fn start_session(
         .stack_size(READER_STACK)
         .spawn(move || {
             let _guard = guard;
-            reader::run(server, reader_outbox, lines);
+            match irc {
+                None => reader::run(server, reader_outbox, lines),
+                Some(link) => crate::irc::serve(server, reader_outbox, lines, link),
+            }
         });
     if spawned.is_err() {
         // The writer is running: let it say why and close.

@@ -1,10 +1,12 @@
 //! The reader thread: one per connection. It reads lines from its transport's
-//! [`LineSource`], parses each into a typed request and carries it out (`cmd::Client`), then,
-//! when the connection ends for any reason, logs the session out.
+//! [`LineSource`] and hands each to the connection's [`Conversation`] (the chatd line
+//! protocol's is [`ChatdConversation`]; IRC's is `irc::IrcConversation`), enforcing the limits
+//! every front door shares: the login timeout, the line timeout (slow loris) and the command
+//! rate limit. When the connection ends for any reason, the conversation logs the session out.
 
 use std::io::ErrorKind;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cmd::Client;
 use crate::delivery::outbox::{CloseReason, Outbox};
@@ -15,35 +17,121 @@ use crate::stats::Stats;
 use crate::transport::limits::{Admission, CommandLimiter};
 use crate::transport::{LineSource, ReadLine};
 
-pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, mut lines: impl LineSource) {
+/// What a protocol does with the lines the reader thread reads: the one seam between the
+/// shared reading machinery (deadlines, rate limit, closing) and a protocol's commands.
+pub trait Conversation {
+    /// The connection's first lines, if the protocol speaks first.
+    fn greet(&mut self);
+    /// Whether the connection has a session yet; until then the login timeout runs.
+    fn logged_in(&self) -> bool;
+    /// Carries out one whole line. A line that costs a command calls [`Gate::charge`] first
+    /// and drops the command if it is refused.
+    fn line(&mut self, line: &[u8], gate: &mut Gate<'_>);
+    /// A line over the length limit was discarded; `start` is what was kept of it.
+    fn too_long(&mut self, start: &[u8], gate: &mut Gate<'_>);
+    /// When the connection counts as idle and [`Conversation::idle`] should run (IRC pings a
+    /// quiet client); `None` for never.
+    fn idle_at(&self) -> Option<Instant> {
+        None
+    }
+    /// The idle time passed with no line.
+    fn idle(&mut self, _now: Instant) {}
+    /// The connection is over.
+    fn end(self);
+}
+
+/// The command rate limit, as a conversation sees it.
+pub struct Gate<'a> {
+    limiter: &'a mut Option<CommandLimiter>,
+    outbox: &'a Outbox,
+}
+
+/// What [`Gate::charge`] decided about one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    Allowed,
+    /// Refuse the command, telling the client when to retry.
+    RateLimited {
+        retry_in: Duration,
+    },
+    /// The session kept sending after being refused; it is being closed.
+    Flooding,
+}
+
+impl Gate<'_> {
+    /// Charges one command to the session's rate limit. Counts the refusals and closes a
+    /// flooding session; answering a refused command is the conversation's job.
+    pub fn charge(&mut self) -> Charge {
+        let Some(limiter) = self.limiter else {
+            return Charge::Allowed;
+        };
+        match limiter.admit(Instant::now()) {
+            Admission::Allowed => Charge::Allowed,
+            Admission::Refused { retry_in } => {
+                Stats::add(&self.outbox.stats().rate_limited, 1);
+                Charge::RateLimited { retry_in }
+            }
+            Admission::Flooding => {
+                Stats::add(&self.outbox.stats().flooding, 1);
+                self.outbox.close(CloseReason::Flooding);
+                Charge::Flooding
+            }
+        }
+    }
+}
+
+pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, lines: impl LineSource) {
+    let conversation = ChatdConversation {
+        max_line: server.config.max_line,
+        max_body: server.config.max_body,
+        client: Client::new(Arc::clone(&server), Arc::clone(&outbox)),
+    };
+    read(&server, &outbox, lines, conversation);
+}
+
+/// The reading loop any protocol shares.
+pub fn read(
+    server: &ChatServer,
+    outbox: &Outbox,
+    mut lines: impl LineSource,
+    mut conversation: impl Conversation,
+) {
     let config = &server.config;
     let login_deadline = Instant::now() + config.login_timeout;
-    let (max_line, max_body) = (config.max_line, config.max_body);
     let line_timeout = config.line_timeout;
     let mut limiter = config
         .rate_limit
         .map(|limit| CommandLimiter::new(&limit, Instant::now()));
-    let mut connection = Client::new(Arc::clone(&server), Arc::clone(&outbox));
-    connection.greet();
+    conversation.greet();
     // When the first bytes of the line now being assembled arrived (the slow-loris guard).
     let mut line_started: Option<Instant> = None;
     let mut timeout_armed = false;
     loop {
-        // The nearest deadline that applies (logging in, finishing the current line) bounds
-        // the next read. It is re-armed before every read, and `LineReader` returns after
-        // every read that leaves a line unfinished, so trickling bytes extends neither.
+        // The nearest deadline that applies (logging in, finishing the current line, the
+        // conversation's idle check) bounds the next read. It is re-armed before every read,
+        // and `LineReader` returns after every read that leaves a line unfinished, so
+        // trickling bytes extends neither.
         let now = Instant::now();
-        let login =
-            (!connection.logged_in()).then_some((login_deadline, CloseReason::LoginTimeout));
-        let line = line_started.map(|started| (started + line_timeout, CloseReason::LineTimeout));
-        match [login, line]
+        let login = (!conversation.logged_in())
+            .then_some((login_deadline, Some(CloseReason::LoginTimeout)));
+        let line =
+            line_started.map(|started| (started + line_timeout, Some(CloseReason::LineTimeout)));
+        let idle = conversation.idle_at().map(|at| (at, None));
+        match [login, line, idle]
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at)
         {
-            Some((at, reason)) if at <= now => {
+            Some((at, Some(reason))) if at <= now => {
                 outbox.close(reason);
                 break;
+            }
+            Some((at, None)) if at <= now => {
+                conversation.idle(now);
+                if outbox.closing().is_some() {
+                    break;
+                }
+                continue;
             }
             Some((at, _)) => {
                 lines.set_read_timeout(Some(at - now));
@@ -55,6 +143,10 @@ pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, mut lines: impl LineSou
             }
             None => {}
         }
+        let mut gate = Gate {
+            limiter: &mut limiter,
+            outbox,
+        };
         match lines.next_line() {
             Ok(ReadLine::Line(line)) => {
                 line_started = None;
@@ -64,42 +156,11 @@ pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, mut lines: impl LineSou
                 if outbox.closing().is_some() {
                     break;
                 }
-                match parse_request(line, max_body) {
-                    // A blank line is ignored, so it costs nothing and is not charged.
-                    Ok(None) => {}
-                    Ok(Some(request)) => {
-                        // QUIT is never refused: all it can do is end the connection.
-                        let free = matches!(request.command, Command::Quit);
-                        let label = request.label.as_deref();
-                        if free || charge(&mut limiter, &connection, &outbox, label) {
-                            connection.execute(request);
-                        }
-                    }
-                    Err(rejection) => {
-                        let label = rejection.label.as_deref();
-                        if charge(&mut limiter, &connection, &outbox, label) {
-                            connection.refuse(label, rejection.error);
-                        }
-                    }
-                }
+                conversation.line(line, &mut gate);
             }
             Ok(ReadLine::TooLong(start)) => {
                 line_started = None;
-                // The label, if the kept start of the line holds the whole tag block.
-                let label = start
-                    .contains(&b' ')
-                    .then(|| readable_label(start))
-                    .flatten();
-                let label = label.as_deref();
-                if charge(&mut limiter, &connection, &outbox, label) {
-                    connection.refuse(
-                        label,
-                        ClientError::new(
-                            ErrorCode::LineTooLong,
-                            format!("lines are at most {max_line} bytes; the line was discarded"),
-                        ),
-                    );
-                }
+                conversation.too_long(start, &mut gate);
             }
             // Skipped by the line source: free, as the protocol promises.
             Ok(ReadLine::Blank) => line_started = None,
@@ -120,33 +181,82 @@ pub fn run(server: Arc<ChatServer>, outbox: Arc<Outbox>, mut lines: impl LineSou
             break;
         }
     }
-    connection.end();
+    conversation.end();
 }
 
-/// Charges one command to the session's rate limit and says whether to carry it out. A
-/// refused command is answered here (with the command's label, so a client matching replies
-/// by label sees which command was dropped); a flooding session is closed.
-fn charge(
-    limiter: &mut Option<CommandLimiter>,
-    connection: &Client,
-    outbox: &Outbox,
-    label: Option<&str>,
-) -> bool {
-    let Some(limiter) = limiter else {
-        return true;
-    };
-    match limiter.admit(Instant::now()) {
-        Admission::Allowed => true,
-        Admission::Refused { retry_in } => {
-            Stats::add(&outbox.stats().rate_limited, 1);
-            let text = format!("retry in {}ms", retry_in.as_millis());
-            connection.refuse(label, ClientError::new(ErrorCode::RateLimited, text));
-            false
+/// The chatd line protocol: each line is parsed into a request and carried out by `Client`.
+struct ChatdConversation {
+    max_line: usize,
+    max_body: usize,
+    client: Client,
+}
+
+impl ChatdConversation {
+    /// Charges one command; a refused command is answered here, with the command's label so a
+    /// client matching replies by label sees which command was dropped.
+    fn charge(&self, gate: &mut Gate<'_>, label: Option<&str>) -> bool {
+        match gate.charge() {
+            Charge::Allowed => true,
+            Charge::RateLimited { retry_in } => {
+                let text = format!("retry in {}ms", retry_in.as_millis());
+                self.client
+                    .refuse(label, ClientError::new(ErrorCode::RateLimited, text));
+                false
+            }
+            Charge::Flooding => false,
         }
-        Admission::Flooding => {
-            Stats::add(&outbox.stats().flooding, 1);
-            outbox.close(CloseReason::Flooding);
-            false
+    }
+}
+
+impl Conversation for ChatdConversation {
+    fn greet(&mut self) {
+        self.client.greet();
+    }
+
+    fn logged_in(&self) -> bool {
+        self.client.logged_in()
+    }
+
+    fn line(&mut self, line: &[u8], gate: &mut Gate<'_>) {
+        match parse_request(line, self.max_body) {
+            // A blank line is ignored, so it costs nothing and is not charged.
+            Ok(None) => {}
+            Ok(Some(request)) => {
+                // QUIT is never refused: all it can do is end the connection.
+                let free = matches!(request.command, Command::Quit);
+                if free || self.charge(gate, request.label.as_deref()) {
+                    self.client.execute(request);
+                }
+            }
+            Err(rejection) => {
+                let label = rejection.label.as_deref();
+                if self.charge(gate, label) {
+                    self.client.refuse(label, rejection.error);
+                }
+            }
         }
+    }
+
+    fn too_long(&mut self, start: &[u8], gate: &mut Gate<'_>) {
+        // The label, if the kept start of the line holds the whole tag block.
+        let label = start
+            .contains(&b' ')
+            .then(|| readable_label(start))
+            .flatten();
+        let label = label.as_deref();
+        if self.charge(gate, label) {
+            let max_line = self.max_line;
+            self.client.refuse(
+                label,
+                ClientError::new(
+                    ErrorCode::LineTooLong,
+                    format!("lines are at most {max_line} bytes; the line was discarded"),
+                ),
+            );
+        }
+    }
+
+    fn end(self) {
+        self.client.end();
     }
 }

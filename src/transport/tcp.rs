@@ -12,6 +12,7 @@ use super::line_reader::{LineReader, ReadLine};
 use super::{FrameSink, LineSource};
 use crate::delivery::peer::Peer;
 use crate::protocol::Wire;
+use crate::stats::Transport;
 
 /// Keepalive probes sent before a silent peer is declared dead.
 const KEEPALIVE_PROBES: u32 = 3;
@@ -64,6 +65,32 @@ impl Peer for TcpStream {
 
     fn peer_ip(&self) -> Option<IpAddr> {
         self.peer_addr().ok().map(|addr| addr.ip())
+    }
+}
+
+/// A TCP socket as a plain [`Peer`] (no write-through) that names its front door for the
+/// session metrics: IRC's lines differ per connection (its tags and nick), and a WebSocket
+/// frames them, so publishers cannot write either straight into the socket.
+pub struct PlainSocket {
+    pub socket: Arc<TcpStream>,
+    pub transport: Transport,
+}
+
+impl Peer for PlainSocket {
+    fn shutdown_read(&self) {
+        self.socket.shutdown_read();
+    }
+
+    fn abort(&self) {
+        self.socket.abort();
+    }
+
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.socket.peer_ip()
+    }
+
+    fn transport(&self) -> Transport {
+        self.transport
     }
 }
 

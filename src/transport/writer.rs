@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use crate::event::Event;
 use crate::protocol::Wire;
 
 use crate::delivery::{CloseReason, Cursor, Line, Outbox};
@@ -27,6 +28,30 @@ pub const MAX_BATCH: usize = 64 * 1024;
 /// A writer that wrote this recently counts as busy and yields briefly before sleeping.
 const BUSY_WINDOW: Duration = Duration::from_millis(1);
 
+/// How a connection's protocol turns queued lines into bytes. Most lines are the same text
+/// for every recipient of a protocol and come from `Line::encoded`, made once and shared;
+/// a protocol whose replies depend on the connection (IRC's numerics name the recipient's
+/// nick) writes those itself.
+pub trait Encoder {
+    /// Appends `line`'s text (possibly nothing) to `out`.
+    fn encode(&mut self, line: &Line, out: &mut Vec<u8>);
+    /// The connection's last line.
+    fn farewell(&mut self, event: &Event, label: Option<&str>) -> String;
+}
+
+/// The chatd line protocol: every line's text is shared by all its recipients.
+pub struct ChatdEncoder;
+
+impl Encoder for ChatdEncoder {
+    fn encode(&mut self, line: &Line, out: &mut Vec<u8>) {
+        out.extend_from_slice(line.encoded(Wire::Chatd).as_bytes());
+    }
+
+    fn farewell(&mut self, event: &Event, label: Option<&str>) -> String {
+        Wire::Chatd.encode(event, label).into()
+    }
+}
+
 /// `stall` is how long the transport may hold unsent bytes without sending any before the
 /// client counts as not reading (`--write-timeout`).
 pub fn run(
@@ -34,6 +59,7 @@ pub fn run(
     queue: Receiver<Arc<Line>>,
     mut sink: impl FrameSink,
     stall: Duration,
+    mut encoder: impl Encoder,
 ) {
     let mut batch: Vec<u8> = Vec::new();
     let mut pending: Vec<Cursor> = Vec::new();
@@ -75,7 +101,7 @@ pub fn run(
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(line) => {
-                    take(&line, &mut batch, &mut pending);
+                    take(&line, &mut batch, &mut pending, &mut encoder);
                     outbox.taken(&line);
                 }
                 Err(_) => break,
@@ -126,7 +152,7 @@ pub fn run(
     log::info!(conn = outbox.id, reason = reason.name(); "disconnect");
     let farewell = reason
         .farewell(&written.cursors())
-        .map(|event| Wire::Chatd.encode(&event, outbox.farewell_label(reason)));
+        .map(|event| encoder.farewell(&event, outbox.farewell_label(reason)));
     sink.close(
         farewell.as_deref().map(str::as_bytes),
         reason == CloseReason::Quit,
@@ -138,8 +164,8 @@ pub fn run(
 /// written). This runs once per delivered line, so consecutive cursors of one room (a burst
 /// of one room's messages) collapse into one entry by a pointer comparison, rather than
 /// costing a hash-map update each.
-fn take(line: &Line, batch: &mut Vec<u8>, pending: &mut Vec<Cursor>) {
-    batch.extend_from_slice(line.encoded(Wire::Chatd).as_bytes());
+fn take(line: &Line, batch: &mut Vec<u8>, pending: &mut Vec<Cursor>, encoder: &mut impl Encoder) {
+    encoder.encode(line, batch);
     for cursor in line.cursors.iter() {
         match pending.last_mut() {
             Some(last) if Arc::ptr_eq(&last.room, &cursor.room) => {

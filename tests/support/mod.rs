@@ -192,6 +192,11 @@ impl Client {
         Client::from_stream(stream)
     }
 
+    /// A client over a stream the test connected itself (with its own socket options).
+    pub fn connect_raw_stream(stream: TcpStream) -> Client {
+        Client::from_stream(stream)
+    }
+
     fn from_stream(stream: TcpStream) -> Client {
         stream.set_nodelay(true).expect("set_nodelay");
         let name = format!("conn {}", stream.local_addr().expect("local_addr"));

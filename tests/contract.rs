@@ -29,7 +29,7 @@ fn info_tells_the_protocol_version_and_the_limits() {
     });
     let mut client = server.connect();
     client.send("@i INFO");
-    let line = client.expect_prefix("@i OK INFO proto=2 store=");
+    let line = client.expect_prefix("@i OK INFO proto=3 store=");
     for (key, value) in [
         ("max-line", "1000"),
         ("max-body", "500"),
@@ -48,7 +48,7 @@ fn info_tells_the_protocol_version_and_the_limits() {
     let unlimited = TestServer::start();
     let mut client = unlimited.login("alice");
     client.send("INFO");
-    let line = client.expect_prefix("OK INFO proto=2 ");
+    let line = client.expect_prefix("OK INFO proto=3 ");
     assert_eq!(field(&line, "rate-limit"), Some("off"), "{line}");
     assert_eq!(field(&line, "rate-burst"), None, "{line}");
 }

@@ -9,7 +9,7 @@ pub mod reply;
 /// The version of the protocol protocol.md describes, told by `INFO` as `proto=`. It goes up
 /// with every change to the wire that a client could notice; protocol.md's changelog lists
 /// them. (HELLO's `chatd 0.1` is fixed text, kept byte for byte for existing clients.)
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 pub use command::{parse_request, BanSubject, Command, Password, Rejection, Request, Setting};
 pub use error::{ClientError, ErrorCode};

@@ -621,3 +621,88 @@ fn a_password_set_on_one_node_is_required_on_another() {
     laptop.send("LOGIN alice password=correct-horse");
     laptop.expect("OK LOGIN alice");
 }
+
+/// The next `JOINED`/`LEFT` line of `room`, skipping others (bounded).
+fn next_membership(client: &mut Client, room: &str) -> String {
+    for _ in 0..1_000 {
+        let line = client.next_line();
+        if line.starts_with(&format!("JOINED {room} "))
+            || line.starts_with(&format!("LEFT {room} "))
+        {
+            return line;
+        }
+    }
+    client.fail("no JOINED or LEFT")
+}
+
+/// PRIVATE, INVITE and KICK by an owner on node A take effect at once on node B, which
+/// follows the room: an outsider there gets the invite-only room's decoy, an invitee there is
+/// told `INVITED` and let in, and a kicked member there is told `KICKED`, loses the membership
+/// there, and the other members there see `LEFT`.
+#[test]
+fn owner_actions_take_effect_on_every_node() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.login("alice");
+    let mut carol = b.login("carol");
+    let mut bob = b.login("bob");
+    let mut dave = b.login("dave");
+    let real = alice.join("club");
+    carol.join("club");
+    assert_eq!(next_membership(&mut alice, "club"), "JOINED club carol");
+
+    alice.send("PRIVATE club on");
+    alice.expect("OK PRIVATE club on");
+    // The room's pushes reach node B in order: once carol there has this message, node B has
+    // applied the PRIVATE published before it.
+    let marker = alice.say("club", "now private");
+    let seen = collect_msgs(&mut carol, "club", 1);
+    assert_eq!(seen[0].id, marker.id);
+    let decoy = dave.join("club");
+    assert_eq!(
+        (decoy.seq, decoy.members),
+        (0, 1),
+        "an outsider on B is not let in"
+    );
+    assert_ne!(
+        decoy.epoch, real.epoch,
+        "an outsider on B learns nothing of the room"
+    );
+
+    alice.send("INVITE club bob");
+    alice.expect("OK INVITE club bob");
+    expect_soon(&mut bob, "INVITED club alice");
+    let joined = bob.join("club");
+    assert_eq!(
+        (joined.epoch.as_str(), joined.members),
+        (real.epoch.as_str(), 3)
+    );
+    // Dave's decoy JOIN made nobody a member: the next membership change alice sees is bob.
+    assert_eq!(next_membership(&mut alice, "club"), "JOINED club bob");
+
+    alice.send("KICK club carol");
+    alice.expect("LEFT club carol");
+    alice.expect("OK KICK club carol");
+    expect_soon(&mut carol, "KICKED club alice");
+    assert_eq!(next_membership(&mut bob, "club"), "LEFT club carol");
+    carol.send("SEND club still here?");
+    carol.expect_prefix("ERR ");
+    let shut_out = carol.join("club");
+    assert_ne!(
+        shut_out.epoch, real.epoch,
+        "kicked from an invite-only room on B too"
+    );
+
+    // An invitation withdrawn by a KICK reaches the invitee on the other node as well.
+    alice.send("INVITE club dave");
+    alice.expect("OK INVITE club dave");
+    expect_soon(&mut dave, "INVITED club alice");
+    alice.send("KICK club dave");
+    alice.expect("OK KICK club dave");
+    expect_soon(&mut dave, "KICKED club alice");
+    let refused = dave.join("club");
+    assert_ne!(
+        refused.epoch, real.epoch,
+        "the withdrawn invitation no longer admits"
+    );
+}

@@ -35,7 +35,8 @@
 //!
 //! Channels: `c:<room>`, carrying `M <seq> <ms> <id> <origin> <from> <body>`, `J <user>
 //! <node> <seq>`, `L <user> <node>`, `T <user> <node> <0|1>` (typing), `R <user> <node> <seq>
-//! <shared>` (a read position); `d:<user>`, carrying `<device> <node>` (a login from a device
+//! <shared>` (a read position), `A <node> <1|0>` (invite-only), `I <user> <node> <owner>`
+//! (invited), `K <user> <node> <owner>` (kicked; its `L` follows); `d:<user>`, carrying `<device> <node>` (a login from a device
 //! there, which replaces that device's session elsewhere); `p:<user>`, carrying `on <node>` /
 //! `off <ms>` (see [`presence`]). Presence keys: `p:{user}` (set of nodes with a session of
 //! theirs), `n:<node>:users`, `nodes` (sorted set: node -> lease end, ms).

@@ -95,6 +95,35 @@ end
 return {'ok'}
 "#;
 
+/// PRIVATE. KEYS: room hash. ARGV: `1`/`0`, room channel, node. Announced (`A <node> <1|0>`)
+/// so every node that follows the room admits and hides as the owner said, at once.
+pub const ACCESS: &str = r#"
+redis.call('HSET', KEYS[1], 'private', ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'A ' .. ARGV[3] .. ' ' .. ARGV[1])
+return {'ok'}
+"#;
+
+/// INVITE. KEYS: room invites, room hash. ARGV: user, room channel, node. Announced (`I <user>
+/// <node> <owner>`): the invitee's sessions on every node are told, and every node lets them
+/// join. Only the owner invites, so the owner is who invited.
+pub const INVITE: &str = r#"
+redis.call('SADD', KEYS[1], ARGV[1])
+local owner = redis.call('HGET', KEYS[2], 'owner') or ''
+redis.call('PUBLISH', ARGV[2], 'I ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. owner)
+return {'ok'}
+"#;
+
+/// KICK's first half (the invitation withdrawn; the membership goes with [`LEAVE`], queued
+/// right after). KEYS: room invites, room hash. ARGV: user, room channel, node. Announced (`K
+/// <user> <node> <owner>`) before LEAVE's `L`, so the kicked user's sessions on every node
+/// are told `KICKED` and the other members `LEFT`, as on the node that kicked.
+pub const UNINVITE: &str = r#"
+redis.call('SREM', KEYS[1], ARGV[1])
+local owner = redis.call('HGET', KEYS[2], 'owner') or ''
+redis.call('PUBLISH', ARGV[2], 'K ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. owner)
+return {'ok'}
+"#;
+
 /// READ: a read position only moves forward. KEYS: room reads. ARGV: user, seq.
 pub const READ: &str = r#"
 local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')

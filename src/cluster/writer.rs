@@ -190,21 +190,21 @@ fn command(write: &Write, node: &str) -> redis::Cmd {
             &[keys::reads(room)],
             &[user, &seq.to_string()],
         ),
-        Write::RoomAccess { room, private } => hset(
-            keys::room(room),
-            "private",
-            if *private { "1" } else { "0" },
+        Write::RoomAccess { room, private } => eval(
+            scripts::ACCESS,
+            &[keys::room(room)],
+            &[if *private { "1" } else { "0" }, &keys::channel(room), node],
         ),
-        Write::Invite { room, user } => {
-            let mut cmd = redis::cmd("SADD");
-            cmd.arg(keys::invites(room)).arg(&**user);
-            cmd
-        }
-        Write::Uninvite { room, user } => {
-            let mut cmd = redis::cmd("SREM");
-            cmd.arg(keys::invites(room)).arg(&**user);
-            cmd
-        }
+        Write::Invite { room, user } => eval(
+            scripts::INVITE,
+            &[keys::invites(room), keys::room(room)],
+            &[user, &keys::channel(room), node],
+        ),
+        Write::Uninvite { room, user } => eval(
+            scripts::UNINVITE,
+            &[keys::invites(room), keys::room(room)],
+            &[user, &keys::channel(room), node],
+        ),
         Write::Password { user, hash } => hset(keys::user(user), "password", hash),
         Write::LastSeen { user, at } => hset(keys::user(user), "last_seen", &at.to_rfc3339()),
         Write::ShareReceipts { user, share } => {

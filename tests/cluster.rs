@@ -706,3 +706,52 @@ fn owner_actions_take_effect_on_every_node() {
         "the withdrawn invitation no longer admits"
     );
 }
+
+/// The key directory crosses nodes: a key published on node A is announced (`DEVICE`) to a DM
+/// peer and to the user's other device on node B, listed by `KEYS` on B and on a node C that
+/// never met the user, and its revocation reaches all of them too.
+#[test]
+fn the_key_directory_crosses_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b, c) = (node(&redis, "a"), node(&redis, "b"), node(&redis, "c"));
+    let mut laptop = a.login_device("alice", "laptop");
+    let mut phone = b.login_device("alice", "phone");
+    let mut bob = b.login_device("bob", "laptop");
+    bob.send("DM alice hello");
+    bob.expect_prefix("OK DM alice dm:alice:bob 1 ");
+    collect_msgs(&mut laptop, "dm:alice:bob", 1);
+    collect_msgs(&mut phone, "dm:alice:bob", 1);
+
+    let key = "ab".repeat(32);
+    laptop.send(&format!("KEY {key}"));
+    laptop.expect("OK KEY alice laptop added");
+    expect_soon(&mut bob, &format!("DEVICE alice laptop added {key}"));
+    expect_soon(&mut phone, &format!("DEVICE alice laptop added {key}"));
+
+    let mut dave = c.login("dave");
+    for viewer in [&mut bob, &mut dave] {
+        viewer.send("KEYS alice");
+        viewer.expect_prefix(&format!("KEY alice laptop {key} added="));
+        viewer.expect("OK KEYS alice 1 account=no");
+    }
+
+    laptop.send("REVOKE laptop");
+    laptop.expect("OK REVOKE alice laptop");
+    expect_soon(&mut bob, "DEVICE alice laptop revoked");
+    expect_soon(&mut phone, "DEVICE alice laptop revoked");
+    for viewer in [&mut bob, &mut dave] {
+        viewer.send("KEYS alice");
+        viewer.expect("OK KEYS alice 0 account=no");
+    }
+    // The phone on B, which learned of the laptop's key from A, may publish its own: the
+    // device cap and the directory there are the cluster's.
+    phone.send(&format!("KEY {}", "cd".repeat(32)));
+    phone.expect("OK KEY alice phone added");
+    expect_soon(
+        &mut laptop,
+        &format!("DEVICE alice phone added {}", "cd".repeat(32)),
+    );
+    laptop.send("KEYS alice");
+    laptop.expect_prefix(&format!("KEY alice phone {} added=", "cd".repeat(32)));
+    laptop.expect("OK KEYS alice 1 account=no");
+}

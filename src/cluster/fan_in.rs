@@ -85,6 +85,7 @@ fn subscribe(client: redis::Client, feed: Sender<Feed>) {
                 format!("{}*", keys::CHANNEL_PREFIX),
                 format!("{}*", keys::DEVICE_PREFIX),
                 format!("{}*", keys::PRESENCE_PREFIX),
+                format!("{}*", keys::KEY_PREFIX),
             ];
             if pubsub.psubscribe(&patterns[..]).is_ok() {
                 if feed.send(Feed::Subscribed).is_err() {
@@ -150,6 +151,8 @@ fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
                         take_push(&cluster, &server, room, &payload);
                     } else if let Some(user) = channel.strip_prefix(keys::DEVICE_PREFIX) {
                         take_device(&cluster, &server, user, &payload);
+                    } else if let Some(user) = channel.strip_prefix(keys::KEY_PREFIX) {
+                        super::device_keys::take_key_change(&cluster, &server, user, &payload);
                     } else if let Some(user) = channel.strip_prefix(keys::PRESENCE_PREFIX) {
                         super::presence::take_presence(&cluster, &server, user, &payload);
                     }

@@ -37,11 +37,13 @@
 //! <node> <seq>`, `L <user> <node>`, `T <user> <node> <0|1>` (typing), `R <user> <node> <seq>
 //! <shared>` (a read position), `A <node> <1|0>` (invite-only), `I <user> <node> <owner>`
 //! (invited), `K <user> <node> <owner>` (kicked; its `L` follows); `d:<user>`, carrying `<device> <node>` (a login from a device
-//! there, which replaces that device's session elsewhere); `p:<user>`, carrying `on <node>` /
+//! there, which replaces that device's session elsewhere); `k:<user>`, carrying `<node>
+//! <device> [<key> <added>]` (a key published or revoked, see [`device_keys`]); `p:<user>`, carrying `on <node>` /
 //! `off <ms>` (see [`presence`]). Presence keys: `p:{user}` (set of nodes with a session of
 //! theirs), `n:<node>:users`, `nodes` (sorted set: node -> lease end, ms).
 
 pub mod accounts;
+pub mod device_keys;
 pub mod directory;
 pub mod fan_in;
 pub mod log;
@@ -226,6 +228,11 @@ pub mod keys {
     pub const DEVICE_PREFIX: &str = "d:";
     pub fn device_channel(user: &str) -> String {
         format!("{DEVICE_PREFIX}{user}")
+    }
+    /// A user's key directory changes: `<node> <device> <key> <added>` / `<node> <device>`.
+    pub const KEY_PREFIX: &str = "k:";
+    pub fn key_channel(user: &str) -> String {
+        format!("{KEY_PREFIX}{user}")
     }
 }
 

@@ -124,6 +124,20 @@ redis.call('PUBLISH', ARGV[2], 'K ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. owner
 return {'ok'}
 "#;
 
+/// KEY / REVOKE. KEYS: the user's key hash. ARGV: device, `<key> <added>` (or `""`: revoked),
+/// the user's key channel, node. Announced (`<node> <device> [<key> <added>]`) so every node
+/// tells its sessions of the user's DM peers (`cluster::device_keys`).
+pub const DEVICE_KEY: &str = r#"
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. ARGV[1] .. ' ' .. ARGV[2])
+end
+return {'ok'}
+"#;
+
 /// READ: a read position only moves forward. KEYS: room reads. ARGV: user, seq.
 pub const READ: &str = r#"
 local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')

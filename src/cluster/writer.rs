@@ -215,16 +215,21 @@ fn command(write: &Write, node: &str) -> redis::Cmd {
             device,
             key,
             added,
-        } => hset(
-            keys::device_keys(user),
-            device,
-            &format!("{key} {}", added.to_rfc3339()),
+        } => eval(
+            scripts::DEVICE_KEY,
+            &[keys::device_keys(user)],
+            &[
+                device,
+                &format!("{key} {}", added.to_rfc3339()),
+                &keys::key_channel(user),
+                node,
+            ],
         ),
-        Write::RevokeDevice { user, device } => {
-            let mut cmd = redis::cmd("HDEL");
-            cmd.arg(keys::device_keys(user)).arg(&**device);
-            cmd
-        }
+        Write::RevokeDevice { user, device } => eval(
+            scripts::DEVICE_KEY,
+            &[keys::device_keys(user)],
+            &[device, "", &keys::key_channel(user), node],
+        ),
         Write::Ban { target, reason } => hset(keys::BANS.to_owned(), &target.to_string(), reason),
         Write::Unban { target } => {
             let mut cmd = redis::cmd("HDEL");

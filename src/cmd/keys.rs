@@ -51,6 +51,7 @@ pub fn key(ctx: &Ctx<'_>, key: &str) -> Result<(), ClientError> {
 pub fn keys(ctx: &Ctx<'_>, name: &str) -> Result<(), ClientError> {
     ctx.session()?;
     let user = ctx.server.known_user(name)?;
+    ctx.server.refresh_device_keys(&user);
     ctx.reply.send(Event::Keys {
         user: Arc::clone(&user.name),
         account: user.password_hash().is_some(),

@@ -34,6 +34,16 @@ impl ChatServer {
         }
     }
 
+    /// Cluster mode: the user's device keys as Redis has them now (another node may have
+    /// changed them; see `cluster::device_keys`). Unreachable Redis leaves the copy here.
+    pub(crate) fn refresh_device_keys(&self, user: &User) {
+        if let Some(cluster) = &self.cluster {
+            if let Ok(keys) = cluster.device_keys(&user.name) {
+                user.replace_device_keys(keys);
+            }
+        }
+    }
+
     /// The name has just been given a password (REGISTER, or a first LOGIN with one): the
     /// device keys published while anyone could use the name are withdrawn, except the
     /// registering session's own device's, and peers are told. A key a squatter published

@@ -755,3 +755,49 @@ fn the_key_directory_crosses_nodes() {
     laptop.expect_prefix(&format!("KEY alice phone {} added=", "cd".repeat(32)));
     laptop.expect("OK KEYS alice 1 account=no");
 }
+
+/// `--retention-days` (here an age limit of seconds) trims the shared log by time: the old
+/// entries go from the room's stream, a newer one stays, and a node that reads the room
+/// afterwards SYNCs the trimmed seqs as a `GAP`.
+#[test]
+fn the_age_limit_trims_the_shared_log() {
+    let Some(redis) = Redis::start() else { return };
+    let max_age = Duration::from_secs(5);
+    let a = support::cluster::node_with(&redis, "a", |config| {
+        let retention = &mut config.cluster.as_mut().expect("a cluster node").retention;
+        retention.max_age = Some(max_age);
+        retention.interval = Duration::from_millis(50);
+    });
+    let mut alice = a.login("alice");
+    let join = alice.join("general");
+    for i in 1..=3 {
+        alice.say("general", &format!("old {i}"));
+    }
+    let mut con = redis.connection();
+    let log = "r:{general}:log";
+    eventually("the old entries are trimmed", || {
+        let len: u64 = redis::cmd("XLEN").arg(log).query(&mut con).ok()?;
+        (len == 0).then_some(())
+    });
+    let posted = Instant::now();
+    alice.say("general", "new");
+    let ids: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(log)
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .expect("XRANGE");
+    assert_eq!(ids.len(), 1, "only the new entry: {ids:?}");
+    assert_eq!(ids[0].0, "4-0");
+
+    let c = node(&redis, "c");
+    let mut bob = c.login("bob");
+    bob.join("general");
+    bob.send(&format!("SYNC general 0 epoch={}", join.epoch));
+    let gap = bob.expect_prefix("GAP general ");
+    if posted.elapsed() < max_age {
+        assert_eq!(gap, "GAP general 1 3");
+        let replayed = collect_msgs(&mut bob, "general", 1);
+        assert_eq!((replayed[0].seq, replayed[0].body.as_str()), (4, "new"));
+    }
+}

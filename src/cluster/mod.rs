@@ -12,6 +12,8 @@
 //!   every room's events; a fence thread settles them into the rooms (`Room::arrive`) only
 //!   once they are known durable, repairs holes from the stream (XRANGE), and catches every
 //!   room up from its last settled seq whenever the subscription is (re)made.
+//! - **Retention** ([`retention`]): `--retention-per-room` trims in the SEND script,
+//!   `--retention-days` in a pass every retention interval.
 //! - **Shared state** ([`directory`]): rooms (epoch, seq, owner, invite-only, members,
 //!   invites, read positions) and users live in Redis; a node loads a room the first time it
 //!   needs it and follows it from then on through the fan-in.
@@ -48,6 +50,7 @@ pub mod directory;
 pub mod fan_in;
 pub mod log;
 pub mod presence;
+pub mod retention;
 pub mod scripts;
 pub mod writer;
 
@@ -130,6 +133,7 @@ impl Cluster {
     /// Also starts the lease thread (`presence`); `grace` is the presence grace.
     pub fn start_fan_in(self: &Arc<Self>, server: Weak<ChatServer>, grace: Duration) {
         presence::start_leases(Arc::clone(self), server.clone(), self.lease, grace);
+        retention::start(Arc::clone(self), server.clone());
         fan_in::start(Arc::clone(self), server);
     }
 

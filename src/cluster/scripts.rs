@@ -138,6 +138,40 @@ end
 return {'ok'}
 "#;
 
+/// `--retention-days`. KEYS: a room's log. ARGV: the age limit (ms). Deletes the entries older
+/// than the limit, which are a prefix of the stream (a room's times never go back in seq
+/// order), reading at most 100 pages of 100. Answers 1 if it stopped with old entries maybe
+/// left (call again), else 0.
+pub const TRIM_AGE: &str = r#"
+local now = redis.call('TIME')
+local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])
+for _ = 1, 100 do
+  local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 100)
+  if #entries == 0 then return 0 end
+  local keep = nil
+  for _, entry in ipairs(entries) do
+    local fields = entry[2]
+    local t = nil
+    for i = 1, #fields, 2 do
+      if fields[i] == 't' then t = tonumber(fields[i + 1]) end
+    end
+    if t and t >= cutoff then
+      keep = entry[1]
+      break
+    end
+  end
+  if keep then
+    redis.call('XTRIM', KEYS[1], 'MINID', keep)
+    return 0
+  end
+  local last = entries[#entries][1]
+  local seq = tonumber(string.match(last, '^(%d+)'))
+  redis.call('XTRIM', KEYS[1], 'MINID', (seq + 1) .. '-0')
+  if #entries < 100 then return 0 end
+end
+return 1
+"#;
+
 /// READ: a read position only moves forward. KEYS: room reads. ARGV: user, seq.
 pub const READ: &str = r#"
 local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')

@@ -801,3 +801,20 @@ fn the_age_limit_trims_the_shared_log() {
         assert_eq!((replayed[0].seq, replayed[0].body.as_str()), (4, "new"));
     }
 }
+
+/// `KEYS` on a node where the user never logged in says whether the name is an account as
+/// Redis has it (registered through another node).
+#[test]
+fn keys_on_another_node_knows_the_account() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.connect();
+    alice.send("LOGIN alice password=correct-horse device=laptop");
+    alice.expect("OK LOGIN alice");
+    alice.send(&format!("KEY {}", "ab".repeat(32)));
+    alice.expect("OK KEY alice laptop added");
+    let mut bob = b.login("bob");
+    bob.send("KEYS alice");
+    bob.expect_prefix("KEY alice laptop ");
+    bob.expect("OK KEYS alice 1 account=yes");
+}

@@ -20,12 +20,17 @@ use crate::server::ChatServer;
 use crate::store::StoreError;
 
 impl Cluster {
-    /// `user`'s device keys as Redis has them now, in device name order.
-    pub fn device_keys(&self, user: &str) -> Result<Vec<DeviceKey>, StoreError> {
-        let fields: HashMap<String, String> =
+    /// `user`'s device keys as Redis has them now, in device name order, and whether the
+    /// name is an account (a node where the user never logged in does not know).
+    pub fn device_keys(&self, user: &str) -> Result<(Vec<DeviceKey>, bool), StoreError> {
+        let (fields, password): (HashMap<String, String>, Option<String>) =
             self.with_connection("reading device keys", |con| {
-                redis::cmd("HGETALL")
+                redis::pipe()
+                    .cmd("HGETALL")
                     .arg(keys::device_keys(user))
+                    .cmd("HGET")
+                    .arg(keys::user(user))
+                    .arg("password")
                     .query(con)
             })?;
         let mut devices: Vec<DeviceKey> = fields
@@ -33,7 +38,7 @@ impl Cluster {
             .filter_map(|(device, value)| parse_key(device, value))
             .collect();
         devices.sort_by(|a, b| a.device.cmp(&b.device));
-        Ok(devices)
+        Ok((devices, password.is_some_and(|hash| !hash.is_empty())))
     }
 }
 

@@ -345,7 +345,7 @@ impl ChatServer {
         }
         // A KEY or REVOKE here checks the device cap and the device against the user's
         // current keys, which another node may have changed.
-        self.refresh_device_keys(user);
+        let _ = self.refresh_device_keys(user);
     }
 
     /// Cluster mode: the room, followed from `seq` on if this node did not follow it yet (see

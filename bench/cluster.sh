@@ -3,6 +3,9 @@
 # against one node (memory store, then SQLite): BENCHMARKS.md, "Cluster mode". Rooms are
 # 100x10, not 500x10: a server admits 1,000 new user names a minute (src/accounts.rs,
 # NEW_NAMES_OVERALL), which `--no-rate-limit` does not lift, so 5,000 fresh names fail.
+# Every server gets `--rooms-per-minute 100000`: three nodes otherwise refuse some of the
+# rooms scenario's JOINs with `ERR rate-limited` (the new-room quota, 200 a minute per node;
+# see BENCHMARKS.md). SCENARIOS="..." (one per line) runs others.
 #
 #   bench/cluster.sh            # needs redis-server; builds nothing: run
 #                               # `cargo build --release -p chatd -p chatd-bench` first
@@ -30,10 +33,14 @@ wait_port() { # bounded: 10 s
     echo "nothing listens on $1" >&2; exit 1
 }
 
-SCENARIOS=(
-    "rooms --rooms 100 --members 10 --rate 1"
-    "fanout --members 100 --senders 10"
-)
+if [[ -n ${SCENARIOS:-} ]]; then
+    mapfile -t SCENARIOS <<<"$SCENARIOS"
+else
+    SCENARIOS=(
+        "rooms --rooms 100 --members 10 --rate 1"
+        "fanout --members 100 --senders 10"
+    )
+fi
 
 redis-server --bind 127.0.0.1 --port $REDIS_PORT --dir "$OUT" --appendonly yes \
     --appendfsync always --save '' --maxmemory-policy noeviction >"$OUT/redis.log" 2>&1 &
@@ -53,14 +60,14 @@ for scenario in "${SCENARIOS[@]}"; do
             sqlite)
                 rm -f "$OUT/single.db"*
                 "$CHATD" --listen 127.0.0.1:17801 --store sqlite --data "$OUT/single.db" \
-                    --no-rate-limit --http-listen none >>"$OUT/chatd.log" 2>&1 &
+                    --no-rate-limit --rooms-per-minute 100000 --http-listen none >>"$OUT/chatd.log" 2>&1 &
                 nodes=($!); addrs=127.0.0.1:17801 ;;
             cluster3)
                 redis-cli -p $REDIS_PORT FLUSHALL >/dev/null
                 addrs=""
                 for n in 1 2 3; do
                     "$CHATD" --listen 127.0.0.1:1781$n --cluster redis://127.0.0.1:$REDIS_PORT \
-                        --node-id n$n --no-rate-limit --http-listen none >>"$OUT/node$n.log" 2>&1 &
+                        --node-id n$n --no-rate-limit --rooms-per-minute 100000 --http-listen none >>"$OUT/node$n.log" 2>&1 &
                     nodes+=($!); addrs+="${addrs:+,}127.0.0.1:1781$n"
                 done ;;
         esac

@@ -60,7 +60,8 @@
 //! - Cluster mode only (`crate::cluster`): `chatd-cluster-writer` sends every queued post and
 //!   write to Redis as one pipeline; `chatd-cluster-sub` reads the pub/sub connection;
 //!   `chatd-cluster-fence` settles its pushes into rooms once they are known durable, and
-//!   repairs holes from the rooms' streams.
+//!   repairs holes from the rooms' streams; `chatd-cluster-lease` renews the node's presence
+//!   lease; `chatd-cluster-retention` (with `--retention-days`) trims the streams by age.
 //! - `chatd-timers`: sleeps until the next due item (an offline announcement after the
 //!   presence grace period, a typing expiry, the 5 s memory sweep), re-checks it against
 //!   current state, acts.

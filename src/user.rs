@@ -392,6 +392,18 @@ impl User {
         self.device_keys.lock().insert(Arc::clone(&key.device), key);
     }
 
+    /// Cluster mode: drops a key another node revoked.
+    pub fn forget_device_key(&self, device: &str) {
+        self.device_keys.lock().remove(device);
+    }
+
+    /// Cluster mode: the user's keys become the cluster's (read from Redis).
+    pub fn replace_device_keys(&self, keys: Vec<DeviceKey>) {
+        let mut devices = self.device_keys.lock();
+        devices.clear();
+        devices.extend(keys.into_iter().map(|key| (Arc::clone(&key.device), key)));
+    }
+
     /// Sets `device`'s public key for `by`, one of this user's sessions, and queues its store
     /// write (with a ticket the caller waits on) under the same lock, so a user's key changes
     /// reach the store in the order they were made here even when two of their sessions

@@ -94,15 +94,31 @@ fn a_dm_crosses_nodes() {
     let mut alice = a.login("alice");
     let mut bob = b.login("bob");
     alice.send("DM bob hello from a");
-    let ok = alice.expect_prefix("OK DM bob dm:alice:bob 1 ");
+    // Bob's presence may reach node A around the DM (its push races the DM's room), so a
+    // `PRESENCE bob online` may come first.
+    let ok = next_with_prefix(&mut alice, "OK DM bob dm:alice:bob 1 ");
     let mine = collect_msgs(&mut alice, "dm:alice:bob", 1);
     let theirs = collect_msgs(&mut bob, "dm:alice:bob", 1);
     assert_eq!(agreed(&mine), agreed(&theirs));
     assert!(ok.ends_with(&mine[0].id), "{ok}");
     bob.send("DM alice and back");
-    bob.expect_prefix("OK DM alice dm:alice:bob 2 ");
+    next_with_prefix(&mut bob, "OK DM alice dm:alice:bob 2 ");
     let back = collect_msgs(&mut alice, "dm:alice:bob", 1);
     assert_eq!((back[0].seq, back[0].body.as_str()), (2, "and back"));
+}
+
+/// The next line starting with `prefix`, skipping `PRESENCE` lines (bounded).
+fn next_with_prefix(client: &mut Client, prefix: &str) -> String {
+    for _ in 0..100 {
+        let line = client.next_line();
+        if line.starts_with(prefix) {
+            return line;
+        }
+        if !line.starts_with("PRESENCE ") {
+            client.fail(&format!("expected {prefix:?}, got {line:?}"));
+        }
+    }
+    client.fail(&format!("no {prefix:?}"))
 }
 
 /// A client id used on one node answers a retry on another node with the original `OK`, and
@@ -620,4 +636,201 @@ fn a_password_set_on_one_node_is_required_on_another() {
     let mut laptop = b.connect();
     laptop.send("LOGIN alice password=correct-horse");
     laptop.expect("OK LOGIN alice");
+}
+
+/// The next `JOINED`/`LEFT` line of `room`, skipping others (bounded).
+fn next_membership(client: &mut Client, room: &str) -> String {
+    for _ in 0..1_000 {
+        let line = client.next_line();
+        if line.starts_with(&format!("JOINED {room} "))
+            || line.starts_with(&format!("LEFT {room} "))
+        {
+            return line;
+        }
+    }
+    client.fail("no JOINED or LEFT")
+}
+
+/// PRIVATE, INVITE and KICK by an owner on node A take effect at once on node B, which
+/// follows the room: an outsider there gets the invite-only room's decoy, an invitee there is
+/// told `INVITED` and let in, and a kicked member there is told `KICKED`, loses the membership
+/// there, and the other members there see `LEFT`.
+#[test]
+fn owner_actions_take_effect_on_every_node() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.login("alice");
+    let mut carol = b.login("carol");
+    let mut bob = b.login("bob");
+    let mut dave = b.login("dave");
+    let real = alice.join("club");
+    carol.join("club");
+    assert_eq!(next_membership(&mut alice, "club"), "JOINED club carol");
+
+    alice.send("PRIVATE club on");
+    alice.expect("OK PRIVATE club on");
+    // The room's pushes reach node B in order: once carol there has this message, node B has
+    // applied the PRIVATE published before it.
+    let marker = alice.say("club", "now private");
+    let seen = collect_msgs(&mut carol, "club", 1);
+    assert_eq!(seen[0].id, marker.id);
+    let decoy = dave.join("club");
+    assert_eq!(
+        (decoy.seq, decoy.members),
+        (0, 1),
+        "an outsider on B is not let in"
+    );
+    assert_ne!(
+        decoy.epoch, real.epoch,
+        "an outsider on B learns nothing of the room"
+    );
+
+    alice.send("INVITE club bob");
+    alice.expect("OK INVITE club bob");
+    expect_soon(&mut bob, "INVITED club alice");
+    let joined = bob.join("club");
+    assert_eq!(
+        (joined.epoch.as_str(), joined.members),
+        (real.epoch.as_str(), 3)
+    );
+    // Dave's decoy JOIN made nobody a member: the next membership change alice sees is bob.
+    assert_eq!(next_membership(&mut alice, "club"), "JOINED club bob");
+
+    alice.send("KICK club carol");
+    alice.expect("LEFT club carol");
+    alice.expect("OK KICK club carol");
+    expect_soon(&mut carol, "KICKED club alice");
+    assert_eq!(next_membership(&mut bob, "club"), "LEFT club carol");
+    carol.send("SEND club still here?");
+    carol.expect_prefix("ERR ");
+    let shut_out = carol.join("club");
+    assert_ne!(
+        shut_out.epoch, real.epoch,
+        "kicked from an invite-only room on B too"
+    );
+
+    // An invitation withdrawn by a KICK reaches the invitee on the other node as well.
+    alice.send("INVITE club dave");
+    alice.expect("OK INVITE club dave");
+    expect_soon(&mut dave, "INVITED club alice");
+    alice.send("KICK club dave");
+    alice.expect("OK KICK club dave");
+    expect_soon(&mut dave, "KICKED club alice");
+    let refused = dave.join("club");
+    assert_ne!(
+        refused.epoch, real.epoch,
+        "the withdrawn invitation no longer admits"
+    );
+}
+
+/// The key directory crosses nodes: a key published on node A is announced (`DEVICE`) to a DM
+/// peer and to the user's other device on node B, listed by `KEYS` on B and on a node C that
+/// never met the user, and its revocation reaches all of them too.
+#[test]
+fn the_key_directory_crosses_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b, c) = (node(&redis, "a"), node(&redis, "b"), node(&redis, "c"));
+    let mut laptop = a.login_device("alice", "laptop");
+    let mut phone = b.login_device("alice", "phone");
+    let mut bob = b.login_device("bob", "laptop");
+    bob.send("DM alice hello");
+    next_with_prefix(&mut bob, "OK DM alice dm:alice:bob 1 ");
+    collect_msgs(&mut laptop, "dm:alice:bob", 1);
+    collect_msgs(&mut phone, "dm:alice:bob", 1);
+
+    let key = "ab".repeat(32);
+    laptop.send(&format!("KEY {key}"));
+    laptop.expect("OK KEY alice laptop added");
+    expect_soon(&mut bob, &format!("DEVICE alice laptop added {key}"));
+    expect_soon(&mut phone, &format!("DEVICE alice laptop added {key}"));
+
+    let mut dave = c.login("dave");
+    for viewer in [&mut bob, &mut dave] {
+        viewer.send("KEYS alice");
+        viewer.expect_prefix(&format!("KEY alice laptop {key} added="));
+        viewer.expect("OK KEYS alice 1 account=no");
+    }
+
+    laptop.send("REVOKE laptop");
+    laptop.expect("OK REVOKE alice laptop");
+    expect_soon(&mut bob, "DEVICE alice laptop revoked");
+    expect_soon(&mut phone, "DEVICE alice laptop revoked");
+    for viewer in [&mut bob, &mut dave] {
+        viewer.send("KEYS alice");
+        viewer.expect("OK KEYS alice 0 account=no");
+    }
+    // The phone on B, which learned of the laptop's key from A, may publish its own: the
+    // device cap and the directory there are the cluster's.
+    phone.send(&format!("KEY {}", "cd".repeat(32)));
+    phone.expect("OK KEY alice phone added");
+    expect_soon(
+        &mut laptop,
+        &format!("DEVICE alice phone added {}", "cd".repeat(32)),
+    );
+    laptop.send("KEYS alice");
+    laptop.expect_prefix(&format!("KEY alice phone {} added=", "cd".repeat(32)));
+    laptop.expect("OK KEYS alice 1 account=no");
+}
+
+/// `--retention-days` (here an age limit of seconds) trims the shared log by time: the old
+/// entries go from the room's stream, a newer one stays, and a node that reads the room
+/// afterwards SYNCs the trimmed seqs as a `GAP`.
+#[test]
+fn the_age_limit_trims_the_shared_log() {
+    let Some(redis) = Redis::start() else { return };
+    let max_age = Duration::from_secs(5);
+    let a = support::cluster::node_with(&redis, "a", |config| {
+        let retention = &mut config.cluster.as_mut().expect("a cluster node").retention;
+        retention.max_age = Some(max_age);
+        retention.interval = Duration::from_millis(50);
+    });
+    let mut alice = a.login("alice");
+    let join = alice.join("general");
+    for i in 1..=3 {
+        alice.say("general", &format!("old {i}"));
+    }
+    let mut con = redis.connection();
+    let log = "r:{general}:log";
+    eventually("the old entries are trimmed", || {
+        let len: u64 = redis::cmd("XLEN").arg(log).query(&mut con).ok()?;
+        (len == 0).then_some(())
+    });
+    let posted = Instant::now();
+    alice.say("general", "new");
+    let ids: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(log)
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .expect("XRANGE");
+    assert_eq!(ids.len(), 1, "only the new entry: {ids:?}");
+    assert_eq!(ids[0].0, "4-0");
+
+    let c = node(&redis, "c");
+    let mut bob = c.login("bob");
+    bob.join("general");
+    bob.send(&format!("SYNC general 0 epoch={}", join.epoch));
+    let gap = bob.expect_prefix("GAP general ");
+    if posted.elapsed() < max_age {
+        assert_eq!(gap, "GAP general 1 3");
+        let replayed = collect_msgs(&mut bob, "general", 1);
+        assert_eq!((replayed[0].seq, replayed[0].body.as_str()), (4, "new"));
+    }
+}
+
+/// `KEYS` on a node where the user never logged in says whether the name is an account as
+/// Redis has it (registered through another node).
+#[test]
+fn keys_on_another_node_knows_the_account() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = a.connect();
+    alice.send("LOGIN alice password=correct-horse device=laptop");
+    alice.expect("OK LOGIN alice");
+    alice.send(&format!("KEY {}", "ab".repeat(32)));
+    alice.expect("OK KEY alice laptop added");
+    let mut bob = b.login("bob");
+    bob.send("KEYS alice");
+    bob.expect_prefix("KEY alice laptop ");
+    bob.expect("OK KEYS alice 1 account=yes");
 }

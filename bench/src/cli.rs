@@ -28,6 +28,11 @@ pub struct Common {
     /// Server address; only loopback addresses are accepted.
     #[arg(long, global = true, default_value = "127.0.0.1:7878")]
     pub addr: SocketAddr,
+    /// Several server addresses (comma-separated, e.g. the nodes of a cluster): client `i`
+    /// connects to the `i mod N`-th, so a room's members are spread over all of them.
+    /// Replaces `--addr`; only loopback addresses are accepted.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub addrs: Vec<SocketAddr>,
     /// Protocol the server speaks.
     #[arg(long, global = true, value_enum, default_value_t = Proto::Chatd)]
     pub proto: Proto,
@@ -86,6 +91,26 @@ pub struct Common {
 pub enum StartOrder {
     Rooms,
     Shuffled,
+}
+
+impl Common {
+    /// The address client number `index` connects to (see `--addrs`).
+    pub fn addr_for(&self, index: usize) -> SocketAddr {
+        if self.addrs.is_empty() {
+            self.addr
+        } else {
+            self.addrs[index % self.addrs.len()]
+        }
+    }
+
+    /// Every address clients connect to, for the report.
+    pub fn addr_list(&self) -> String {
+        if self.addrs.is_empty() {
+            return self.addr.to_string();
+        }
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        addrs.join(",")
+    }
 }
 
 #[derive(Debug, Subcommand)]

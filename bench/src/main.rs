@@ -42,11 +42,12 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let common = &cli.common;
     // The bench generates heavy load: it must never aim at anything but this machine.
-    ensure!(
-        common.addr.ip().is_loopback(),
-        "--addr must be a loopback address (127.0.0.0/8 or ::1), got {}",
-        common.addr
-    );
+    for addr in std::iter::once(&common.addr).chain(&common.addrs) {
+        ensure!(
+            addr.ip().is_loopback(),
+            "--addr and --addrs must be loopback addresses (127.0.0.0/8 or ::1), got {addr}"
+        );
+    }
     ensure!(
         common.duration > 0.0 && common.duration <= 600.0,
         "--duration must be in (0, 600] seconds"

@@ -253,7 +253,7 @@ fn run_traffic(
     Ok(Report {
         scenario,
         proto: common.proto,
-        addr: common.addr.to_string(),
+        addr: common.addr_list(),
         cores: std::thread::available_parallelism().map_or(0, usize::from),
         load_average_at_start: load_average,
         params,

@@ -335,7 +335,11 @@ impl<'a> Engine<'a> {
         } else {
             0
         };
-        let mut conn = match Conn::connect(self.common.addr, rcvbuf, !self.common.delayed_acks) {
+        let mut conn = match Conn::connect(
+            self.common.addr_for(index),
+            rcvbuf,
+            !self.common.delayed_acks,
+        ) {
             Ok(conn) => conn,
             Err(e) => {
                 self.set_state(index, State::Handshake);

@@ -31,7 +31,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::log::parse_push;
 use super::{keys, Cluster, REDIS_TIMEOUT};
-use crate::delivery::CloseReason;
+use crate::delivery::{CloseReason, Line};
+use crate::event::Event;
+
 use crate::room::{Incoming, Room};
 use crate::server::ChatServer;
 
@@ -83,6 +85,7 @@ fn subscribe(client: redis::Client, feed: Sender<Feed>) {
                 format!("{}*", keys::CHANNEL_PREFIX),
                 format!("{}*", keys::DEVICE_PREFIX),
                 format!("{}*", keys::PRESENCE_PREFIX),
+                format!("{}*", keys::KEY_PREFIX),
             ];
             if pubsub.psubscribe(&patterns[..]).is_ok() {
                 if feed.send(Feed::Subscribed).is_err() {
@@ -148,6 +151,8 @@ fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
                         take_push(&cluster, &server, room, &payload);
                     } else if let Some(user) = channel.strip_prefix(keys::DEVICE_PREFIX) {
                         take_device(&cluster, &server, user, &payload);
+                    } else if let Some(user) = channel.strip_prefix(keys::KEY_PREFIX) {
+                        super::device_keys::take_key_change(&cluster, &server, user, &payload);
                     } else if let Some(user) = channel.strip_prefix(keys::PRESENCE_PREFIX) {
                         super::presence::take_presence(&cluster, &server, user, &payload);
                     }
@@ -216,6 +221,62 @@ fn take_push(cluster: &Cluster, server: &ChatServer, room_name: &str, payload: &
                 room.left_elsewhere(user);
             }
         }
+        "A" | "I" | "K" => take_owner_action(cluster, server, room_name, kind, rest),
+        _ => {}
+    }
+}
+
+/// An owner action another node carried out: `A <node> <1|0>` (invite-only or not), `I <user>
+/// <node> <owner>` (invited), `K <user> <node> <owner>` (kicked; its `L` follows). The room's
+/// state here changes, and this node's sessions are told what the kicking or inviting node's
+/// own sessions were told.
+fn take_owner_action(
+    cluster: &Cluster,
+    server: &ChatServer,
+    room_name: &str,
+    kind: &str,
+    rest: &str,
+) {
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let (node, target) = match (kind, &fields[..]) {
+        ("A", [node, _]) => (*node, None),
+        ("I" | "K", [user, node, _]) => (*node, Some(*user)),
+        _ => return,
+    };
+    if node == cluster.node() {
+        return; // done here already, in the room's lock
+    }
+    let room = server.room(room_name);
+    let room_name: Arc<str> = Arc::from(room_name);
+    let by = || Arc::from(fields[2]);
+    match (kind, target) {
+        ("A", _) => {
+            if let Some(room) = room {
+                room.access_elsewhere(fields[1] == "1");
+            }
+        }
+        ("I", Some(user)) => {
+            if let Some(room) = &room {
+                room.invited_elsewhere(user);
+            }
+            if let Some(invitee) = server.user(user) {
+                invitee.deliver(&Line::event(Event::Invited {
+                    room: room_name,
+                    by: by(),
+                }));
+            }
+        }
+        ("K", Some(user)) => {
+            if let Some(room) = &room {
+                room.kicked_elsewhere(user);
+            }
+            if let Some(kicked) = server.user(user) {
+                kicked.deliver(&Line::event(Event::Kicked {
+                    room: room_name,
+                    by: by(),
+                }));
+            }
+        }
         _ => {}
     }
 }
@@ -262,6 +323,7 @@ fn catch_up_all(cluster: &Cluster, server: &ChatServer, rooms: Vec<Arc<Room>>) {
         match cluster.shared_room(&room.name, None) {
             Ok(Some(shared)) if shared.epoch == *room.epoch => {
                 room.reconcile_members(&shared.members, |name| server.cluster_user(name));
+                room.reconcile_access(shared.private, &shared.invited);
                 catch_up(cluster, &room);
             }
             Ok(_) => server.forget_room(&room.name),

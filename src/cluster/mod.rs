@@ -12,6 +12,8 @@
 //!   every room's events; a fence thread settles them into the rooms (`Room::arrive`) only
 //!   once they are known durable, repairs holes from the stream (XRANGE), and catches every
 //!   room up from its last settled seq whenever the subscription is (re)made.
+//! - **Retention** ([`retention`]): `--retention-per-room` trims in the SEND script,
+//!   `--retention-days` in a pass every retention interval.
 //! - **Shared state** ([`directory`]): rooms (epoch, seq, owner, invite-only, members,
 //!   invites, read positions) and users live in Redis; a node loads a room the first time it
 //!   needs it and follows it from then on through the fan-in.
@@ -35,16 +37,20 @@
 //!
 //! Channels: `c:<room>`, carrying `M <seq> <ms> <id> <origin> <from> <body>`, `J <user>
 //! <node> <seq>`, `L <user> <node>`, `T <user> <node> <0|1>` (typing), `R <user> <node> <seq>
-//! <shared>` (a read position); `d:<user>`, carrying `<device> <node>` (a login from a device
-//! there, which replaces that device's session elsewhere); `p:<user>`, carrying `on <node>` /
+//! <shared>` (a read position), `A <node> <1|0>` (invite-only), `I <user> <node> <owner>`
+//! (invited), `K <user> <node> <owner>` (kicked; its `L` follows); `d:<user>`, carrying `<device> <node>` (a login from a device
+//! there, which replaces that device's session elsewhere); `k:<user>`, carrying `<node>
+//! <device> [<key> <added>]` (a key published or revoked, see [`device_keys`]); `p:<user>`, carrying `on <node>` /
 //! `off <ms>` (see [`presence`]). Presence keys: `p:{user}` (set of nodes with a session of
 //! theirs), `n:<node>:users`, `nodes` (sorted set: node -> lease end, ms).
 
 pub mod accounts;
+pub mod device_keys;
 pub mod directory;
 pub mod fan_in;
 pub mod log;
 pub mod presence;
+pub mod retention;
 pub mod scripts;
 pub mod writer;
 
@@ -127,6 +133,7 @@ impl Cluster {
     /// Also starts the lease thread (`presence`); `grace` is the presence grace.
     pub fn start_fan_in(self: &Arc<Self>, server: Weak<ChatServer>, grace: Duration) {
         presence::start_leases(Arc::clone(self), server.clone(), self.lease, grace);
+        retention::start(Arc::clone(self), server.clone());
         fan_in::start(Arc::clone(self), server);
     }
 
@@ -225,6 +232,11 @@ pub mod keys {
     pub const DEVICE_PREFIX: &str = "d:";
     pub fn device_channel(user: &str) -> String {
         format!("{DEVICE_PREFIX}{user}")
+    }
+    /// A user's key directory changes: `<node> <device> <key> <added>` / `<node> <device>`.
+    pub const KEY_PREFIX: &str = "k:";
+    pub fn key_channel(user: &str) -> String {
+        format!("{KEY_PREFIX}{user}")
     }
 }
 

@@ -95,6 +95,83 @@ end
 return {'ok'}
 "#;
 
+/// PRIVATE. KEYS: room hash. ARGV: `1`/`0`, room channel, node. Announced (`A <node> <1|0>`)
+/// so every node that follows the room admits and hides as the owner said, at once.
+pub const ACCESS: &str = r#"
+redis.call('HSET', KEYS[1], 'private', ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'A ' .. ARGV[3] .. ' ' .. ARGV[1])
+return {'ok'}
+"#;
+
+/// INVITE. KEYS: room invites, room hash. ARGV: user, room channel, node. Announced (`I <user>
+/// <node> <owner>`): the invitee's sessions on every node are told, and every node lets them
+/// join. Only the owner invites, so the owner is who invited.
+pub const INVITE: &str = r#"
+redis.call('SADD', KEYS[1], ARGV[1])
+local owner = redis.call('HGET', KEYS[2], 'owner') or ''
+redis.call('PUBLISH', ARGV[2], 'I ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. owner)
+return {'ok'}
+"#;
+
+/// KICK's first half (the invitation withdrawn; the membership goes with [`LEAVE`], queued
+/// right after). KEYS: room invites, room hash. ARGV: user, room channel, node. Announced (`K
+/// <user> <node> <owner>`) before LEAVE's `L`, so the kicked user's sessions on every node
+/// are told `KICKED` and the other members `LEFT`, as on the node that kicked.
+pub const UNINVITE: &str = r#"
+redis.call('SREM', KEYS[1], ARGV[1])
+local owner = redis.call('HGET', KEYS[2], 'owner') or ''
+redis.call('PUBLISH', ARGV[2], 'K ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. owner)
+return {'ok'}
+"#;
+
+/// KEY / REVOKE. KEYS: the user's key hash. ARGV: device, `<key> <added>` (or `""`: revoked),
+/// the user's key channel, node. Announced (`<node> <device> [<key> <added>]`) so every node
+/// tells its sessions of the user's DM peers (`cluster::device_keys`).
+pub const DEVICE_KEY: &str = r#"
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. ARGV[1] .. ' ' .. ARGV[2])
+end
+return {'ok'}
+"#;
+
+/// `--retention-days`. KEYS: a room's log. ARGV: the age limit (ms). Deletes the entries older
+/// than the limit, which are a prefix of the stream (a room's times never go back in seq
+/// order), reading at most 100 pages of 100. Answers 1 if it stopped with old entries maybe
+/// left (call again), else 0.
+pub const TRIM_AGE: &str = r#"
+local now = redis.call('TIME')
+local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])
+for _ = 1, 100 do
+  local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 100)
+  if #entries == 0 then return 0 end
+  local keep = nil
+  for _, entry in ipairs(entries) do
+    local fields = entry[2]
+    local t = nil
+    for i = 1, #fields, 2 do
+      if fields[i] == 't' then t = tonumber(fields[i + 1]) end
+    end
+    if t and t >= cutoff then
+      keep = entry[1]
+      break
+    end
+  end
+  if keep then
+    redis.call('XTRIM', KEYS[1], 'MINID', keep)
+    return 0
+  end
+  local last = entries[#entries][1]
+  local seq = tonumber(string.match(last, '^(%d+)'))
+  redis.call('XTRIM', KEYS[1], 'MINID', (seq + 1) .. '-0')
+  if #entries < 100 then return 0 end
+end
+return 1
+"#;
+
 /// READ: a read position only moves forward. KEYS: room reads. ARGV: user, seq.
 pub const READ: &str = r#"
 local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')

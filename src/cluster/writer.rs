@@ -190,21 +190,21 @@ fn command(write: &Write, node: &str) -> redis::Cmd {
             &[keys::reads(room)],
             &[user, &seq.to_string()],
         ),
-        Write::RoomAccess { room, private } => hset(
-            keys::room(room),
-            "private",
-            if *private { "1" } else { "0" },
+        Write::RoomAccess { room, private } => eval(
+            scripts::ACCESS,
+            &[keys::room(room)],
+            &[if *private { "1" } else { "0" }, &keys::channel(room), node],
         ),
-        Write::Invite { room, user } => {
-            let mut cmd = redis::cmd("SADD");
-            cmd.arg(keys::invites(room)).arg(&**user);
-            cmd
-        }
-        Write::Uninvite { room, user } => {
-            let mut cmd = redis::cmd("SREM");
-            cmd.arg(keys::invites(room)).arg(&**user);
-            cmd
-        }
+        Write::Invite { room, user } => eval(
+            scripts::INVITE,
+            &[keys::invites(room), keys::room(room)],
+            &[user, &keys::channel(room), node],
+        ),
+        Write::Uninvite { room, user } => eval(
+            scripts::UNINVITE,
+            &[keys::invites(room), keys::room(room)],
+            &[user, &keys::channel(room), node],
+        ),
         Write::Password { user, hash } => hset(keys::user(user), "password", hash),
         Write::LastSeen { user, at } => hset(keys::user(user), "last_seen", &at.to_rfc3339()),
         Write::ShareReceipts { user, share } => {
@@ -215,16 +215,21 @@ fn command(write: &Write, node: &str) -> redis::Cmd {
             device,
             key,
             added,
-        } => hset(
-            keys::device_keys(user),
-            device,
-            &format!("{key} {}", added.to_rfc3339()),
+        } => eval(
+            scripts::DEVICE_KEY,
+            &[keys::device_keys(user)],
+            &[
+                device,
+                &format!("{key} {}", added.to_rfc3339()),
+                &keys::key_channel(user),
+                node,
+            ],
         ),
-        Write::RevokeDevice { user, device } => {
-            let mut cmd = redis::cmd("HDEL");
-            cmd.arg(keys::device_keys(user)).arg(&**device);
-            cmd
-        }
+        Write::RevokeDevice { user, device } => eval(
+            scripts::DEVICE_KEY,
+            &[keys::device_keys(user)],
+            &[device, "", &keys::key_channel(user), node],
+        ),
         Write::Ban { target, reason } => hset(keys::BANS.to_owned(), &target.to_string(), reason),
         Write::Unban { target } => {
             let mut cmd = redis::cmd("HDEL");

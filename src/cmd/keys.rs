@@ -51,9 +51,10 @@ pub fn key(ctx: &Ctx<'_>, key: &str) -> Result<(), ClientError> {
 pub fn keys(ctx: &Ctx<'_>, name: &str) -> Result<(), ClientError> {
     ctx.session()?;
     let user = ctx.server.known_user(name)?;
+    let account = ctx.server.refresh_device_keys(&user);
     ctx.reply.send(Event::Keys {
         user: Arc::clone(&user.name),
-        account: user.password_hash().is_some(),
+        account: account.unwrap_or_else(|| user.password_hash().is_some()),
         devices: user.device_keys(),
     });
     Ok(())

@@ -321,6 +321,38 @@ impl Room {
         broadcast(&state, &left, Audience::Everyone);
         member.deliver(&left);
     }
+
+    /// Another node's owner made the room invite-only (or public again): this node admits
+    /// and hides as they said from now on.
+    pub fn access_elsewhere(&self, private: bool) {
+        self.state.lock().access.private = private;
+    }
+
+    /// Another node's owner invited `user`: they may join through this node too.
+    pub fn invited_elsewhere(&self, user: &str) {
+        self.state.lock().access.invited.insert(Arc::from(user));
+    }
+
+    /// Another node's owner kicked `user`: the invitation goes, and if they are a member,
+    /// the membership, with `LEFT` to this node's sessions of the remaining members (the
+    /// kicked user's own sessions are told `KICKED` by the caller, as on the kicking node).
+    pub fn kicked_elsewhere(&self, user: &str) {
+        let mut state = self.state.lock();
+        state.access.invited.remove(user);
+        let Some(member) = state.members.remove(user) else {
+            return;
+        };
+        state.read.remove(user);
+        if state.typing.clear(user) {
+            self.show_typing(&state, user, false);
+        }
+        member.remove_room(&self.name);
+        let left = Line::event(Event::Left {
+            room: Arc::clone(&self.name),
+            user: Arc::clone(&member.name),
+        });
+        broadcast(&state, &left, Audience::Everyone);
+    }
 }
 
 impl Room {
@@ -338,6 +370,17 @@ impl Room {
                 self.left_elsewhere(&name);
             }
         }
+    }
+
+    /// Makes this node's access the shared one (owner actions missed while the fan-in was
+    /// reconnecting).
+    pub fn reconcile_access(&self, private: bool, invited: &[String]) {
+        let mut state = self.state.lock();
+        state.access.private = private;
+        state.access.invited = invited
+            .iter()
+            .map(|name| Arc::from(name.as_str()))
+            .collect();
     }
 
     /// This node stops following the room (Redis lost it): its members no longer list it.

@@ -34,6 +34,15 @@ impl ChatServer {
         }
     }
 
+    /// Cluster mode: the user's device keys as Redis has them now (another node may have
+    /// changed them; see `cluster::device_keys`), and whether the name is an account there.
+    /// `None` (one node, or Redis unreachable) leaves the copy here as it is.
+    pub(crate) fn refresh_device_keys(&self, user: &User) -> Option<bool> {
+        let (keys, account) = self.cluster.as_ref()?.device_keys(&user.name).ok()?;
+        user.replace_device_keys(keys);
+        Some(account)
+    }
+
     /// The name has just been given a password (REGISTER, or a first LOGIN with one): the
     /// device keys published while anyone could use the name are withdrawn, except the
     /// registering session's own device's, and peers are told. A key a squatter published

@@ -353,6 +353,9 @@ impl ChatServer {
         for name in cluster.logged_in(&user.name).unwrap_or_default() {
             self.room(&name);
         }
+        // A KEY or REVOKE here checks the device cap and the device against the user's
+        // current keys, which another node may have changed.
+        let _ = self.refresh_device_keys(user);
     }
 
     /// Cluster mode: the room, followed from `seq` on if this node did not follow it yet (see

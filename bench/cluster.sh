@@ -55,19 +55,21 @@ for scenario in "${SCENARIOS[@]}"; do
         case $setup in
             memory)
                 "$CHATD" --listen 127.0.0.1:17801 --store memory --no-rate-limit \
-                    --http-listen none >>"$OUT/chatd.log" 2>&1 &
+                    --names-per-minute 1000000 --rooms-per-minute 100000 --http-listen none >>"$OUT/chatd.log" 2>&1 &
                 nodes=($!); addrs=127.0.0.1:17801 ;;
             sqlite)
                 rm -f "$OUT/single.db"*
                 "$CHATD" --listen 127.0.0.1:17801 --store sqlite --data "$OUT/single.db" \
-                    --no-rate-limit --rooms-per-minute 100000 --http-listen none >>"$OUT/chatd.log" 2>&1 &
+                    --no-rate-limit --names-per-minute 1000000 --rooms-per-minute 100000 \
+                    --http-listen none >>"$OUT/chatd.log" 2>&1 &
                 nodes=($!); addrs=127.0.0.1:17801 ;;
             cluster3)
                 redis-cli -p $REDIS_PORT FLUSHALL >/dev/null
                 addrs=""
                 for n in 1 2 3; do
                     "$CHATD" --listen 127.0.0.1:1781$n --cluster redis://127.0.0.1:$REDIS_PORT \
-                        --node-id n$n --no-rate-limit --rooms-per-minute 100000 --http-listen none >>"$OUT/node$n.log" 2>&1 &
+                        --node-id n$n --no-rate-limit --names-per-minute 1000000 --rooms-per-minute 100000 \
+                        --http-listen none >>"$OUT/node$n.log" 2>&1 &
                     nodes+=($!); addrs+="${addrs:+,}127.0.0.1:1781$n"
                 done ;;
         esac

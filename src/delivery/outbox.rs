@@ -186,9 +186,6 @@ pub struct Outbox {
     /// Lock rank 5, the last (see `lock_rank::Rank`). Set once, by whoever closes first,
     /// with when; later reasons are ignored.
     closing: RankedMutex<Option<(CloseReason, Instant)>>,
-    /// Queue length at which the session is a slow consumer: the channel's own bound, or,
-    /// for a channel allocated as it fills (see [`Outbox::with_capacity`]), this.
-    capacity: usize,
     /// Queue length past which ephemeral lines are shed (stage 1 of backpressure).
     soft_mark: usize,
     /// Bytes of this session's own replies (SYNC, HISTORY, WHO, ...) queued and not yet taken
@@ -228,15 +225,14 @@ impl Outbox {
         peer: Arc<dyn Peer>,
         stats: Arc<Stats>,
     ) -> Outbox {
-        let capacity = queue.capacity().unwrap_or(usize::MAX);
+        let soft_mark = queue.capacity().unwrap_or(usize::MAX) / 2;
         let write_through = peer.write_through();
         Outbox {
             id,
             queue,
             peer,
             closing: RankedMutex::new(Rank::OutboxClosing, None),
-            capacity,
-            soft_mark: capacity / 2,
+            soft_mark,
             reply_bytes: AtomicUsize::new(0),
             max_reply_bytes,
             doorbell: Doorbell::default(),
@@ -260,18 +256,6 @@ impl Outbox {
         if now.saturating_sub(self.last_write.load(Relaxed)) >= half_busy {
             self.last_write.store(now, Relaxed);
         }
-    }
-
-    /// Bounds an unbounded queue at `capacity` lines. A bounded crossbeam channel allocates
-    /// all its slots up front (16 KiB for 1,024, for every idle session); an unbounded one
-    /// allocates blocks of 31 as lines arrive. The listener does not use this: with unbounded
-    /// queues, fan-out to 100 members lost throughput and cut reading clients off as slow
-    /// consumers (BENCHMARKS.md, issue 12, "rejected"). (Posters racing past the check can
-    /// overshoot it by one line each.)
-    pub fn with_capacity(mut self, capacity: usize) -> Outbox {
-        self.capacity = capacity.min(self.capacity);
-        self.soft_mark = self.capacity / 2;
-        self
     }
 
     /// Like [`Outbox::deliver`], but inside a fan-out's `WriteThroughBatch` an idle session
@@ -334,19 +318,18 @@ impl Outbox {
         if !self.reserve(line) {
             return false;
         }
-        let full = self.queue.len() >= self.capacity;
-        match (!full).then(|| self.queue.try_send(Arc::clone(line))) {
-            Some(Ok(())) => {
+        match self.queue.try_send(Arc::clone(line)) {
+            Ok(()) => {
                 self.doorbell.ring();
                 true
             }
-            None | Some(Err(TrySendError::Full(_))) => {
+            Err(TrySendError::Full(_)) => {
                 if self.close(CloseReason::SlowConsumer) {
                     Stats::add(&self.stats.slow_consumers, 1);
                 }
                 false
             }
-            Some(Err(TrySendError::Disconnected(_))) => false,
+            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 
@@ -358,26 +341,11 @@ impl Outbox {
             return;
         }
         let deadline = Instant::now() + patience;
-        if self.wait_for_room(deadline) && self.queue.send_deadline(line, deadline).is_ok() {
+        if self.queue.send_deadline(line, deadline).is_ok() {
             self.doorbell.ring();
         } else if self.close(CloseReason::SlowConsumer) {
             Stats::add(&self.stats.slow_consumers, 1);
         }
-    }
-
-    /// Waits until the queue is below its capacity, at most until `deadline`. A channel's
-    /// own bound makes `send` wait; the bound of an unbounded one is waited for here, by
-    /// looking every millisecond: only a client that stopped reading its own replies ever
-    /// waits, and it delays nobody but that client's own next command.
-    fn wait_for_room(&self, deadline: Instant) -> bool {
-        while self.queue.len() >= self.capacity {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            std::thread::sleep((deadline - now).min(Duration::from_millis(1)));
-        }
-        true
     }
 
     /// Counts a reply's bytes in before it is queued; a session over its reply bytes is a slow

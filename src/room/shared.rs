@@ -306,20 +306,9 @@ impl Room {
     /// Another node let `user` leave: this node's sessions are told with `LEFT`.
     pub fn left_elsewhere(&self, user: &str) {
         let mut state = self.state.lock();
-        let Some(member) = state.members.remove(user) else {
-            return;
-        };
-        state.read.remove(user);
-        if state.typing.clear(user) {
-            self.show_typing(&state, user, false);
+        if let Some((member, left)) = self.drop_member(&mut state, user) {
+            member.deliver(&left);
         }
-        member.remove_room(&self.name);
-        let left = Line::event(Event::Left {
-            room: Arc::clone(&self.name),
-            user: Arc::clone(&member.name),
-        });
-        broadcast(&state, &left, Audience::Everyone);
-        member.deliver(&left);
     }
 
     /// Another node's owner made the room invite-only (or public again): this node admits
@@ -339,19 +328,25 @@ impl Room {
     pub fn kicked_elsewhere(&self, user: &str) {
         let mut state = self.state.lock();
         state.access.invited.remove(user);
-        let Some(member) = state.members.remove(user) else {
-            return;
-        };
+        self.drop_member(&mut state, user);
+    }
+
+    /// Takes `user` out of the member list after another node said so: their read position
+    /// and typing go, and this node's sessions of the remaining members get `LEFT`, which is
+    /// returned for the caller to give the user's own sessions if they should see it too.
+    fn drop_member(&self, state: &mut RoomState, user: &str) -> Option<(Arc<User>, Arc<Line>)> {
+        let member = state.members.remove(user)?;
         state.read.remove(user);
         if state.typing.clear(user) {
-            self.show_typing(&state, user, false);
+            self.show_typing(state, user, false);
         }
         member.remove_room(&self.name);
         let left = Line::event(Event::Left {
             room: Arc::clone(&self.name),
             user: Arc::clone(&member.name),
         });
-        broadcast(&state, &left, Audience::Everyone);
+        broadcast(state, &left, Audience::Everyone);
+        Some((member, left))
     }
 }
 

@@ -7,7 +7,7 @@ mod support;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -171,10 +171,12 @@ fn a_backup_under_write_load_restores_consistently() {
     let copy = dir.path().join("copy.db");
     let server = server_on(&db);
     let stop = Arc::new(AtomicBool::new(false));
+    let posted = Arc::new(AtomicU64::new(0));
     let posters: Vec<_> = (0..4)
         .map(|i| {
             let mut client = server.login(&format!("poster{i}"));
             let stop = Arc::clone(&stop);
+            let posted = Arc::clone(&posted);
             std::thread::spawn(move || {
                 let room = format!("load{i}");
                 client.join(&room);
@@ -182,17 +184,26 @@ fn a_backup_under_write_load_restores_consistently() {
                 while !stop.load(Ordering::Relaxed) && sent < 100_000 {
                     client.say(&room, &format!("message {sent}"));
                     sent += 1;
+                    posted.fetch_add(1, Ordering::Relaxed);
                 }
                 sent
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // The backup starts while the posters are at it, and they go on past its end.
+    wait_until(
+        || posted.load(Ordering::Relaxed) >= 200,
+        "200 acknowledged posts",
+    );
+    let before = posted.load(Ordering::Relaxed);
     assert_eq!(
         admin(&db, &["backup", copy.to_str().unwrap()], ""),
         format!("backed up into {}\n", copy.display())
     );
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(
+        || posted.load(Ordering::Relaxed) >= before + 200,
+        "200 more posts after the backup",
+    );
     stop.store(true, Ordering::Relaxed);
     let sent: Vec<u64> = posters.into_iter().map(|p| p.join().unwrap()).collect();
     server.stop();

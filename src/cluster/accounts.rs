@@ -18,13 +18,14 @@ impl Cluster {
     pub(super) fn stored_account(&self, user: &str) -> Result<Option<StoredAccount>, StoreError> {
         let (fields, banned): (HashMap<String, String>, bool) =
             self.with_connection("reading an account", |con| {
-                redis::pipe()
-                    .cmd("HGETALL")
-                    .arg(keys::user(user))
-                    .cmd("HEXISTS")
-                    .arg(keys::BANS)
-                    .arg(BanTarget::User(user.into()).to_string())
-                    .query(con)
+                con.query_pipeline(
+                    redis::pipe()
+                        .cmd("HGETALL")
+                        .arg(keys::user(user))
+                        .cmd("HEXISTS")
+                        .arg(keys::BANS)
+                        .arg(BanTarget::User(user.into()).to_string()),
+                )
             })?;
         if fields.is_empty() {
             return Ok(None);

@@ -25,13 +25,14 @@ impl Cluster {
     pub fn device_keys(&self, user: &str) -> Result<(Vec<DeviceKey>, bool), StoreError> {
         let (fields, password): (HashMap<String, String>, Option<String>) =
             self.with_connection("reading device keys", |con| {
-                redis::pipe()
-                    .cmd("HGETALL")
-                    .arg(keys::device_keys(user))
-                    .cmd("HGET")
-                    .arg(keys::user(user))
-                    .arg("password")
-                    .query(con)
+                con.query_pipeline(
+                    redis::pipe()
+                        .cmd("HGETALL")
+                        .arg(keys::device_keys(user))
+                        .cmd("HGET")
+                        .arg(keys::user(user))
+                        .arg("password"),
+                )
             })?;
         let mut devices: Vec<DeviceKey> = fields
             .iter()

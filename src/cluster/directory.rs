@@ -90,14 +90,15 @@ impl Cluster {
     /// any node.
     pub fn logged_in(&self, user: &str) -> Result<Vec<String>, StoreError> {
         let (_, rooms): (i64, Vec<String>) = self.with_connection("recording a login", |con| {
-            redis::pipe()
-                .cmd("HSETNX")
-                .arg(keys::user(user))
-                .arg("name")
-                .arg(user)
-                .cmd("SMEMBERS")
-                .arg(keys::user_rooms(user))
-                .query(con)
+            con.query_pipeline(
+                redis::pipe()
+                    .cmd("HSETNX")
+                    .arg(keys::user(user))
+                    .arg("name")
+                    .arg(user)
+                    .cmd("SMEMBERS")
+                    .arg(keys::user_rooms(user)),
+            )
         })?;
         Ok(rooms)
     }

@@ -107,7 +107,7 @@ fn subscribe(client: redis::Client, feed: Sender<Feed>) {
 }
 
 fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
-    let mut connection: Option<redis::Connection> = None;
+    let mut connection: Option<super::connection::RedisConnection> = None;
     while let Ok(first) = fed.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {

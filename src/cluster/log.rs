@@ -20,9 +20,16 @@ use crate::store::{
 
 impl SharedLog for Cluster {
     fn append(&self, post: SharedPost<'_>) -> Result<Appended, ClientError> {
+        // On one Redis the script checks the user's own record, so a cid is one message
+        // across all the user's rooms, atomically. On a Redis Cluster a script stays in the
+        // room's slot: it checks a record kept in the room, and the user's record is copied
+        // after the post (below), for the lookup a SEND makes first (`cmd::post`).
         let cid_key = post
             .client_id
-            .map(|(cid, _)| keys::client_id(post.sender, cid))
+            .map(|(cid, _)| match self.is_sharded() {
+                false => keys::client_id(post.sender, cid),
+                true => keys::room_client_id(post.room, post.sender, cid),
+            })
             .unwrap_or_default();
         let origin = format!("{}:{}", self.node, post.token);
         // 64 random bits for the id's tail, with the RFC 9562 variant (0b10) on top.
@@ -67,6 +74,9 @@ impl SharedLog for Cluster {
                 let (Ok(seq), Ok(id)) = parsed else {
                     return Err(post_failed("unexpected answer"));
                 };
+                if let (true, Some((cid, fingerprint))) = (self.is_sharded(), post.client_id) {
+                    self.copy_client_id(post.sender, cid, &fields, post.room, fingerprint, post.to);
+                }
                 Ok(Appended::Posted(Message {
                     id,
                     room: Arc::clone(post.room),
@@ -99,26 +109,60 @@ impl SharedLog for Cluster {
                 format!("R {user} {} {seq} {}", self.node, u8::from(shared))
             }
         };
-        self.publish(&keys::channel(room), payload);
+        self.publish(keys::room(room), &keys::channel(room), payload);
     }
 }
 
 impl Cluster {
-    /// Queues a PUBLISH behind everything this node queued before (see [`SharedLog::announce`]).
-    pub(super) fn publish(&self, channel: &str, payload: String) {
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel).arg(payload);
+    /// Queues a PUBLISH behind everything this node queued before (see [`SharedLog::announce`]),
+    /// run where `route` (a room's or user's key) lives, behind that room's or user's scripts.
+    pub(super) fn publish(&self, route: String, channel: &str, payload: String) {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(scripts::PUBLISH)
+            .arg(1)
+            .arg(route)
+            .arg(channel)
+            .arg(payload);
         // Full queue: the announcement is dropped, as a full session queue sheds typing.
-        let _ = self.jobs.try_send(Job::Command(cmd));
+        let _ = self.jobs.try_send(Job::Command(vec![cmd]));
     }
 
     /// A login of `user` from `device` on this node: any other node's session of that device
     /// is replaced (`BYE replaced`).
     pub fn announce_device(&self, user: &str, device: &str) {
         self.publish(
+            keys::user(user),
             &keys::device_channel(user),
             format!("{device} {}", self.node),
         );
+    }
+
+    /// Redis Cluster: the user's own record of a cid the SEND script kept in the room's slot,
+    /// so the next SEND's lookup (`Store::client_id`) finds it whatever the room. Queued, not
+    /// waited for: if this node dies first, a retry in the same room is still answered by the
+    /// room's record, and only a reuse of the cid in another room goes unnoticed
+    /// (protocol.md, "Idempotent sends").
+    fn copy_client_id(
+        &self,
+        user: &str,
+        cid: &str,
+        posted: &[String],
+        room: &str,
+        fingerprint: u64,
+        to: Option<&Arc<str>>,
+    ) {
+        let record = format!(
+            "{room} {} {} {fingerprint} {}",
+            posted[1],
+            posted[2],
+            to.map_or("", |to| &**to)
+        );
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(keys::client_id(user, cid))
+            .arg(record)
+            .arg("EX")
+            .arg(self.retention.client_id_ttl.as_secs().max(1));
+        let _ = self.jobs.try_send(Job::Command(vec![cmd]));
     }
 }
 

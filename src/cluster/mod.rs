@@ -1,4 +1,5 @@
-//! Cluster mode: N chatd nodes sharing rooms through one Redis (`--cluster redis://HOST:PORT`).
+//! Cluster mode: N chatd nodes sharing rooms through one Redis (`--cluster redis://HOST:PORT`)
+//! or a Redis Cluster (`--cluster redis-cluster://HOST:PORT,...`, see [`connection`]).
 //!
 //! Redis is the engine that orders and keeps; the nodes never agree among themselves:
 //!
@@ -21,7 +22,8 @@
 //! docs/cluster.md is the operator's side (running Redis and nodes, what a loss means);
 //! docs/design.md says why no message a Redis crash could take back is ever shown.
 //!
-//! Keys (`{...}` is the hash tag a later Redis Cluster would shard on):
+//! Keys (`{...}` is the hash tag a Redis Cluster shards on; every script's keys share one,
+//! see [`scripts`] and [`connection`]):
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -34,6 +36,7 @@
 //! | `bans` | hash | `user <name>` / `address <ip>` -> reason ([`accounts`]) |
 //! | `u:{user}:rooms` | set | the user's rooms |
 //! | `u:{user}:cid:<cid>` | string, EX | the `OK` a client id got: `room seq id fingerprint to` |
+//! | `r:{room}:cid:<user>:<cid>` | string, EX | the same, on a Redis Cluster, in the room's slot (`log`) |
 //!
 //! Channels: `c:<room>`, carrying `M <seq> <ms> <id> <origin> <from> <body>`, `J <user>
 //! <node> <seq>`, `L <user> <node>`, `T <user> <node> <0|1>` (typing), `R <user> <node> <seq>
@@ -45,6 +48,7 @@
 //! theirs), `n:<node>:users`, `nodes` (sorted set: node -> lease end, ms).
 
 pub mod accounts;
+pub mod connection;
 pub mod device_keys;
 pub mod directory;
 pub mod fan_in;
@@ -59,6 +63,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
+use self::connection::RedisConnection;
 use crate::lock_rank::{Rank, RankedMutex};
 use crate::server::ChatServer;
 use crate::store::{Retention, StoreError, StoreErrorKind};
@@ -66,7 +71,8 @@ use crate::store::{Retention, StoreError, StoreErrorKind};
 /// How this node joins a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// `redis://HOST:PORT` of the one Redis primary.
+    /// `redis://HOST:PORT` of the one Redis primary, or `redis-cluster://HOST:PORT,...`: seed
+    /// nodes of a Redis Cluster ([`connection`]).
     pub url: String,
     /// This node's name: it marks the node's posts in the shared log.
     pub node_id: String,
@@ -88,10 +94,12 @@ impl ClusterOptions {
 /// One node's link to the cluster: the connections, the writer's queue, and the options.
 pub struct Cluster {
     node: Arc<str>,
+    redis: connection::Redis,
+    /// The pub/sub connection's node (`fan_in`): the server, or one seed of a Redis Cluster.
     client: redis::Client,
     /// Leaf lock: idle connections for the reads that reader threads make (history, client
     /// ids, loading rooms). Held only to take or return one, never across I/O.
-    pool: RankedMutex<Vec<redis::Connection>>,
+    pool: RankedMutex<Vec<RedisConnection>>,
     /// To `chatd-cluster-writer` (capacity [`writer::QUEUE`]).
     jobs: Sender<writer::Job>,
     retention: Retention,
@@ -108,19 +116,20 @@ impl Cluster {
     /// Connects (checking Redis answers) and starts the writer thread. The fan-in starts
     /// with [`Cluster::start_fan_in`], once the server it feeds exists.
     pub fn connect(options: &ClusterOptions) -> Result<Arc<Cluster>, StoreError> {
-        let client = redis::Client::open(options.url.as_str())
+        let redis = connection::Redis::open(&options.url)
             .map_err(|e| unavailable(format!("the cluster URL {}", options.url), e))?;
-        let mut first = client
-            .get_connection_with_timeout(REDIS_TIMEOUT)
+        let mut first = redis
+            .connect()
             .map_err(|e| unavailable(format!("connecting to {}", options.url), e))?;
         redis::cmd("PING")
             .query::<String>(&mut first)
             .map_err(|e| unavailable(format!("PING {}", options.url), e))?;
         let node: Arc<str> = Arc::from(options.node_id.as_str());
-        let jobs = writer::start(client.clone(), Arc::clone(&node));
+        let jobs = writer::start(redis.clone(), Arc::clone(&node));
         Ok(Arc::new(Cluster {
             node,
-            client,
+            client: redis.subscriber(),
+            redis,
             pool: RankedMutex::new(Rank::Leaf, vec![first]),
             jobs,
             retention: options.retention,
@@ -137,9 +146,14 @@ impl Cluster {
         fan_in::start(Arc::clone(self), server);
     }
 
-    /// Queues a command behind everything this node queued before; nobody waits for it.
-    fn queue(&self, cmd: redis::Cmd) {
-        let _ = self.jobs.send(writer::Job::Command(cmd));
+    /// Queues commands behind everything this node queued before; nobody waits for them.
+    fn queue(&self, commands: Vec<redis::Cmd>) {
+        let _ = self.jobs.send(writer::Job::Command(commands));
+    }
+
+    /// Whether Redis is a Redis Cluster ([`connection`]).
+    pub fn is_sharded(&self) -> bool {
+        self.redis.is_sharded()
     }
 
     pub fn node(&self) -> &str {
@@ -153,7 +167,7 @@ impl Cluster {
     fn with_connection<T>(
         &self,
         doing: &str,
-        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+        mut f: impl FnMut(&mut RedisConnection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let pooled = self.pool.lock().pop();
         if let Some(mut connection) = pooled {
@@ -168,11 +182,8 @@ impl Cluster {
         Ok(value)
     }
 
-    fn open_connection(&self) -> redis::RedisResult<redis::Connection> {
-        let connection = self.client.get_connection_with_timeout(REDIS_TIMEOUT)?;
-        connection.set_read_timeout(Some(REDIS_TIMEOUT))?;
-        connection.set_write_timeout(Some(REDIS_TIMEOUT))?;
-        Ok(connection)
+    fn open_connection(&self) -> redis::RedisResult<RedisConnection> {
+        self.redis.connect()
     }
 }
 
@@ -205,6 +216,10 @@ pub mod keys {
     }
     pub fn client_id(user: &str, cid: &str) -> String {
         format!("u:{{{user}}}:cid:{cid}")
+    }
+    /// The client id as the SEND script checks it on a Redis Cluster: in the room's slot.
+    pub fn room_client_id(room: &str, user: &str, cid: &str) -> String {
+        format!("r:{{{room}}}:cid:{user}:{cid}")
     }
     /// Every room's channel starts with this; the fan-in subscribes to the pattern.
     pub const CHANNEL_PREFIX: &str = "c:";

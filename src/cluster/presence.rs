@@ -14,8 +14,9 @@
 //! skips its own `on`.
 //!
 //! Leases: `chatd-cluster-lease` renews this node's lease (`nodes`, a sorted set of lease
-//! ends) every third of the lease, and in the same script reaps nodes whose lease ended more
-//! than the presence grace ago: their users who are on no other node go `off`. So a node
+//! ends) every third of the lease, and in the same script claims nodes whose lease ended more
+//! than the presence grace ago; it then takes their users who are on no other node `off`, one
+//! user's slot at a time (so a Redis Cluster can run it). So a node
 //! killed with SIGKILL has its users shown offline after lease + grace, unless they
 //! reconnected elsewhere first (then the set was not empty and nothing is announced).
 
@@ -25,36 +26,33 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::connection::RedisConnection;
 use super::{keys, scripts, Cluster};
 use crate::server::ChatServer;
 
 impl Cluster {
-    /// A session of `user` arrived on this node.
+    /// A session of `user` arrived on this node. The node's user set first (another slot), so
+    /// a reaper of this node finds everyone it may have to announce offline.
     pub fn session_arrived(&self, user: &str) {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(scripts::ONLINE)
-            .arg(2)
+        let mut member = redis::cmd("SADD");
+        member.arg(keys::node_users(&self.node)).arg(user);
+        let mut online = redis::cmd("EVAL");
+        online
+            .arg(scripts::ONLINE)
+            .arg(1)
             .arg(keys::presence(user))
-            .arg(keys::node_users(&self.node))
-            .arg(user)
             .arg(&*self.node)
             .arg(keys::presence_channel(user));
-        self.queue(cmd);
+        self.queue(vec![member, online]);
     }
 
-    /// This node's last session of `user` ended at `at`, and the grace passed.
+    /// This node's last session of `user` ended at `at`, and the grace passed. The node's user
+    /// set last: should the node die in between, its reaper repeats the (idempotent) step.
     pub fn sessions_left(&self, user: &str, at: DateTime<Utc>) {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(scripts::OFFLINE)
-            .arg(3)
-            .arg(keys::presence(user))
-            .arg(keys::node_users(&self.node))
-            .arg(keys::user(user))
-            .arg(user)
-            .arg(&*self.node)
-            .arg(keys::presence_channel(user))
-            .arg(at.timestamp_millis());
-        self.queue(cmd);
+        let offline = offline(user, &self.node, at.timestamp_millis());
+        let mut member = redis::cmd("SREM");
+        member.arg(keys::node_users(&self.node)).arg(user);
+        self.queue(vec![offline, member]);
     }
 
     /// How the cluster shows each of `users` now: online, or offline since when (`None`:
@@ -70,7 +68,7 @@ impl Cluster {
         }
         let answers: Vec<(u64, Option<i64>)> = self
             .with_connection("reading presence", |con| {
-                let flat: Vec<redis::Value> = pipe.query(con)?;
+                let flat: Vec<redis::Value> = con.query_pipeline(&pipe)?;
                 Ok(flat
                     .chunks(2)
                     .map(|pair| {
@@ -105,15 +103,7 @@ pub fn start_leases(
                     connection = cluster.open_connection().ok();
                 }
                 if let Some(con) = connection.as_mut() {
-                    let renewed = redis::cmd("EVAL")
-                        .arg(scripts::LEASE)
-                        .arg(1)
-                        .arg(keys::NODES)
-                        .arg(&*cluster.node)
-                        .arg(lease.as_millis() as u64)
-                        .arg(grace.as_millis() as u64)
-                        .query::<i64>(con);
-                    if renewed.is_err() {
+                    if renew_and_reap(&cluster, con, lease, grace).is_err() {
                         connection = None;
                     }
                 }
@@ -121,6 +111,64 @@ pub fn start_leases(
             }
         })
         .expect("spawn chatd-cluster-lease");
+}
+
+/// One heartbeat ([`scripts::LEASE`]), then each dead node it claimed reaped: its users
+/// offline (each on their own slot), its user set dropped, its claim ended. A failure part way
+/// leaves the claim to run out, and the next claimer does it all again (every step is
+/// idempotent).
+fn renew_and_reap(
+    cluster: &Cluster,
+    con: &mut RedisConnection,
+    lease: Duration,
+    grace: Duration,
+) -> redis::RedisResult<()> {
+    let claimed: Vec<String> = redis::cmd("EVAL")
+        .arg(scripts::LEASE)
+        .arg(1)
+        .arg(keys::NODES)
+        .arg(&*cluster.node)
+        .arg(lease.as_millis() as u64)
+        .arg(grace.as_millis() as u64)
+        .query(con)?;
+    for claim in claimed.chunks(3) {
+        let [dead, ended, score] = claim else {
+            continue;
+        };
+        let ended = ended.parse::<f64>().unwrap_or_default() as i64;
+        let users: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::node_users(dead))
+            .query(con)?;
+        if !users.is_empty() {
+            let offline: Vec<redis::Cmd> = users
+                .iter()
+                .map(|user| offline(user, dead, ended))
+                .collect();
+            con.pipeline(&offline)?;
+        }
+        redis::cmd("DEL").arg(keys::node_users(dead)).exec(con)?;
+        redis::cmd("EVAL")
+            .arg(scripts::RELEASE)
+            .arg(1)
+            .arg(keys::NODES)
+            .arg(dead)
+            .arg(score)
+            .exec(con)?;
+    }
+    Ok(())
+}
+
+/// [`scripts::OFFLINE`] for `node`'s sessions of `user`, last seen at `ms`.
+fn offline(user: &str, node: &str, ms: i64) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(scripts::OFFLINE)
+        .arg(2)
+        .arg(keys::presence(user))
+        .arg(keys::user(user))
+        .arg(node)
+        .arg(keys::presence_channel(user))
+        .arg(ms);
+    cmd
 }
 
 /// A push on `p:<user>`: `on <node>` or `off <ms>`.

@@ -6,8 +6,8 @@
 //! old entries are a prefix of the stream: [`scripts::TRIM_AGE`] walks it from the front and
 //! trims up to the first entry young enough. Older seqs then SYNC as a `GAP`, as on one node.
 //!
-//! Every node runs the pass over every room (a `SCAN` of the log keys, so rooms no node has
-//! loaded are trimmed too). That repeats work, but the pass is idempotent and cheap next to
+//! Every node runs the pass over every room (a `SCAN` of the log keys on every master, so rooms
+//! no node has loaded are trimmed too). That repeats work, but the pass is idempotent and cheap next to
 //! the posts, and it needs no agreement on who runs it.
 
 use std::sync::{Arc, Weak};
@@ -32,14 +32,12 @@ pub fn start(cluster: Arc<Cluster>, server: Weak<ChatServer>) {
     thread::Builder::new()
         .name("chatd-cluster-retention".into())
         .spawn(move || {
-            let mut connection = None;
             while server.strong_count() > 0 {
-                if connection.is_none() {
-                    connection = cluster.open_connection().ok();
-                }
-                if let Some(con) = connection.as_mut() {
-                    if pass(con, max_age).is_err() {
-                        connection = None; // tried again next interval
+                // Fresh connections each pass: on a Redis Cluster the masters may have changed.
+                // A failure is tried again next interval.
+                if let Ok(primaries) = cluster.redis.primaries() {
+                    for mut con in primaries {
+                        let _ = pass(&mut con, max_age);
                     }
                 }
                 thread::sleep(interval);
@@ -48,7 +46,8 @@ pub fn start(cluster: Arc<Cluster>, server: Weak<ChatServer>) {
         .expect("spawn chatd-cluster-retention");
 }
 
-/// One pass over every room's log.
+/// One pass over every room's log that `con`'s server holds: on a Redis Cluster, the logs of
+/// its slots, and each TRIM_AGE runs there (its one key is local).
 fn pass(con: &mut redis::Connection, max_age: Duration) -> redis::RedisResult<()> {
     let mut cursor: u64 = 0;
     // Bounded: SCAN ends in a number of steps about the keyspace's size over the page.

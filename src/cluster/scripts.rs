@@ -5,8 +5,22 @@
 //!
 //! Every script answers with a table whose first element says what happened, never with an
 //! error reply, so one pipeline's answers map one to one onto its requests.
+//!
+//! Every script's keys share one hash slot, so a Redis Cluster can run it (docs/cluster.md):
+//!
+//! | script | keys | slot |
+//! |---|---|---|
+//! | [`SEND`] | room hash, log, members, client id (`r:{room}:cid:...` on a cluster) | `{room}` |
+//! | [`ROOM`], [`ACCESS`], [`INVITE`], [`UNINVITE`], [`READ`], [`TRIM_AGE`] | the room's | `{room}` |
+//! | [`JOIN`], [`LEAVE`] | members, room hash / reads (the user's room set is a second command) | `{room}` |
+//! | [`DEVICE_KEY`] | the user's key hash | `{user}` |
+//! | [`ONLINE`], [`OFFLINE`] | `p:{user}`, `u:{user}` (the node's user set is a second command) | `{user}` |
+//! | [`LEASE`], [`RELEASE`] | `nodes` | `nodes` |
+//! | [`PUBLISH`] | the room's or user's hash, only to route it there | its own |
 
-/// SEND / DM. KEYS: room hash, room log (stream), room members, the client id's key (or `""`).
+/// SEND / DM. KEYS: room hash, room log (stream), room members, the client id's key (or `""`:
+/// `u:{user}:cid:<cid>` on one Redis, `r:{room}:cid:<user>:<cid>` on a Redis Cluster, where it
+/// must share the room's slot; see `log`).
 /// ARGV: sender, body, origin (`node:token`), the poster's epoch, client-id TTL (s), the
 /// post's fingerprint, the DM recipient (or `""`), the log's length cap (0: none), the room's
 /// channel, 16 random hex digits for the id (variant bits set), the room's name.
@@ -72,25 +86,25 @@ return {made, redis.call('HGETALL', KEYS[1]), redis.call('SMEMBERS', KEYS[3]),
   redis.call('HGETALL', KEYS[4]), redis.call('SMEMBERS', KEYS[5])}
 "#;
 
-/// JOIN. KEYS: room members, the user's rooms, room hash. ARGV: user, room, room channel,
-/// node. A new member is announced on the room's channel with the room's seq at the join
-/// (`J <user> <node> <seq>`).
+/// JOIN. KEYS: room members, room hash. ARGV: user, room channel, node. A new member is
+/// announced on the room's channel with the room's seq at the join (`J <user> <node> <seq>`).
+/// The user's room set (`u:{user}:rooms`, another slot) is added to by a command queued just
+/// before this script (`writer`), so the set holds every room the user is a member of.
 pub const JOIN: &str = r#"
-redis.call('SADD', KEYS[2], ARGV[2])
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-  local seq = redis.call('HGET', KEYS[3], 'seq') or '0'
-  redis.call('PUBLISH', ARGV[3], 'J ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. seq)
+  local seq = redis.call('HGET', KEYS[2], 'seq') or '0'
+  redis.call('PUBLISH', ARGV[2], 'J ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. seq)
 end
 return {'ok'}
 "#;
 
-/// LEAVE (and KICK). KEYS: room members, the user's rooms, room reads. ARGV: user, room,
-/// channel, node. A member who goes is announced (`L <user> <node>`).
+/// LEAVE (and KICK). KEYS: room members, room reads. ARGV: user, room channel, node. A member
+/// who goes is announced (`L <user> <node>`). The room leaves the user's room set by a command
+/// queued just after this script (`writer`).
 pub const LEAVE: &str = r#"
-redis.call('SREM', KEYS[2], ARGV[2])
-redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('PUBLISH', ARGV[3], 'L ' .. ARGV[1] .. ' ' .. ARGV[4])
+  redis.call('PUBLISH', ARGV[2], 'L ' .. ARGV[1] .. ' ' .. ARGV[3])
 end
 return {'ok'}
 "#;
@@ -180,54 +194,64 @@ return {'ok'}
 "#;
 
 /// A user's first session on this node. KEYS: the user's presence set (nodes with a session of
-/// theirs), this node's user set. ARGV: user, node, presence channel. Announces `on <node>` when the
-/// user was on no node.
+/// theirs). ARGV: node, presence channel. Announces `on <node>` when the user was on no node.
+/// The node's user set (`n:<node>:users`, another slot) is added to by a command queued just
+/// before (`presence`), so a reaper of this node finds every user it may have to announce.
 pub const ONLINE: &str = r#"
 local before = redis.call('SCARD', KEYS[1])
-redis.call('SADD', KEYS[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[1])
-if before == 0 then redis.call('PUBLISH', ARGV[3], 'on ' .. ARGV[2]) end
+redis.call('SADD', KEYS[1], ARGV[1])
+if before == 0 then redis.call('PUBLISH', ARGV[2], 'on ' .. ARGV[1]) end
 return {'ok'}
 "#;
 
-/// This node's last session of a user ended (after the presence grace). KEYS: presence set,
-/// this node's user set, the user's hash. ARGV: user, node, presence channel, last_seen (ms).
-/// Announces `off <ms>` when no node has a session of theirs.
+/// A node no longer has a session of the user: its last one ended (after the presence grace),
+/// or the node died and this is its reaper. KEYS: presence set, the user's hash. ARGV: node,
+/// presence channel, last_seen (ms). Announces `off <ms>` when no node has a session of
+/// theirs. Idempotent: a second call for the same node finds it gone and announces nothing.
 pub const OFFLINE: &str = r#"
-redis.call('SREM', KEYS[1], ARGV[2])
-redis.call('SREM', KEYS[2], ARGV[1])
-if redis.call('SCARD', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[3], 'last_seen_ms', ARGV[4])
-  redis.call('PUBLISH', ARGV[3], 'off ' .. ARGV[4])
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[2], 'last_seen_ms', ARGV[3])
+  redis.call('PUBLISH', ARGV[2], 'off ' .. ARGV[3])
 end
 return {'ok'}
 "#;
 
-/// A node's heartbeat, then the reaping of dead nodes. KEYS: the node lease set. ARGV: node,
-/// lease (ms), grace (ms). A node whose lease ran out more than the grace ago is claimed by
-/// whoever gets here first (ZREM succeeds once): each of its users it was the last node of
-/// goes offline (`off <ms>`, with the lease's end as last_seen). Answers how many were reaped.
+/// A node's heartbeat, and the claim of dead nodes. KEYS: the node lease set. ARGV: node, lease
+/// (ms), grace (ms). A node whose lease ran out more than the grace ago is claimed by whoever
+/// gets here first: its score becomes a lease of the claimer's (now + lease), so no other node
+/// claims it meanwhile, and if the claimer dies before it is done the claim runs out and
+/// another node claims it again. Answers `{node, lease end, claim}` for each claimed node; the
+/// claimer then takes each of its users offline ([`OFFLINE`], on the user's slot) and ends
+/// the claim ([`RELEASE`]).
 pub const LEASE: &str = r#"
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[1])
+local claim = ms + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], claim, ARGV[1])
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[3]), 'WITHSCORES')
-local reaped = 0
+local claimed = {}
 for i = 1, #dead, 2 do
-  local node, ended = dead[i], dead[i + 1]
-  if redis.call('ZREM', KEYS[1], node) == 1 then
-    local users_key = 'n:' .. node .. ':users'
-    for _, user in ipairs(redis.call('SMEMBERS', users_key)) do
-      local set = 'p:{' .. user .. '}'
-      redis.call('SREM', set, node)
-      if redis.call('SCARD', set) == 0 then
-        redis.call('HSET', 'u:{' .. user .. '}', 'last_seen_ms', ended)
-        redis.call('PUBLISH', 'p:' .. user, 'off ' .. ended)
-      end
-    end
-    redis.call('DEL', users_key)
-    reaped = reaped + 1
-  end
+  redis.call('ZADD', KEYS[1], claim, dead[i])
+  table.insert(claimed, dead[i])
+  table.insert(claimed, dead[i + 1])
+  table.insert(claimed, tostring(claim))
 end
-return reaped
+return claimed
+"#;
+
+/// A reaped node's claim ends. KEYS: the node lease set. ARGV: node, the claim's score. Only
+/// the claim is removed: a node of that name that came back meanwhile renewed its own lease.
+pub const RELEASE: &str = r#"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return {'ok'}
+"#;
+
+/// An announcement: a PUBLISH routed, on a Redis Cluster, to the master of KEYS[1] (the room's
+/// or the user's hash, which it does not touch), so it follows that room's or user's scripts
+/// in order. A bare PUBLISH would go to a node chosen by the channel's name. ARGV: channel,
+/// payload.
+pub const PUBLISH: &str = r#"
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {'ok'}
 "#;

@@ -10,13 +10,23 @@
 //! scripts may or may not have run; the client retries with its cid and the script's cid check
 //! makes that safe). Other writes are idempotent (set adds, forward-only reads, field sets) and
 //! are sent again once the writer has reconnected, so a JOIN is never silently lost.
+//!
+//! On a Redis Cluster the batch goes out as one pipeline per master (`connection`): order
+//! holds among the commands of one slot (a room's JOIN before its SEND), not across slots. An
+//! error reply fails the whole batch there (the crate's cluster pipeline cannot ignore
+//! errors), so it is handled like a failed connection, except that a write refused for a
+//! reason of its own (not a `MOVED`, `ASK`, `TRYAGAIN` or `CLUSTERDOWN`, which a reconnection
+//! with a fresh slot table cures) is answered with the error, as on one Redis, rather than
+//! sent again forever.
 
+use std::ops::Range;
 use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{keys, scripts, REDIS_TIMEOUT};
+use super::connection::{Redis, RedisConnection};
+use super::{keys, scripts};
 use crate::store::{StoreError, StoreErrorKind, Ticket, Write};
 
 /// Jobs the writer may have queued: a full queue makes posters wait (backpressure from Redis,
@@ -33,21 +43,21 @@ pub enum Job {
         answer: Sender<Result<redis::Value, StoreError>>,
     },
     Write(Write, Option<Ticket>),
-    /// A command whose answer nobody waits for (a PUBLISH of an announcement).
-    Command(redis::Cmd),
+    /// Commands whose answers nobody waits for (an announcement's PUBLISH, a presence change).
+    Command(Vec<redis::Cmd>),
 }
 
-pub fn start(client: redis::Client, node: std::sync::Arc<str>) -> Sender<Job> {
+pub fn start(redis: Redis, node: std::sync::Arc<str>) -> Sender<Job> {
     let (jobs, queue) = crossbeam_channel::bounded(QUEUE);
     thread::Builder::new()
         .name("chatd-cluster-writer".into())
-        .spawn(move || run(client, &node, queue))
+        .spawn(move || run(redis, &node, queue))
         .expect("spawn chatd-cluster-writer");
     jobs
 }
 
-fn run(client: redis::Client, node: &str, queue: Receiver<Job>) {
-    let mut connection: Option<redis::Connection> = None;
+fn run(redis: Redis, node: &str, queue: Receiver<Job>) {
+    let mut connection: Option<RedisConnection> = None;
     // Writes whose pipeline failed: sent first once connected again.
     let mut retry: Vec<Job> = Vec::new();
     loop {
@@ -66,91 +76,131 @@ fn run(client: redis::Client, node: &str, queue: Receiver<Job>) {
         }
         let con = match connection.as_mut() {
             Some(con) => con,
-            None => match open(&client) {
+            None => match redis.connect() {
                 Ok(con) => connection.insert(con),
                 Err(e) => {
-                    retry = fail_posts(batch, &e);
+                    retry = fail_posts(batch, &unavailable(&e), &[]);
                     thread::sleep(Duration::from_millis(200));
                     continue;
                 }
             },
         };
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
+        // Each job's commands, in order; `spans[i]` is where job i's answers are.
+        let mut commands = Vec::with_capacity(batch.len());
+        let mut spans: Vec<Range<usize>> = Vec::with_capacity(batch.len());
         for job in &batch {
+            let start = commands.len();
             match job {
-                Job::Append { script, .. } => {
-                    pipe.add_command(script.clone());
-                }
-                Job::Write(write, _) => {
-                    pipe.add_command(command(write, node));
-                }
-                Job::Command(cmd) => {
-                    pipe.add_command(cmd.clone());
-                }
+                Job::Append { script, .. } => commands.push(script.clone()),
+                Job::Write(write, _) => commands.extend(self::commands(write, node)),
+                Job::Command(cmds) => commands.extend(cmds.iter().cloned()),
             }
+            spans.push(start..commands.len());
         }
-        match pipe.query::<Vec<redis::Value>>(con) {
-            Ok(answers) => {
-                for (job, answer) in batch.into_iter().zip(answers) {
-                    let outcome = match answer {
-                        redis::Value::ServerError(e) => Err(StoreError::new(
-                            StoreErrorKind::Other,
-                            format!("redis refused: {e:?}"),
-                        )),
-                        value => Ok(value),
-                    };
-                    match job {
-                        Job::Append { answer, .. } => {
-                            let _ = answer.send(outcome);
-                        }
-                        Job::Write(_, ticket) => {
-                            if let Some(ticket) = ticket {
-                                ticket.resolve(outcome.map(drop));
-                            }
-                        }
-                        Job::Command(_) => {}
-                    }
-                }
-            }
+        if commands.is_empty() {
+            // Only writes with nothing to do in Redis (see `commands`).
+            answer(batch, &spans, &[]);
+            continue;
+        }
+        match con.pipeline(&commands) {
+            Ok(answers) => answer(batch, &spans, &answers),
             Err(e) => {
                 connection = None;
-                let e = StoreError::new(StoreErrorKind::Unavailable, format!("redis: {e}"));
-                retry = fail_posts(batch, &e);
+                // A cluster's error replies: which commands were refused, and why.
+                let refused: Vec<(usize, String)> = e
+                    .clone()
+                    .into_server_errors()
+                    .into_iter()
+                    .flat_map(|errors| errors.iter().cloned().collect::<Vec<_>>())
+                    .filter(|(_, error)| !is_cluster_moving(error))
+                    .map(|(index, error)| (index, format!("{error:?}")))
+                    .collect();
+                let refused_jobs: Vec<(usize, String)> = refused
+                    .into_iter()
+                    .filter_map(|(index, error)| {
+                        let job = spans.iter().position(|span| span.contains(&index))?;
+                        Some((job, error))
+                    })
+                    .collect();
+                retry = fail_posts(batch, &unavailable(&e), &refused_jobs);
             }
         }
     }
 }
 
-fn open(client: &redis::Client) -> Result<redis::Connection, StoreError> {
-    let fail =
-        |e: redis::RedisError| StoreError::new(StoreErrorKind::Unavailable, format!("redis: {e}"));
-    let con = client
-        .get_connection_with_timeout(REDIS_TIMEOUT)
-        .map_err(fail)?;
-    con.set_read_timeout(Some(REDIS_TIMEOUT)).map_err(fail)?;
-    con.set_write_timeout(Some(REDIS_TIMEOUT)).map_err(fail)?;
-    Ok(con)
+/// Settles each job with its answers: the first error reply among its commands, else its
+/// last answer.
+fn answer(batch: Vec<Job>, spans: &[Range<usize>], answers: &[redis::Value]) {
+    for (job, span) in batch.into_iter().zip(spans) {
+        let answers = answers.get(span.clone()).unwrap_or_default();
+        let outcome = match answers
+            .iter()
+            .find(|answer| matches!(answer, redis::Value::ServerError(_)))
+        {
+            Some(redis::Value::ServerError(e)) => Err(StoreError::new(
+                StoreErrorKind::Other,
+                format!("redis refused: {e:?}"),
+            )),
+            _ => Ok(answers.last().cloned().unwrap_or(redis::Value::Nil)),
+        };
+        match job {
+            Job::Append { answer, .. } => {
+                let _ = answer.send(outcome);
+            }
+            Job::Write(_, ticket) => {
+                if let Some(ticket) = ticket {
+                    ticket.resolve(outcome.map(drop));
+                }
+            }
+            Job::Command(_) => {}
+        }
+    }
 }
 
-/// Answers the batch's posts with `error`; returns the other writes, to send again.
-fn fail_posts(batch: Vec<Job>, error: &StoreError) -> Vec<Job> {
+/// A refusal that a reconnection (a fresh slot table) cures: the slot moved, or the cluster
+/// is failing over.
+fn is_cluster_moving(error: &redis::ServerError) -> bool {
+    use redis::ServerErrorKind::{Ask, ClusterDown, MasterDown, Moved, TryAgain};
+    matches!(
+        error.kind(),
+        Some(Moved | Ask | TryAgain | ClusterDown | MasterDown)
+    )
+}
+
+fn unavailable(e: &redis::RedisError) -> StoreError {
+    StoreError::new(StoreErrorKind::Unavailable, format!("redis: {e}"))
+}
+
+/// Answers the batch's posts with `error`, and the writes in `refused` (job index, reason) with
+/// their own refusal; returns the other writes, to send again.
+fn fail_posts(batch: Vec<Job>, error: &StoreError, refused: &[(usize, String)]) -> Vec<Job> {
     let mut writes = Vec::new();
-    for job in batch {
+    for (index, job) in batch.into_iter().enumerate() {
         match job {
             Job::Append { answer, .. } => {
                 let _ = answer.send(Err(error.clone()));
             }
             // An announcement is live news: late is worse than lost.
             Job::Command(_) => {}
-            write => writes.push(write),
+            Job::Write(write, ticket) => match refused.iter().find(|(job, _)| *job == index) {
+                Some((_, reason)) => {
+                    if let Some(ticket) = ticket {
+                        ticket.resolve(Err(StoreError::new(
+                            StoreErrorKind::Other,
+                            format!("redis refused: {reason}"),
+                        )));
+                    }
+                }
+                None => writes.push(Job::Write(write, ticket)),
+            },
         }
     }
     writes
 }
 
-/// The Redis command that carries out one write (see the key table in `cluster`).
-fn command(write: &Write, node: &str) -> redis::Cmd {
+/// The Redis commands that carry out one write (see the key table in `cluster`), each within
+/// one hash slot.
+fn commands(write: &Write, node: &str) -> Vec<redis::Cmd> {
     fn eval(script: &str, keys: &[String], args: &[&str]) -> redis::Cmd {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
@@ -161,30 +211,42 @@ fn command(write: &Write, node: &str) -> redis::Cmd {
         cmd.arg(key).arg(field).arg(value);
         cmd
     }
-    match write {
+    fn set_op(op: &str, key: String, member: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd(op);
+        cmd.arg(key).arg(member);
+        cmd
+    }
+    let one = match write {
         Write::User { name } => {
             let mut cmd = redis::cmd("HSETNX");
             cmd.arg(keys::user(name)).arg("name").arg(&**name);
             cmd
         }
-        Write::Join { room, user } => eval(
-            scripts::JOIN,
-            &[
-                keys::members(room),
-                keys::user_rooms(user),
-                keys::room(room),
-            ],
-            &[user, room, &keys::channel(room), node],
-        ),
-        Write::Leave { room, user } => eval(
-            scripts::LEAVE,
-            &[
-                keys::members(room),
-                keys::user_rooms(user),
-                keys::reads(room),
-            ],
-            &[user, room, &keys::channel(room), node],
-        ),
+        // The user's room set first, then the membership: at every moment the set holds
+        // every room the user is a member of (on one Redis; on a cluster the two run on two
+        // masters, see docs/cluster.md). A room left in the set without the membership is
+        // harmless: the node follows it at the user's login and finds them not a member.
+        Write::Join { room, user } => {
+            return vec![
+                set_op("SADD", keys::user_rooms(user), room),
+                eval(
+                    scripts::JOIN,
+                    &[keys::members(room), keys::room(room)],
+                    &[user, &keys::channel(room), node],
+                ),
+            ]
+        }
+        // The reverse order: the membership goes first.
+        Write::Leave { room, user } => {
+            return vec![
+                eval(
+                    scripts::LEAVE,
+                    &[keys::members(room), keys::reads(room)],
+                    &[user, &keys::channel(room), node],
+                ),
+                set_op("SREM", keys::user_rooms(user), room),
+            ]
+        }
         Write::Read { room, user, seq } => eval(
             scripts::READ,
             &[keys::reads(room)],
@@ -231,11 +293,7 @@ fn command(write: &Write, node: &str) -> redis::Cmd {
             &[device, "", &keys::key_channel(user), node],
         ),
         Write::Ban { target, reason } => hset(keys::BANS.to_owned(), &target.to_string(), reason),
-        Write::Unban { target } => {
-            let mut cmd = redis::cmd("HDEL");
-            cmd.arg(keys::BANS).arg(target.to_string());
-            cmd
-        }
+        Write::Unban { target } => set_op("HDEL", keys::BANS.to_owned(), &target.to_string()),
         Write::Operator { user, operator } => hset(
             keys::user(user),
             "operator",
@@ -243,6 +301,7 @@ fn command(write: &Write, node: &str) -> redis::Cmd {
         ),
         // A room is made in Redis before the node makes it (`directory`), and messages go
         // through the SEND script: these writes have nothing left to do.
-        Write::Room { .. } | Write::Message { .. } => redis::cmd("PING"),
-    }
+        Write::Room { .. } | Write::Message { .. } => return Vec::new(),
+    };
+    vec![one]
 }

@@ -24,13 +24,10 @@ impl SharedLog for Cluster {
         // across all the user's rooms, atomically. On a Redis Cluster a script stays in the
         // room's slot: it checks a record kept in the room, and the user's record is copied
         // after the post (below), for the lookup a SEND makes first (`cmd::post`).
-        let cid_key = post
-            .client_id
-            .map(|(cid, _)| match self.is_sharded() {
-                false => keys::client_id(post.sender, cid),
-                true => keys::room_client_id(post.room, post.sender, cid),
-            })
-            .unwrap_or_default();
+        let cid_key = post.client_id.map(|(cid, _)| match self.is_sharded() {
+            false => keys::client_id(post.sender, cid),
+            true => keys::room_client_id(post.room, post.sender, cid),
+        });
         let origin = format!("{}:{}", self.node, post.token);
         // 64 random bits for the id's tail, with the RFC 9562 variant (0b10) on top.
         let random = (Uuid::new_v4().as_u128() as u64 & !(0b11 << 62)) | (0b10 << 62);
@@ -38,7 +35,7 @@ impl SharedLog for Cluster {
         let mut script = redis::cmd("EVAL");
         script
             .arg(scripts::SEND)
-            .arg(4)
+            .arg(3 + usize::from(cid_key.is_some()))
             .arg(keys::room(post.room))
             .arg(keys::log(post.room))
             .arg(keys::members(post.room))

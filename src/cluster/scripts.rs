@@ -18,9 +18,10 @@
 //! | [`LEASE`], [`RELEASE`] | `nodes` | `nodes` |
 //! | [`PUBLISH`] | the room's or user's hash, only to route it there | its own |
 
-/// SEND / DM. KEYS: room hash, room log (stream), room members, the client id's key (or `""`:
-/// `u:{user}:cid:<cid>` on one Redis, `r:{room}:cid:<user>:<cid>` on a Redis Cluster, where it
-/// must share the room's slot; see `log`).
+/// SEND / DM. KEYS: room hash, room log (stream), room members, and with a client id its key
+/// (`u:{user}:cid:<cid>` on one Redis, `r:{room}:cid:<user>:<cid>` on a Redis Cluster, where it
+/// must share the room's slot; see `log`). Without one there is no fourth key: even an empty
+/// name is a key, in slot 0.
 /// ARGV: sender, body, origin (`node:token`), the poster's epoch, client-id TTL (s), the
 /// post's fingerprint, the DM recipient (or `""`), the log's length cap (0: none), the room's
 /// channel, 16 random hex digits for the id (variant bits set), the room's name.
@@ -31,7 +32,7 @@
 /// counter in the id's 12 `rand_a` bits within one millisecond, so ids sort in seq order), the
 /// log entry with id `<seq>-0`, the publish, and the client id for its window.
 pub const SEND: &str = r#"
-if KEYS[4] ~= '' then
+if KEYS[4] then
   local original = redis.call('GET', KEYS[4])
   if original then return {'earlier', original} end
 end
@@ -63,7 +64,7 @@ local cap = tonumber(ARGV[8])
 if cap > 0 then redis.call('XTRIM', KEYS[2], 'MAXLEN', cap) end
 redis.call('PUBLISH', ARGV[9], 'M ' .. seq .. ' ' .. ms .. ' ' .. id .. ' ' .. ARGV[3] .. ' ' ..
   ARGV[1] .. ' ' .. ARGV[2])
-if KEYS[4] ~= '' then
+if KEYS[4] then
   redis.call('SET', KEYS[4], ARGV[11] .. ' ' .. seq .. ' ' .. id .. ' ' .. ARGV[6] .. ' ' .. ARGV[7],
     'EX', ARGV[5])
 end

@@ -252,3 +252,154 @@ impl Drop for Haproxy {
         let _ = self.child.wait();
     }
 }
+
+/// A Redis Cluster of three masters (no replicas), each a redis-server child with the
+/// durable settings, on free loopback ports (its bus port too), made with `redis-cli
+/// --cluster create`.
+pub struct RedisCluster {
+    children: Vec<Child>,
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// `None` (skip) if redis-server or redis-cli is missing outside CI.
+    pub fn start() -> Option<RedisCluster> {
+        if !have("redis-server") || !have("redis-cli") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cluster = RedisCluster {
+            children: Vec::new(),
+            ports: Vec::new(),
+            _dir: dir,
+        };
+        for _ in 0..3 {
+            let (port, bus) = (free_port(), free_port());
+            let data = cluster._dir.path().join(port.to_string());
+            std::fs::create_dir(&data).expect("node dir");
+            let child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                ])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .arg("--dir")
+                .arg(&data)
+                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                .args(["--save", "", "--maxmemory-policy", "noeviction"])
+                .args(["--daemonize", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            cluster.children.push(child);
+            cluster.ports.push(port);
+        }
+        for &port in &cluster.ports {
+            eventually("a cluster node answers", || {
+                redis::cmd("PING")
+                    .query::<String>(&mut cluster.node(port)?)
+                    .ok()
+            });
+        }
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        for port in &cluster.ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let mut create = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-cli --cluster create");
+        let created = eventually("redis-cli --cluster create ends", || {
+            create.try_wait().expect("redis-cli")
+        });
+        assert!(created.success(), "redis-cli --cluster create failed");
+        for &port in &cluster.ports {
+            eventually("every node says cluster_state:ok", || {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut cluster.node(port)?)
+                    .ok()?;
+                info.contains("cluster_state:ok").then_some(())
+            });
+        }
+        Some(cluster)
+    }
+
+    /// `--cluster` for chatd: every master as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("redis-cluster://{}", seeds.join(","))
+    }
+
+    /// A plain connection to the master on `port`.
+    pub fn node(&self, port: u16) -> Option<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .ok()?
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .ok()
+    }
+
+    /// The port of the master that holds `key` (`CLUSTER KEYSLOT`, then the slot table).
+    pub fn master_of(&self, key: &str) -> u16 {
+        let mut con = self.node(self.ports[0]).expect("a cluster node");
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut con)
+            .expect("CLUSTER KEYSLOT");
+        type Range = (i64, i64, (String, u16));
+        let ranges: Vec<Range> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query::<Vec<Vec<redis::Value>>>(&mut con)
+            .expect("CLUSTER SLOTS")
+            .into_iter()
+            .map(|range| {
+                let start = redis::from_redis_value_ref(&range[0]).unwrap();
+                let end = redis::from_redis_value_ref(&range[1]).unwrap();
+                let master: Vec<redis::Value> = redis::from_redis_value_ref(&range[2]).unwrap();
+                let host = redis::from_redis_value_ref(&master[0]).unwrap();
+                let port = redis::from_redis_value_ref(&master[1]).unwrap();
+                (start, end, (host, port))
+            })
+            .collect();
+        ranges
+            .iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, (_, port))| *port)
+            .expect("every slot has a master")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A node in this process, joined to the Redis Cluster `cluster` as `node`.
+pub fn cluster_node(cluster: &RedisCluster, node: &str) -> TestServer {
+    let url = cluster.url();
+    TestServer::with(move |config| {
+        config.cluster = Some(ClusterOptions {
+            url,
+            node_id: node.to_owned(),
+            retention: Retention::default(),
+            lease: Duration::from_secs(1),
+        });
+    })
+}

@@ -53,8 +53,9 @@ struct Flags {
     /// Address and port to listen on. Use 0.0.0.0:7878 to accept connections from other hosts.
     #[arg(long, default_value_t = defaults().listen)]
     listen: SocketAddr,
-    /// Run as one node of a cluster sharing rooms through this Redis (`redis://HOST:PORT`),
-    /// which then keeps everything (--store is not used). See docs/cluster.md.
+    /// Run as one node of a cluster sharing rooms through this Redis (`redis://HOST:PORT`), or
+    /// this Redis Cluster (`redis-cluster://HOST:PORT,HOST:PORT,...`, some or all masters as
+    /// seeds), which then keeps everything (--store is not used). See docs/cluster.md.
     #[arg(long, env = "CHATD_CLUSTER")]
     cluster: Option<String>,
     /// This node's name in the cluster (default: from the listening host and port).

@@ -7,7 +7,9 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use support::cluster::{cluster_node, eventually, RedisCluster};
+use support::cluster::{
+    cluster_node, cluster_node_args, cluster_node_with, eventually, RedisCluster,
+};
 use support::{Client, Msg};
 
 /// Reads lines (skipping others) until `count` MSG lines of `room` arrived, within a deadline.
@@ -220,4 +222,107 @@ fn two_nodes_on_a_redis_cluster_agree_on_every_room() {
             (who(&mut alice, room) == on_b).then_some(())
         });
     }
+}
+
+/// `--retention-days` on a Redis Cluster: the pass scans every master, so the old entries of
+/// rooms on each of the three masters are trimmed, and a newer post stays.
+#[test]
+fn the_age_limit_trims_rooms_on_every_master() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let rooms = rooms_on_every_master(&cluster);
+    let a = cluster_node_with(&cluster, "a", |config| {
+        let retention = &mut config.cluster.as_mut().expect("a cluster node").retention;
+        retention.max_age = Some(Duration::from_secs(5));
+        retention.interval = Duration::from_millis(50);
+    });
+    let mut alice = a.login("alice");
+    for room in &rooms {
+        alice.join(room);
+        alice.say(room, "old");
+    }
+    for room in &rooms {
+        let mut master = cluster
+            .node(cluster.master_of(&format!("r:{{{room}}}")))
+            .expect("the room's master");
+        eventually("the old entry is trimmed", || {
+            let len: u64 = redis::cmd("XLEN")
+                .arg(format!("r:{{{room}}}:log"))
+                .query(&mut master)
+                .ok()?;
+            (len == 0).then_some(())
+        });
+        alice.say(room, "new");
+        let len: u64 = redis::cmd("XLEN")
+            .arg(format!("r:{{{room}}}:log"))
+            .query(&mut master)
+            .expect("XLEN");
+        assert_eq!(len, 1, "{room}: the new entry stays");
+    }
+}
+
+/// A node killed with SIGKILL on a Redis Cluster: another node claims it when its lease runs
+/// out and takes its users offline one by one (their keys are on several masters), except a
+/// user who reconnected elsewhere first.
+#[test]
+fn a_dead_nodes_users_go_offline_on_a_redis_cluster() {
+    use support::ChatdProcess;
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let args = cluster_node_args(&cluster, "doomed");
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let doomed = ChatdProcess::start(&args);
+    let b = cluster_node(&cluster, "b");
+    // Users whose keys are on more than one master.
+    let users = ["alice", "carol", "erin", "frank"];
+    let masters: std::collections::HashSet<u16> = users
+        .iter()
+        .map(|user| cluster.master_of(&format!("p:{{{user}}}")))
+        .collect();
+    assert!(masters.len() > 1, "the users' keys share one master");
+    let mut on_doomed: Vec<Client> = users.iter().map(|user| doomed.login(user)).collect();
+    for client in &mut on_doomed {
+        client.join("general");
+    }
+    let mut dave = doomed.login("dave");
+    dave.join("general");
+    let mut bob = b.login("bob");
+    bob.join("general");
+    let _dave_on_b = b.login("dave");
+    doomed.crash();
+    let mut offline = std::collections::HashSet::new();
+    for _ in 0..1_000 {
+        if offline.len() == users.len() {
+            break;
+        }
+        let line = bob.next_line();
+        assert!(
+            !line.starts_with("PRESENCE dave offline"),
+            "dave reconnected elsewhere"
+        );
+        if let Some(user) = line
+            .strip_prefix("PRESENCE ")
+            .and_then(|rest| rest.split_once(" offline"))
+            .map(|(user, _)| user.to_owned())
+        {
+            offline.insert(user);
+        }
+    }
+    assert_eq!(offline.len(), users.len(), "{offline:?}");
+    let lines = who(&mut bob, "general");
+    assert!(
+        lines.contains(&"WHO general dave online".to_owned()),
+        "{lines:?}"
+    );
+    for user in users {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("WHO general {user} offline"))),
+            "{lines:?}"
+        );
+    }
+    drop((on_doomed, dave));
 }

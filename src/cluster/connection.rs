@@ -9,6 +9,10 @@
 //! a plain `Pipeline` goes to one node, so pipelines go through
 //! [`RedisConnection::query_pipeline`], which splits a cluster's by node.
 //!
+//! The fan-in's fence (`fan_in`: a `PING` before settling other nodes' pushes) needs no change:
+//! the crate sends a `PING` on a cluster connection to every master, so the answer comes after
+//! the fsync of whichever master ran the scripts that made the pushes.
+//!
 //! What stays on one node: the pub/sub connection (`fan_in`). A classic `PUBLISH` in a Redis
 //! Cluster is broadcast to every node over the cluster bus, so one subscription to any master
 //! receives every room's pushes. Key scans (`retention`) visit every master

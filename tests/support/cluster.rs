@@ -393,6 +393,14 @@ impl Drop for RedisCluster {
 
 /// A node in this process, joined to the Redis Cluster `cluster` as `node`.
 pub fn cluster_node(cluster: &RedisCluster, node: &str) -> TestServer {
+    cluster_node_with(cluster, node, |_| {})
+}
+
+pub fn cluster_node_with(
+    cluster: &RedisCluster,
+    node: &str,
+    configure: impl FnOnce(&mut chatd::Config),
+) -> TestServer {
     let url = cluster.url();
     TestServer::with(move |config| {
         config.cluster = Some(ClusterOptions {
@@ -401,5 +409,24 @@ pub fn cluster_node(cluster: &RedisCluster, node: &str) -> TestServer {
             retention: Retention::default(),
             lease: Duration::from_secs(1),
         });
+        configure(config);
     })
+}
+
+/// The flags that run the `chatd` binary as node `node` on the Redis Cluster `cluster`.
+pub fn cluster_node_args(cluster: &RedisCluster, node: &str) -> Vec<std::ffi::OsString> {
+    [
+        "--cluster",
+        &cluster.url(),
+        "--node-id",
+        node,
+        "--no-rate-limit",
+        "--presence-grace",
+        "0",
+        "--cluster-lease",
+        "1",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect()
 }

@@ -92,13 +92,13 @@ fn run(redis: Redis, node: &str, queue: Receiver<Job>) {
             let start = commands.len();
             match job {
                 Job::Append { script, .. } => commands.push(script.clone()),
-                Job::Write(write, _) => commands.extend(self::commands(write, node)),
+                Job::Write(write, _) => commands.extend(write_commands(write, node)),
                 Job::Command(cmds) => commands.extend(cmds.iter().cloned()),
             }
             spans.push(start..commands.len());
         }
         if commands.is_empty() {
-            // Only writes with nothing to do in Redis (see `commands`).
+            // Only writes with nothing to do in Redis (see `write_commands`).
             answer(batch, &spans, &[]);
             continue;
         }
@@ -106,26 +106,27 @@ fn run(redis: Redis, node: &str, queue: Receiver<Job>) {
             Ok(answers) => answer(batch, &spans, &answers),
             Err(e) => {
                 connection = None;
-                // A cluster's error replies: which commands were refused, and why.
-                let refused: Vec<(usize, String)> = e
-                    .clone()
-                    .into_server_errors()
-                    .into_iter()
-                    .flat_map(|errors| errors.iter().cloned().collect::<Vec<_>>())
-                    .filter(|(_, error)| !is_cluster_moving(error))
-                    .map(|(index, error)| (index, format!("{error:?}")))
-                    .collect();
-                let refused_jobs: Vec<(usize, String)> = refused
-                    .into_iter()
-                    .filter_map(|(index, error)| {
-                        let job = spans.iter().position(|span| span.contains(&index))?;
-                        Some((job, error))
-                    })
-                    .collect();
-                retry = fail_posts(batch, &unavailable(&e), &refused_jobs);
+                let refused = refused_writes(&e, &spans);
+                retry = fail_posts(batch, &unavailable(&e), &refused);
             }
         }
     }
+}
+
+/// A cluster pipeline's error replies (see the module docs), as (job index, reason), leaving
+/// out those a reconnection cures.
+fn refused_writes(error: &redis::RedisError, spans: &[Range<usize>]) -> Vec<(usize, String)> {
+    let Some(errors) = error.clone().into_server_errors() else {
+        return Vec::new();
+    };
+    errors
+        .iter()
+        .filter(|(_, error)| !is_cluster_moving(error))
+        .filter_map(|(index, error)| {
+            let job = spans.iter().position(|span| span.contains(index))?;
+            Some((job, format!("{error:?}")))
+        })
+        .collect()
 }
 
 /// Settles each job with its answers: the first error reply among its commands, else its
@@ -200,7 +201,7 @@ fn fail_posts(batch: Vec<Job>, error: &StoreError, refused: &[(usize, String)]) 
 
 /// The Redis commands that carry out one write (see the key table in `cluster`), each within
 /// one hash slot.
-fn commands(write: &Write, node: &str) -> Vec<redis::Cmd> {
+fn write_commands(write: &Write, node: &str) -> Vec<redis::Cmd> {
     fn eval(script: &str, keys: &[String], args: &[&str]) -> redis::Cmd {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
@@ -304,4 +305,115 @@ fn commands(write: &Write, node: &str) -> Vec<redis::Cmd> {
         Write::Room { .. } | Write::Message { .. } => return Vec::new(),
     };
     vec![one]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::BanTarget;
+
+    /// The keys a command names: an EVAL's declared keys, else its first argument.
+    fn keys_of(cmd: &redis::Cmd) -> Vec<String> {
+        let args: Vec<String> = cmd
+            .args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => String::new(),
+            })
+            .collect();
+        if args[0] == "EVAL" {
+            let count: usize = args[2].parse().expect("a key count");
+            args[3..3 + count].to_vec()
+        } else {
+            vec![args[1].clone()]
+        }
+    }
+
+    /// What Redis Cluster hashes: the first `{...}` if not empty, else the whole key.
+    fn hashed_part(key: &str) -> &str {
+        key.split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map(|(tag, _)| tag)
+            .filter(|tag| !tag.is_empty())
+            .unwrap_or(key)
+    }
+
+    /// Every command a write becomes names keys of one hash slot, so a Redis Cluster runs it.
+    #[test]
+    fn every_write_stays_within_one_hash_slot() {
+        let (room, user): (Arc<str>, Arc<str>) = (Arc::from("general"), Arc::from("alice"));
+        let writes = [
+            Write::User { name: user.clone() },
+            Write::Join {
+                room: room.clone(),
+                user: user.clone(),
+            },
+            Write::Leave {
+                room: room.clone(),
+                user: user.clone(),
+            },
+            Write::Read {
+                room: room.clone(),
+                user: user.clone(),
+                seq: 3,
+            },
+            Write::RoomAccess {
+                room: room.clone(),
+                private: true,
+            },
+            Write::Invite {
+                room: room.clone(),
+                user: user.clone(),
+            },
+            Write::Uninvite {
+                room: room.clone(),
+                user: user.clone(),
+            },
+            Write::Password {
+                user: user.clone(),
+                hash: Arc::from("h"),
+            },
+            Write::LastSeen {
+                user: user.clone(),
+                at: chrono::Utc::now(),
+            },
+            Write::ShareReceipts {
+                user: user.clone(),
+                share: true,
+            },
+            Write::DeviceKey {
+                user: user.clone(),
+                device: Arc::from("phone"),
+                key: Arc::from("k"),
+                added: chrono::Utc::now(),
+            },
+            Write::RevokeDevice {
+                user: user.clone(),
+                device: Arc::from("phone"),
+            },
+            Write::Ban {
+                target: BanTarget::User(user.clone()),
+                reason: Arc::from("r"),
+            },
+            Write::Unban {
+                target: BanTarget::User(user.clone()),
+            },
+            Write::Operator {
+                user: user.clone(),
+                operator: true,
+            },
+        ];
+        for write in &writes {
+            for cmd in write_commands(write, "node-a") {
+                let keys = keys_of(&cmd);
+                assert!(!keys.is_empty(), "{write:?}");
+                let slot = hashed_part(&keys[0]);
+                for key in &keys {
+                    assert_eq!(hashed_part(key), slot, "{write:?}: {keys:?}");
+                }
+            }
+        }
+    }
 }

@@ -102,7 +102,8 @@ fn who(client: &mut Client, room: &str) -> Vec<String> {
 
 /// Two nodes on a three-master Redis Cluster: members on both nodes of rooms on every master,
 /// and of a DM, see the same messages with the same seqs and ids in one order; a cid retried
-/// on the other node is answered with the original `OK` and posted once; a client that
+/// on the other node is answered with the original `OK` and posted once (also when the user's
+/// copy of its record was lost), and refused in another room; a client that
 /// reconnects to the other node SYNCs what it missed; WHO agrees on both nodes.
 #[test]
 fn two_nodes_on_a_redis_cluster_agree_on_every_room() {
@@ -179,6 +180,26 @@ fn two_nodes_on_a_redis_cluster_agree_on_every_room() {
     // (the user's record was copied after the first post).
     alice_b.send(&format!("@cid=c1 SEND {} other", rooms[1]));
     until(&mut alice_b, "ERR cid-reused ");
+    // The user's copy of the record lost (as if node a died right after the post): a retry
+    // is still answered by the room's record, and the copy is written again.
+    let copy = "u:{alice}:cid:c1";
+    let mut users_master = cluster
+        .node(cluster.master_of(copy))
+        .expect("the user's master");
+    let deleted: u64 = redis::cmd("DEL")
+        .arg(copy)
+        .query(&mut users_master)
+        .expect("DEL");
+    assert_eq!(deleted, 1, "the copy was written after the post");
+    alice_b.send(&format!("@cid=c1 SEND {room} once"));
+    assert_eq!(until(&mut alice_b, "OK SEND "), ok);
+    eventually("the user's copy is written again", || {
+        let exists: u64 = redis::cmd("EXISTS")
+            .arg(copy)
+            .query(&mut users_master)
+            .ok()?;
+        (exists == 1).then_some(())
+    });
     let mut master = cluster
         .node(cluster.master_of(&format!("r:{{{room}}}")))
         .expect("the room's master");

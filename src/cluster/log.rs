@@ -72,7 +72,12 @@ impl SharedLog for Cluster {
                     return Err(post_failed("unexpected answer"));
                 };
                 if let (true, Some((cid, fingerprint))) = (self.is_sharded(), post.client_id) {
-                    self.copy_client_id(post.sender, cid, &fields, post.room, fingerprint, post.to);
+                    let to = post.to.map_or("", |to| &**to);
+                    let record = format!(
+                        "{} {} {} {fingerprint} {to}",
+                        post.room, fields[1], fields[2]
+                    );
+                    self.copy_client_id(post.sender, cid, record);
                 }
                 Ok(Appended::Posted(Message {
                     id,
@@ -83,9 +88,16 @@ impl SharedLog for Cluster {
                     sent_at: time_of(&fields[3]),
                 }))
             }
-            Some("earlier") if fields.len() == 2 => parse_published(&fields[1])
-                .map(Appended::Earlier)
-                .ok_or_else(|| post_failed("unreadable client id record")),
+            Some("earlier") if fields.len() == 2 => {
+                // The room's record answered: the user's copy may never have been written
+                // (this or another node died right after the post), so it is written now.
+                if let (true, Some((cid, _))) = (self.is_sharded(), post.client_id) {
+                    self.copy_client_id(post.sender, cid, fields[1].clone());
+                }
+                parse_published(&fields[1])
+                    .map(Appended::Earlier)
+                    .ok_or_else(|| post_failed("unreadable client id record"))
+            }
             Some("not-member") => Err(not_member_error(post.room)),
             Some("gone") | Some("epoch") => {
                 if let Some(recheck) = self.recheck.get() {
@@ -134,26 +146,12 @@ impl Cluster {
         );
     }
 
-    /// Redis Cluster: the user's own record of a cid the SEND script kept in the room's slot,
-    /// so the next SEND's lookup (`Store::client_id`) finds it whatever the room. Queued, not
-    /// waited for: if this node dies first, a retry in the same room is still answered by the
-    /// room's record, and only a reuse of the cid in another room goes unnoticed
-    /// (protocol.md, "Idempotent sends").
-    fn copy_client_id(
-        &self,
-        user: &str,
-        cid: &str,
-        posted: &[String],
-        room: &str,
-        fingerprint: u64,
-        to: Option<&Arc<str>>,
-    ) {
-        let record = format!(
-            "{room} {} {} {fingerprint} {}",
-            posted[1],
-            posted[2],
-            to.map_or("", |to| &**to)
-        );
+    /// Redis Cluster: the user's own record of a cid (`room seq id fingerprint to`) the SEND
+    /// script kept in the room's slot, so the next SEND's lookup (`Store::client_id`) finds it
+    /// whatever the room. Queued, not waited for: if this node dies first, a retry in the same
+    /// room is still answered by the room's record (and writes the copy), and only a reuse of
+    /// the cid in another room goes unnoticed meanwhile (protocol.md, "Idempotent sends").
+    fn copy_client_id(&self, user: &str, cid: &str, record: String) {
         let mut cmd = redis::cmd("SET");
         cmd.arg(keys::client_id(user, cid))
             .arg(record)

@@ -287,6 +287,9 @@ impl RedisCluster {
                     &bus.to_string(),
                 ])
                 .args(["--cluster-config-file", "nodes.conf"])
+                // Twice the default before a node calls another failing: a loaded test
+                // machine must not take the cluster down (there are no replicas to fail over to).
+                .args(["--cluster-node-timeout", "30000"])
                 .arg("--dir")
                 .arg(&data)
                 .args(["--appendonly", "yes", "--appendfsync", "always"])

@@ -45,8 +45,10 @@ pub struct LineReader<R> {
 /// and a cid, so even `ERR line-too-long` can be matched to its request.
 pub const KEPT_OF_LONG_LINE: usize = 160;
 
-/// Read buffer per connection. Lines longer than this are assembled in `line`.
-const READ_BUFFER: usize = 4096;
+/// Read buffer per connection. Lines longer than this are assembled in `line`. Clients send
+/// short commands (a `SEND` is a line of 100-200 bytes), so 1 KiB still takes several per
+/// `read`; every idle session holds this buffer, and 4 KiB was a tenth of its memory.
+const READ_BUFFER: usize = 1024;
 
 impl<R: io::Read> LineReader<R> {
     pub fn new(input: R, max_line: usize) -> LineReader<R> {

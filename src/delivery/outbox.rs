@@ -19,7 +19,7 @@ use crossbeam_channel::TrySendError;
 use super::doorbell::Doorbell;
 use super::line::{Line, LineKind};
 use super::peer::Peer;
-use super::queue::Queue;
+use super::queue::{Queue, QueueReader};
 use super::write_through::{self, WriteGuard, WriteLock, Written};
 use crate::event::Event;
 use crate::protocol::{ClientError, ErrorCode, Wire};
@@ -182,7 +182,7 @@ pub struct Outbox {
     /// Connection number, unique for the server's lifetime; names the threads in logs.
     pub id: u64,
     /// The bounded queue the writer thread drains (allocated in two stages: see `queue`).
-    pub queue: Queue,
+    queue: Queue,
     /// The connection underneath (a socket), shared with the reader and writer threads.
     peer: Arc<dyn Peer>,
     /// Lock rank 5, the last (see `lock_rank::Rank`). Set once, by whoever closes first,
@@ -293,8 +293,19 @@ impl Outbox {
         &*self.peer
     }
 
-    pub(super) fn queue_is_empty(&self) -> bool {
+    /// Whether nothing is queued (the writer's wait, and write-through's check).
+    pub fn queue_is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Lines queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The next queued line, for the writer thread, which holds the queue's reading end.
+    pub fn next_queued(&self, reader: &mut QueueReader) -> Option<Arc<Line>> {
+        reader.try_recv(&self.queue)
     }
 
     /// Wakes the writer with nothing new queued: to send what a write-through left over in

@@ -70,7 +70,7 @@ pub fn run(
         let busy = last_write.elapsed() < BUSY_WINDOW;
         match outbox
             .doorbell
-            .wait_until(|| !outbox.queue.is_empty(), busy, drain.next_check())
+            .wait_until(|| !outbox.queue_is_empty(), busy, drain.next_check())
         {
             Ok(()) => {}
             Err(_) => {
@@ -90,14 +90,14 @@ pub fn run(
         outbox
             .stats()
             .queue_depth
-            .observe(outbox.id, outbox.queue.len() as u64);
+            .observe(outbox.id, outbox.queued() as u64);
         batch.clear();
         pending.clear();
         // What a write-through left unsent goes first: it was delivered before anything queued.
         batch.append(&mut written.leftover);
         pending.append(&mut written.leftover_cursors);
         while batch.len() < MAX_BATCH {
-            match queue.try_recv(&outbox.queue) {
+            match outbox.next_queued(&mut queue) {
                 Some(line) => {
                     take(&line, &mut batch, &mut pending, &mut encoder);
                     outbox.taken(&line);
@@ -131,7 +131,7 @@ pub fn run(
         if batch.capacity() > MAX_BATCH {
             batch = Vec::new();
         }
-        if outbox.is_closing() && outbox.queue.is_empty() {
+        if outbox.is_closing() && outbox.queue_is_empty() {
             break (outbox.closing().unwrap_or(CloseReason::Gone), written);
         }
     };
@@ -139,7 +139,7 @@ pub fn run(
     // nothing may follow the farewell. Lines left unwritten (a slow consumer's queue, or a
     // backed-up one at shutdown, is dropped): their start cursors still hold, since nothing
     // before a start was owed to this connection.
-    while let Some(line) = queue.try_recv(&outbox.queue) {
+    while let Some(line) = outbox.next_queued(&mut queue) {
         written.note_starts(&line);
     }
     match reason {

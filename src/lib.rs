@@ -24,7 +24,7 @@
 //! | [`server`] | `ChatServer`: the directory of users and rooms; presence (sessions arriving and leaving) and accounts beside it |
 //! | [`room`] | `Room`: members, seqs (the room's lock is the seq authority), access, and `broadcast`, the one loop over a room's members; [`recent`]: its in-memory log and the server's memory budget for them |
 //! | [`user`], [`session`] | `User`: one person, their rooms and sessions; `Session`: one logged-in device |
-//! | [`delivery`] | what the domain queues to a session: `Line` (a typed event, encoded once per protocol), `Outbox` (the bounded queue, slow-consumer verdict, close), `Reply` (the reply context), `Doorbell` (waking a writer) |
+//! | [`delivery`] | what the domain queues to a session: `Line` (a typed event, encoded once per protocol), `Outbox` (slow-consumer verdict, close), `Queue` (the bounded queue, in two stages), `Reply` (the reply context), `Doorbell` (waking a writer) |
 //! | [`event`] | `Event`: every reply and event the server sends, as typed values |
 //! | [`protocol`] | the chatd line protocol: the verb table and parser (lines in), the encoder (events out) |
 //! | [`store`] | the `Store` trait; `memory`, `sqlite` and `postgres` (group commit on one writer thread) |
@@ -66,8 +66,10 @@
 //!   presence grace period, a typing expiry, the 5 s memory sweep), re-checks it against
 //!   current state, acts.
 //!
-//! Channels: each connection has one bounded crossbeam channel of `Arc<Line>` (capacity
-//! [`Config::channel_capacity`], default 1,024). Senders: any reader thread, via fan-out
+//! Channels: each connection has one bounded queue of `Arc<Line>` (capacity
+//! [`Config::channel_capacity`], default 1,024): a crossbeam channel of 32 lines, and a second
+//! one of the rest of the capacity made the first time those fill (`delivery::queue`, so an
+//! idle session does not hold 16 KiB of empty slots). Senders: any reader thread, via fan-out
 //! (`try_send`, never blocks) or its own replies (`send_timeout`, outside all locks).
 //! Receiver: that connection's writer. A full channel marks a slow consumer, which is
 //! disconnected; nobody ever waits for another connection's socket. One bounded channel

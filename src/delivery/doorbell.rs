@@ -99,7 +99,7 @@ impl Doorbell {
         until: Option<Instant>,
     ) -> Result<T, TryRecvError> {
         loop {
-            self.wait_until_queued(queue, busy, until)?;
+            self.wait_until(|| !queue.is_empty(), busy, until)?;
             match queue.try_recv() {
                 Err(TryRecvError::Empty) => {}
                 other => return other,
@@ -107,31 +107,30 @@ impl Doorbell {
         }
     }
 
-    /// Like [`Doorbell::wait`], but takes nothing out of the queue: `Ok` once a line is
-    /// queued. The writer takes its session's write lock before it takes lines out (see
-    /// `write_through`), so it waits with this.
-    pub fn wait_until_queued<T>(
+    /// Like [`Doorbell::wait`], but takes nothing out of the queue: `Ok` once `queued()`
+    /// says a line is queued. The writer takes its session's write lock before it takes lines
+    /// out (see `write_through`), so it waits with this.
+    pub fn wait_until(
         &self,
-        queue: &Receiver<T>,
+        queued: impl Fn() -> bool,
         busy: bool,
         until: Option<Instant>,
     ) -> Result<(), TryRecvError> {
-        let ready = |queue: &Receiver<T>| !queue.is_empty();
         if busy {
             for _ in 0..BUSY_YIELDS {
-                if ready(queue) {
+                if queued() {
                     return Ok(());
                 }
                 thread::yield_now();
             }
         }
         loop {
-            if ready(queue) {
+            if queued() {
                 return Ok(());
             }
             self.sleeping.store(true, SeqCst);
             fence(SeqCst);
-            if ready(queue) {
+            if queued() {
                 self.sleeping.store(false, SeqCst);
                 return Ok(());
             }
@@ -146,7 +145,7 @@ impl Doorbell {
                             // A ring racing with this finds the flag clear and, at worst,
                             // leaves an unpark token: the next wait wakes once for nothing.
                             self.sleeping.store(false, SeqCst);
-                            return if ready(queue) {
+                            return if queued() {
                                 Ok(())
                             } else {
                                 Err(TryRecvError::Empty)

@@ -6,9 +6,11 @@ pub mod doorbell;
 pub mod line;
 pub mod outbox;
 pub mod peer;
+pub mod queue;
 pub mod reply;
 pub mod write_through;
 
 pub use line::{Cursor, Line, LineKind};
 pub use outbox::{CloseReason, Outbox};
+pub use queue::{Queue, QueueReader};
 pub use reply::Reply;

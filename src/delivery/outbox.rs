@@ -14,11 +14,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::lock_rank::{Rank, RankedMutex};
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 
 use super::doorbell::Doorbell;
 use super::line::{Line, LineKind};
 use super::peer::Peer;
+use super::queue::{Queue, QueueReader};
 use super::write_through::{self, WriteGuard, WriteLock, Written};
 use crate::event::Event;
 use crate::protocol::{ClientError, ErrorCode, Wire};
@@ -180,7 +181,8 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_millis(200);
 pub struct Outbox {
     /// Connection number, unique for the server's lifetime; names the threads in logs.
     pub id: u64,
-    queue: Sender<Arc<Line>>,
+    /// The bounded queue the writer thread drains (allocated in two stages: see `queue`).
+    queue: Queue,
     /// The connection underneath (a socket), shared with the reader and writer threads.
     peer: Arc<dyn Peer>,
     /// Lock rank 5, the last (see `lock_rank::Rank`). Set once, by whoever closes first,
@@ -220,12 +222,12 @@ pub struct Outbox {
 impl Outbox {
     pub fn new(
         id: u64,
-        queue: Sender<Arc<Line>>,
+        queue: Queue,
         max_reply_bytes: usize,
         peer: Arc<dyn Peer>,
         stats: Arc<Stats>,
     ) -> Outbox {
-        let soft_mark = queue.capacity().unwrap_or(usize::MAX) / 2;
+        let soft_mark = queue.capacity() / 2;
         let write_through = peer.write_through();
         Outbox {
             id,
@@ -291,8 +293,19 @@ impl Outbox {
         &*self.peer
     }
 
-    pub(super) fn queue_is_empty(&self) -> bool {
+    /// Whether nothing is queued (the writer's wait, and write-through's check).
+    pub fn queue_is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Lines queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The next queued line, for the writer thread, which holds the queue's reading end.
+    pub fn next_queued(&self, reader: &mut QueueReader) -> Option<Arc<Line>> {
+        reader.try_recv(&self.queue)
     }
 
     /// Wakes the writer with nothing new queued: to send what a write-through left over in

@@ -358,7 +358,7 @@ mod tests {
         const PUBLISHERS: usize = 4;
         const PER_PUBLISHER: u64 = 3_000;
         let stream = Arc::new(Stream::default());
-        let (queue, queued) = crossbeam_channel::bounded(1 << 16);
+        let (queue, queued) = crate::delivery::Queue::new(1 << 16);
         let outbox = Arc::new(Outbox::new(
             1,
             queue,

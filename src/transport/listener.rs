@@ -14,7 +14,6 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::lock_rank::{Rank, RankedCondvar, RankedMutex};
-use crossbeam_channel::bounded;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::capacity;
@@ -24,6 +23,7 @@ use super::{reader, tcp, writer, FrameSink, LineSource};
 use crate::config::Config;
 use crate::delivery::outbox::{CloseReason, Outbox};
 use crate::delivery::peer::Peer;
+use crate::delivery::Queue;
 use crate::logging::OrDash;
 use crate::protocol::Wire;
 use crate::server::ChatServer;
@@ -471,7 +471,7 @@ pub(crate) fn start_session(
 ) -> Option<Arc<Outbox>> {
     let config = &shared.server.config;
     let id = shared.next_id();
-    let (queue, queued) = bounded(config.channel_capacity);
+    let (queue, queued) = Queue::new(config.channel_capacity);
     let write_timeout = config.write_timeout;
     let outbox = Arc::new(Outbox::new(
         id,

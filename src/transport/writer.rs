@@ -12,12 +12,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
-
 use crate::event::Event;
 use crate::protocol::Wire;
 
-use crate::delivery::{CloseReason, Cursor, Line, Outbox};
+use crate::delivery::{CloseReason, Cursor, Line, Outbox, QueueReader};
 use crate::stats::Stats;
 use crate::transport::FrameSink;
 
@@ -56,7 +54,7 @@ impl Encoder for ChatdEncoder {
 /// client counts as not reading (`--write-timeout`).
 pub fn run(
     outbox: Arc<Outbox>,
-    queue: Receiver<Arc<Line>>,
+    mut queue: QueueReader,
     mut sink: impl FrameSink,
     stall: Duration,
     mut encoder: impl Encoder,
@@ -72,7 +70,7 @@ pub fn run(
         let busy = last_write.elapsed() < BUSY_WINDOW;
         match outbox
             .doorbell
-            .wait_until_queued(&queue, busy, drain.next_check())
+            .wait_until(|| !outbox.queue_is_empty(), busy, drain.next_check())
         {
             Ok(()) => {}
             Err(_) => {
@@ -92,19 +90,19 @@ pub fn run(
         outbox
             .stats()
             .queue_depth
-            .observe(outbox.id, queue.len() as u64);
+            .observe(outbox.id, outbox.queued() as u64);
         batch.clear();
         pending.clear();
         // What a write-through left unsent goes first: it was delivered before anything queued.
         batch.append(&mut written.leftover);
         pending.append(&mut written.leftover_cursors);
         while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(line) => {
+            match outbox.next_queued(&mut queue) {
+                Some(line) => {
                     take(&line, &mut batch, &mut pending, &mut encoder);
                     outbox.taken(&line);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         if outbox.is_closing() && !outbox.keeps_writing() {
@@ -133,7 +131,7 @@ pub fn run(
         if batch.capacity() > MAX_BATCH {
             batch = Vec::new();
         }
-        if outbox.is_closing() && queue.is_empty() {
+        if outbox.is_closing() && outbox.queue_is_empty() {
             break (outbox.closing().unwrap_or(CloseReason::Gone), written);
         }
     };
@@ -141,7 +139,7 @@ pub fn run(
     // nothing may follow the farewell. Lines left unwritten (a slow consumer's queue, or a
     // backed-up one at shutdown, is dropped): their start cursors still hold, since nothing
     // before a start was owed to this connection.
-    while let Ok(line) = queue.try_recv() {
+    while let Some(line) = outbox.next_queued(&mut queue) {
         written.note_starts(&line);
     }
     match reason {

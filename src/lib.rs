@@ -24,7 +24,7 @@
 //! | [`server`] | `ChatServer`: the directory of users and rooms; presence (sessions arriving and leaving) and accounts beside it |
 //! | [`room`] | `Room`: members, seqs (the room's lock is the seq authority), access, and `broadcast`, the one loop over a room's members; [`recent`]: its in-memory log and the server's memory budget for them |
 //! | [`user`], [`session`] | `User`: one person, their rooms and sessions; `Session`: one logged-in device |
-//! | [`delivery`] | what the domain queues to a session: `Line` (a typed event, encoded once per protocol), `Outbox` (the bounded queue, slow-consumer verdict, close), `Reply` (the reply context), `Doorbell` (waking a writer) |
+//! | [`delivery`] | what the domain queues to a session: `Line` (a typed event, encoded once per protocol), `Outbox` (the bounded queue, slow-consumer verdict, close), `Reply` (the reply context), `Doorbell` (waking a writer), `Encoder` (a connection's protocol, under its write lock) |
 //! | [`event`] | `Event`: every reply and event the server sends, as typed values |
 //! | [`protocol`] | the chatd line protocol: the verb table and parser (lines in), the encoder (events out) |
 //! | [`store`] | the `Store` trait; `memory`, `sqlite` and `postgres` (group commit on one writer thread) |
@@ -51,10 +51,12 @@
 //! - `chatd-w<id>` (writer, one per connection): drains the connection's queue into its
 //!   socket, encoding each line for the connection's protocol (once per line and protocol,
 //!   shared with every other writer) and batching whatever is queued into one write; parks at
-//!   once when idle (`delivery::doorbell`). A fan-out writes a line to an *idle* chatd
-//!   connection itself instead, with one non-blocking `send` after the room's lock is
+//!   once when idle (`delivery::doorbell`). A fan-out writes a line to an *idle* chatd or
+//!   IRC connection itself instead, with one non-blocking `send` after the room's lock is
 //!   released (`delivery::write_through`), and wakes the writer only for what the socket
 //!   did not take.
+//! - `chatd-fanout` (short-lived): sends the second half of a big fan-out written through, on
+//!   the other core, while the poster sends the first; joined before the poster goes on.
 //! - `chatd-store` (SQLite and PostgreSQL): commits every queued write as one transaction, then
 //!   resolves the writes' tickets; posters wait on their ticket, outside every room lock.
 //! - Cluster mode only (`crate::cluster`): `chatd-cluster-writer` sends every queued post and

@@ -45,20 +45,49 @@
 //! 100-member room). A session of a quiet room last heard from the server long ago: for it
 //! a wake-up is the whole cost, and that is what write-through saves.
 //!
-//! And only in fan-outs to at most [`BUDGET`] sessions ([`WriteThroughBatch::skip_for`]):
-//! the poster's `send`s are serial, on one core, while woken writers run on every core and
-//! batch. A 1,000-member room posting flat out fell from 0.34-0.63M to 0.14-0.28M
-//! deliveries/s written through; a quiet room of ten is written through whole.
+//! # Which fan-outs write through
+//!
+//! A fan-out in a room that fanned out within the last [`BUSY`] claims at most [`BUDGET`]
+//! sessions ([`WriteThroughBatch::limit_for`]): the poster's `send`s are serial, on one
+//! core, while woken writers run on every core and batch. A 1,000-member room posting flat
+//! out fell from 0.34-0.63M to 0.14-0.28M deliveries/s written through; a room of ten is
+//! written through whole.
+//!
+//! A *quiet* room (nothing fanned out for [`BUSY`] or longer) writes through whatever its
+//! size: there is no stream for the writers to batch, each would wake to write one line, and
+//! waking a thousand sleeping writers is what made one message to 2,000 idle members reach the
+//! last of them after 44 ms (BENCHMARKS.md, issue 12). A room posting flat out never looks
+//! quiet, so it keeps the writers' path.
+//!
+//! # Splitting a big fan-out
+//!
+//! A batch of at least [`SPLIT_AT`] claims is sent by two threads: the poster sends the first
+//! half and a helper thread, started for the occasion and joined before the batch ends, the
+//! second, so both cores work on it. The helper gets each claim's state by reference; the
+//! guards stay with the poster, which releases every write lock once both halves are sent,
+//! so nothing in the order argument changes (a claimed session stays locked until its bytes
+//! are in the socket). A thread start costs tens of microseconds; below [`SPLIT_AT`] sends
+//! it would cost more than it saves.
+//!
+//! # Every protocol that writes its lines as they are
+//!
+//! The bytes written through are the connection's own encoding: its [`Encoder`] lives under
+//! the write lock ([`Written::encoder`]), installed by the writer thread when it starts, so
+//! whoever holds the lock encodes. For the line protocol that is the shared text of each line
+//! (`Line::encoded`); for IRC it is the connection's `IrcEncoder`, whose per-connection state
+//! (the nick, its capabilities, its own post to leave out without `echo-message`) then sees
+//! every line in the order it reaches the socket, whichever thread writes it. A WebSocket
+//! frames its lines, and its peer does not write through.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RawMutex};
 
+use super::encoder::Encoder;
 use super::line::{Cursor, Line};
 use super::outbox::Outbox;
 use crate::stats::Stats;
@@ -83,6 +112,10 @@ pub fn clock() -> u64 {
 /// What the write lock guards besides the socket's byte stream.
 #[derive(Default)]
 pub struct Written {
+    /// The connection's encoder, installed by its writer thread when it starts (no
+    /// write-through before then): whoever writes encodes, so per-connection state (IRC's)
+    /// sees the lines in the order they reach the socket.
+    pub encoder: Option<Box<dyn Encoder>>,
     /// Bytes of a direct write that the socket did not take (it was full): the writer sends
     /// them before anything queued, and no write-through happens while any remain.
     pub leftover: Vec<u8>,
@@ -131,11 +164,30 @@ struct Claim {
     outbox: Arc<Outbox>,
     guard: WriteGuard,
     lines: Vec<Arc<Line>>,
+    sent: Sent,
+}
+
+/// How far a claim's `send` got.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Not sent yet.
+    No,
+    /// All of it is in the socket.
+    Whole,
+    /// The socket took part or none: the rest is in `leftover`, and the writer must be woken
+    /// (after the write lock is released, so it does not wake only to wait for it).
+    Partly,
+}
+
+/// This thread's open batch: what it claimed, and how many sessions it may claim.
+struct Open {
+    claims: Vec<Claim>,
+    limit: usize,
 }
 
 thread_local! {
     /// Sessions claimed for write-through by this thread's open batch, if one is open.
-    static CLAIMS: RefCell<Option<Vec<Claim>>> = const { RefCell::new(None) };
+    static OPEN: RefCell<Option<Open>> = const { RefCell::new(None) };
 }
 
 /// Opens a write-through batch on this thread; dropping it sends what was claimed. Fan-out
@@ -148,30 +200,33 @@ pub struct WriteThroughBatch {
 
 impl WriteThroughBatch {
     pub fn start() -> WriteThroughBatch {
-        let outer = CLAIMS.with(|claims| {
-            let mut claims = claims.borrow_mut();
-            let outer = claims.is_none();
+        let outer = OPEN.with(|open| {
+            let mut open = open.borrow_mut();
+            let outer = open.is_none();
             if outer {
-                *claims = Some(Vec::new());
+                *open = Some(Open {
+                    claims: Vec::new(),
+                    limit: BUDGET,
+                });
             }
             outer
         });
         WriteThroughBatch { outer }
     }
-}
 
-impl WriteThroughBatch {
-    /// Turns write-through off for this fan-out, before anything is claimed: a fan-out to
-    /// more than [`BUDGET`] sessions queues every line (see "Only for idle sessions").
-    pub fn skip_for(&self, sessions: usize) {
-        if self.outer && sessions > BUDGET {
-            CLAIMS.with(|claims| {
-                let mut claims = claims.borrow_mut();
-                if claims.as_ref().is_some_and(|claims| claims.is_empty()) {
-                    *claims = None;
-                }
-            });
+    /// Sets how many sessions this fan-out may write through, before anything is claimed:
+    /// every one if the room is quiet (nothing fanned out since `last_fanout`, a
+    /// [`clock`] reading, for [`BUSY`] or longer), otherwise [`BUDGET`] (see "Which fan-outs").
+    pub fn limit_for(&self, sessions: usize, last_fanout: u64) {
+        if !self.outer {
+            return;
         }
+        let quiet = clock().saturating_sub(last_fanout) >= BUSY_NANOS.load(Relaxed);
+        OPEN.with(|open| {
+            if let Some(open) = open.borrow_mut().as_mut() {
+                open.limit = if quiet { sessions.max(BUDGET) } else { BUDGET };
+            }
+        });
     }
 }
 
@@ -180,10 +235,83 @@ impl Drop for WriteThroughBatch {
         if !self.outer {
             return;
         }
-        let claims = CLAIMS.with(|claims| claims.borrow_mut().take());
+        let Some(open) = OPEN.with(|open| open.borrow_mut().take()) else {
+            return;
+        };
+        let mut claims = open.claims;
+        send_all(&mut claims);
+        // Only now, every send done, are the write locks released: see "Why order holds".
+        for claim in claims {
+            drop(claim.guard);
+            if claim.sent == Sent::Partly {
+                claim.outbox.wake_writer();
+            }
+        }
+    }
+}
+
+/// A fan-out claiming at least this many sessions is sent by two threads (see "Splitting a
+/// big fan-out"); below it, starting a thread costs more than it saves.
+pub const SPLIT_AT: usize = 128;
+
+/// The stack of the thread that sends half of a big fan-out: it only encodes and sends.
+const HELPER_STACK: usize = 64 * 1024;
+
+/// Sends every claim: half on a helper thread if there are many and another core to run it,
+/// the rest on this one. Returns once all are sent.
+fn send_all(claims: &mut [Claim]) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if claims.len() < SPLIT_AT || cores < 2 {
         let mut bytes = Vec::new();
-        for claim in claims.into_iter().flatten() {
+        for claim in claims.iter_mut() {
             send(claim, &mut bytes);
+        }
+        return;
+    }
+    // The helper gets the guarded state by `&mut` (the guards themselves stay here, as a
+    // lock is released by the thread that took it) and this thread waits for it.
+    let (mine, theirs) = claims.split_at_mut(claims.len() / 2);
+    let theirs: Vec<Job<'_>> = theirs.iter_mut().map(Job::of).collect();
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("chatd-fanout".into())
+            .stack_size(HELPER_STACK)
+            .spawn_scoped(scope, move || {
+                let mut bytes = Vec::new();
+                for mut job in theirs {
+                    job.send(&mut bytes);
+                }
+            });
+        let mut bytes = Vec::new();
+        for claim in mine.iter_mut() {
+            send(claim, &mut bytes);
+        }
+        if helper.is_err() {
+            log::warn!("no thread for a big fan-out's second half; sending it from the poster");
+        }
+    });
+    // A helper that could not start left its claims unsent.
+    let mut bytes = Vec::new();
+    for claim in claims.iter_mut().filter(|claim| claim.sent == Sent::No) {
+        send(claim, &mut bytes);
+    }
+}
+
+/// A claim's parts that another thread may use: everything but the guard itself.
+struct Job<'a> {
+    outbox: &'a Outbox,
+    written: &'a mut Written,
+    lines: &'a [Arc<Line>],
+    sent: &'a mut Sent,
+}
+
+impl<'a> Job<'a> {
+    fn of(claim: &'a mut Claim) -> Job<'a> {
+        Job {
+            outbox: &claim.outbox,
+            written: &mut claim.guard,
+            lines: &claim.lines,
+            sent: &mut claim.sent,
         }
     }
 }
@@ -191,9 +319,9 @@ impl Drop for WriteThroughBatch {
 /// Takes `line` for write-through to `outbox` if this thread has a batch open and the session
 /// is idle; false means: queue it as usual.
 pub(super) fn claim(outbox: &Arc<Outbox>, line: &Arc<Line>) -> bool {
-    CLAIMS.with(|claims| {
-        let mut claims = claims.borrow_mut();
-        let Some(claims) = claims.as_mut() else {
+    OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        let Some(Open { claims, limit }) = open.as_mut() else {
             return false;
         };
         // Already claimed by this batch: send it with the lines before it. (Only the holder
@@ -209,7 +337,7 @@ pub(super) fn claim(outbox: &Arc<Outbox>, line: &Arc<Line>) -> bool {
                 _ => false,
             };
         }
-        if claims.len() >= BUDGET {
+        if claims.len() >= *limit {
             return false;
         }
         let idle_for = clock().saturating_sub(outbox.last_write.load(Relaxed));
@@ -220,7 +348,11 @@ pub(super) fn claim(outbox: &Arc<Outbox>, line: &Arc<Line>) -> bool {
             return false; // the writer is writing, or another batch holds it
         };
         // Checked holding the lock: see "Why order still holds".
-        if !guard.leftover.is_empty() || !outbox.queue_is_empty() || outbox.is_closing() {
+        if guard.encoder.is_none()
+            || !guard.leftover.is_empty()
+            || !outbox.queue_is_empty()
+            || outbox.is_closing()
+        {
             return false;
         }
         outbox.write_through_slot.store(claims.len() + 1, Relaxed);
@@ -228,60 +360,63 @@ pub(super) fn claim(outbox: &Arc<Outbox>, line: &Arc<Line>) -> bool {
             outbox: Arc::clone(outbox),
             guard,
             lines: vec![Arc::clone(line)],
+            sent: Sent::No,
         });
         true
     })
 }
 
-/// Sends one claimed session's lines with one non-blocking write, then releases its lock.
-/// What the socket does not take is left for the writer, which is woken.
-fn send(mut claim: Claim, bytes: &mut Vec<u8>) {
-    let outbox = &claim.outbox;
-    let wire = outbox
-        .write_through_wire()
-        .expect("claimed only with a wire");
-    outbox.write_through_slot.store(0, Relaxed);
-    let whole: &[u8] = if let [line] = &claim.lines[..] {
-        line.encoded(wire).as_bytes()
-    } else {
+fn send(claim: &mut Claim, bytes: &mut Vec<u8>) {
+    Job::of(claim).send(bytes);
+}
+
+impl Job<'_> {
+    /// Encodes one claimed session's lines with its encoder and sends them with one
+    /// non-blocking write. What the socket does not take is left for the writer.
+    fn send(&mut self, bytes: &mut Vec<u8>) {
+        let outbox = self.outbox;
+        outbox.write_through_slot.store(0, Relaxed);
+        let written = &mut *self.written;
+        let encoder = written
+            .encoder
+            .as_deref_mut()
+            .expect("claimed only with an encoder");
         bytes.clear();
-        for line in &claim.lines {
-            bytes.extend_from_slice(line.encoded(wire).as_bytes());
+        let mut ends = Vec::with_capacity(self.lines.len());
+        for line in self.lines {
+            encoder.encode(line, bytes);
+            ends.push(bytes.len());
         }
-        bytes
-    };
-    let sent = match outbox.peer().try_write(whole) {
-        Ok(sent) => sent,
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-        // WouldBlock (full), or broken: the writer's next write finds out which and ends the
-        // connection if it must.
-        Err(_) => 0,
-    };
-    outbox.last_write.store(clock(), Relaxed);
-    outbox.stats().bytes_written.add(outbox.id, sent as u64);
-    let written = &mut *claim.guard;
-    if sent == whole.len() {
-        written.commit(claim.lines.iter().flat_map(|line| line.cursors.iter()));
-        Stats::add(&outbox.stats().written_through, claim.lines.len() as u64);
-        return;
-    }
-    // The socket took part (or none): the rest is the writer's, before anything queued.
-    let mut start = 0;
-    for line in &claim.lines {
-        let end = start + line.encoded(wire).len();
-        if end <= sent {
-            written.commit(line.cursors.iter());
+        // Nothing to say on this protocol (IRC's own post without `echo-message`): no system
+        // call. An error (WouldBlock: full; interrupted; broken) takes nothing: the writer's
+        // next write finds out which and ends the connection if it must.
+        let sent = if bytes.is_empty() {
+            0
         } else {
-            written
-                .leftover_cursors
-                .extend(line.cursors.iter().cloned());
+            outbox.peer().try_write(bytes).unwrap_or_default()
+        };
+        outbox.last_write.store(clock(), Relaxed);
+        outbox.stats().bytes_written.add(outbox.id, sent as u64);
+        if sent == bytes.len() {
+            written.commit(self.lines.iter().flat_map(|line| line.cursors.iter()));
+            Stats::add(&outbox.stats().written_through, self.lines.len() as u64);
+            *self.sent = Sent::Whole;
+            return;
         }
-        start = end;
+        // The socket took part (or none): the rest is the writer's, before anything queued.
+        for (line, end) in self.lines.iter().zip(ends) {
+            if end <= sent {
+                written.commit(line.cursors.iter());
+            } else {
+                written
+                    .leftover_cursors
+                    .extend(line.cursors.iter().cloned());
+            }
+        }
+        written.leftover.extend_from_slice(&bytes[sent..]);
+        Stats::add(&outbox.stats().write_through_leftovers, 1);
+        *self.sent = Sent::Partly;
     }
-    written.leftover.extend_from_slice(&whole[sent..]);
-    drop(claim.guard);
-    Stats::add(&outbox.stats().write_through_leftovers, 1);
-    outbox.wake_writer();
 }
 
 #[cfg(test)]
@@ -290,15 +425,20 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use std::sync::Arc;
     use std::thread;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
+    use chrono::Utc;
     use parking_lot::Mutex;
+    use uuid::Uuid;
 
-    use super::WriteThroughBatch;
+    use super::{Encoder, WriteThroughBatch};
+    use crate::client_ids::Published;
     use crate::delivery::peer::Peer;
     use crate::delivery::{CloseReason, Line, Outbox};
     use crate::event::Event;
-    use crate::protocol::Wire;
+    use crate::irc::encode::IrcEncoder;
+    use crate::irc::Link;
+    use crate::message::Message;
     use crate::stats::Stats;
     use crate::transport::{writer, FrameSink};
 
@@ -318,8 +458,8 @@ mod tests {
         fn peer_ip(&self) -> Option<std::net::IpAddr> {
             None
         }
-        fn write_through(&self) -> Option<Wire> {
-            Some(Wire::Chatd)
+        fn write_through(&self) -> bool {
+            true
         }
         fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
             // A fixed pattern of full, partial and refused writes.
@@ -347,14 +487,27 @@ mod tests {
         }
     }
 
+    /// One room's lines as its publishers made them: the last seq, and the seqs that the
+    /// session's encoder must leave out (IRC's own posts without `echo-message`).
+    #[derive(Default)]
+    struct RoomLog {
+        seq: u64,
+        silent: Vec<u64>,
+    }
+
+    /// The lines for one delivery of `seq` in room `room`; `own` makes it the session's own
+    /// post where the protocol has such a thing.
+    type MakeLines = fn(room: usize, seq: u64, own: bool) -> Vec<Arc<Line>>;
+
+    const ROOMS: usize = 4;
+
     /// Many publishers fan out to one session from several rooms at once, each under its
     /// room's lock as `Room::publish` does, while the socket sometimes takes only part of a
-    /// write: every line arrives whole, exactly once, and each room's lines in order.
-    #[test]
-    fn concurrent_publishers_keep_each_rooms_order() {
+    /// write, and the session's writer thread writes what could not be written through.
+    /// Returns what reached the socket and each room's log.
+    fn race(encoder: impl Encoder + 'static, make: MakeLines) -> (String, Vec<RoomLog>) {
         // Every session idle enough to write through, so the fast path races the writer.
         super::BUSY_NANOS.store(0, Relaxed);
-        const ROOMS: usize = 4;
         const PUBLISHERS: usize = 4;
         const PER_PUBLISHER: u64 = 3_000;
         let stream = Arc::new(Stream::default());
@@ -369,16 +522,18 @@ mod tests {
         let writer = {
             let (outbox, sink) = (Arc::clone(&outbox), TestSink(Arc::clone(&stream)));
             thread::spawn(move || {
-                writer::run(
-                    outbox,
-                    queued,
-                    sink,
-                    Duration::from_secs(60),
-                    writer::ChatdEncoder,
-                )
+                writer::run(outbox, queued, sink, Duration::from_secs(60), encoder)
             })
         };
-        let rooms: Arc<Vec<Mutex<u64>>> = Arc::new((0..ROOMS).map(|_| Mutex::new(0)).collect());
+        // Until the writer installs its encoder nothing is written through; wait for it, so
+        // the race starts at once.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while outbox.lock_writing().encoder.is_none() {
+            assert!(Instant::now() < deadline, "the writer never started");
+            thread::yield_now();
+        }
+        let rooms: Arc<Vec<Mutex<RoomLog>>> =
+            Arc::new((0..ROOMS).map(|_| Mutex::default()).collect());
         let publishers: Vec<_> = (0..PUBLISHERS)
             .map(|p| {
                 let (outbox, rooms) = (Arc::clone(&outbox), Arc::clone(&rooms));
@@ -386,23 +541,22 @@ mod tests {
                     for n in 0..PER_PUBLISHER {
                         let room = (p + n as usize) % ROOMS;
                         let _batch = WriteThroughBatch::start();
-                        let mut seq = rooms[room].lock();
-                        *seq += 1;
-                        let line = Line::event(Event::Read {
-                            room: Arc::from(format!("r{room}")),
-                            user: Arc::from("u"),
-                            seq: *seq,
-                        });
-                        assert!(outbox.deliver_through(&line));
-                        // Sometimes the poster's own second line in the same batch.
-                        if n % 7 == 0 {
-                            *seq += 1;
-                            let line = Line::event(Event::Read {
-                                room: Arc::from(format!("r{room}")),
-                                user: Arc::from("u"),
-                                seq: *seq,
-                            });
+                        let mut log = rooms[room].lock();
+                        log.seq += 1;
+                        let own = n % 5 == 0;
+                        if own {
+                            let seq = log.seq;
+                            log.silent.push(seq);
+                        }
+                        for line in make(room, log.seq, own) {
                             assert!(outbox.deliver_through(&line));
+                        }
+                        // Sometimes a second line in the same batch.
+                        if n % 7 == 0 {
+                            log.seq += 1;
+                            for line in make(room, log.seq, false) {
+                                assert!(outbox.deliver_through(&line));
+                            }
                         }
                     }
                 })
@@ -414,28 +568,6 @@ mod tests {
         outbox.close(CloseReason::Quit);
         writer.join().unwrap();
 
-        let total: u64 = rooms.iter().map(|seq| *seq.lock()).sum();
-        let bytes = stream.bytes.lock();
-        let text = std::str::from_utf8(&bytes).expect("whole lines only");
-        let mut last = [0u64; ROOMS];
-        let mut lines = 0;
-        for line in text.lines() {
-            if line.starts_with("BYE ") {
-                continue;
-            }
-            let fields: Vec<&str> = line.split(' ').collect();
-            assert!(
-                matches!(fields[..], ["READ", _, "u", _]),
-                "a line cut or mixed up: {line:?}"
-            );
-            let room: usize = fields[1][1..].parse().unwrap();
-            let seq: u64 = fields[3].parse().unwrap();
-            assert_eq!(seq, last[room] + 1, "room {room} out of order or lost");
-            last[room] = seq;
-            lines += 1;
-        }
-        assert_eq!(lines, total);
-        assert!(text.ends_with("BYE quit :goodbye\n"), "farewell last");
         let stats = outbox.stats();
         // The first delivery always finds the session idle and the socket refuses the first
         // write, so the slow path runs at least once; how often a write-through completes
@@ -444,5 +576,108 @@ mod tests {
         let left = Stats::get(&stats.write_through_leftovers);
         assert!(left > 0, "a write-through left bytes to the writer");
         eprintln!("written through whole: {through} lines; left to the writer: {left} times");
+        let bytes = stream.bytes.lock();
+        let text = String::from_utf8(bytes.clone()).expect("whole lines only");
+        let rooms = Arc::try_unwrap(rooms).ok().expect("publishers done");
+        (text, rooms.into_iter().map(Mutex::into_inner).collect())
+    }
+
+    /// Checks that `(room, seq)` pairs arrived whole, once each, in each room's order, and
+    /// all of them but the silent ones.
+    fn check_order(arrived: impl Iterator<Item = (usize, u64)>, rooms: &[RoomLog], silent: bool) {
+        let mut last = [0u64; ROOMS];
+        let mut lines = 0;
+        for (room, seq) in arrived {
+            let mut expected = last[room] + 1;
+            while silent && rooms[room].silent.contains(&expected) {
+                expected += 1;
+            }
+            assert_eq!(seq, expected, "room {room} out of order or lost");
+            last[room] = seq;
+            lines += 1;
+        }
+        let total: u64 = rooms.iter().map(|log| log.seq).sum();
+        let left_out: usize = rooms.iter().map(|log| log.silent.len()).sum();
+        let expected = if silent {
+            total - left_out as u64
+        } else {
+            total
+        };
+        assert_eq!(lines, expected);
+    }
+
+    /// chatd lines (`READ <room> u <seq>`): every line arrives whole, exactly once, and each
+    /// room's lines in order, whether written through or by the writer.
+    #[test]
+    fn concurrent_publishers_keep_each_rooms_order() {
+        let make: MakeLines = |room, seq, _own| {
+            vec![Line::event(Event::Read {
+                room: Arc::from(format!("r{room}")),
+                user: Arc::from("u"),
+                seq,
+            })]
+        };
+        let (text, rooms) = race(writer::ChatdEncoder, make);
+        assert!(text.ends_with("BYE quit :goodbye\n"), "farewell last");
+        let arrived = text
+            .lines()
+            .filter(|line| !line.starts_with("BYE "))
+            .map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                assert!(
+                    matches!(fields[..], ["READ", _, "u", _]),
+                    "a line cut or mixed up: {line:?}"
+                );
+                (fields[1][1..].parse().unwrap(), fields[3].parse().unwrap())
+            });
+        check_order(arrived, &rooms, false);
+    }
+
+    /// The same race for an IRC connection, whose encoder keeps per-connection state: its
+    /// own posts (an `OK` then the message) are left out without `echo-message`, whichever
+    /// thread encodes them, and everything else arrives as `PRIVMSG`s in each room's order.
+    #[test]
+    fn concurrent_publishers_keep_order_for_an_irc_connection() {
+        let make: MakeLines = |room, seq, own| {
+            let message = Arc::new(Message {
+                id: Uuid::now_v7(),
+                room: Arc::from(format!("r{room}")),
+                seq,
+                sender: Arc::from("u"),
+                body: seq.to_string().into(),
+                sent_at: Utc::now(),
+            });
+            let mut lines = Vec::new();
+            if own {
+                let posted = Published {
+                    room: Arc::clone(&message.room),
+                    seq,
+                    id: message.id,
+                    to: None,
+                    fingerprint: None,
+                };
+                lines.push(Line::reply(Event::OkPost(posted), None));
+            }
+            lines.push(Line::event(Event::Message(message)));
+            lines
+        };
+        let encoder = IrcEncoder::new(Arc::new(Link::new(1)));
+        let (text, rooms) = race(encoder, make);
+        let mut text_lines: Vec<&str> = text.split_inclusive("\r\n").collect();
+        let farewell = text_lines.pop().expect("a farewell");
+        assert!(farewell.starts_with("ERROR :Closing link"), "farewell last");
+        let arrived = text_lines.into_iter().map(|line| {
+            let line = line.strip_suffix("\r\n").expect("whole lines only");
+            let fields: Vec<&str> = line.split(' ').collect();
+            assert!(
+                matches!(fields[..], [_, "PRIVMSG", _, _]),
+                "a line cut or mixed up: {line:?}"
+            );
+            (
+                fields[2][2..].parse().unwrap(),
+                fields[3][1..].parse().unwrap(),
+            )
+        });
+        check_order(arrived, &rooms, true);
     }
 }

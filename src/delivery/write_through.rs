@@ -47,13 +47,14 @@
 //!
 //! # Which fan-outs write through
 //!
-//! A fan-out in a room that fanned out within the last [`BUSY`] claims at most [`BUDGET`]
-//! sessions ([`WriteThroughBatch::limit_for`]): the poster's `send`s are serial, on one
-//! core, while woken writers run on every core and batch. A 1,000-member room posting flat
-//! out fell from 0.34-0.63M to 0.14-0.28M deliveries/s written through; a room of ten is
-//! written through whole.
+//! A fan-out in a room that fanned out within the last [`QUIET`] writes through only if the
+//! room has at most [`BUDGET`] sessions ([`WriteThroughBatch::limit_for`]): the poster's
+//! `send`s are serial, while woken writers run on every core and batch. A 1,000-member room
+//! posting flat out fell from 0.34-0.63M to 0.14-0.28M deliveries/s written through (and,
+//! claiming up to 16 of its sessions per fan-out, a 100-member room fell to a third); a room
+//! of ten is written through whole.
 //!
-//! A *quiet* room (nothing fanned out for [`BUSY`] or longer) writes through whatever its
+//! A *quiet* room (nothing fanned out for [`QUIET`] or longer) writes through whatever its
 //! size: there is no stream for the writers to batch, each would wake to write one line, and
 //! waking a thousand sleeping writers is what made one message to 2,000 idle members reach the
 //! last of them after 44 ms (BENCHMARKS.md, issue 12). A room posting flat out never looks
@@ -99,6 +100,12 @@ pub const BUSY: Duration = Duration::from_millis(1);
 /// The largest fan-out that writes through (see [`WriteThroughBatch::skip_for`]), and so the
 /// most sessions one batch claims.
 pub const BUDGET: usize = 16;
+
+/// A room that fanned out nothing for this long is quiet: its fan-outs write through
+/// whatever their size (see "Which fan-outs"). Ten times [`BUSY`], so that a room posting
+/// flat out does not look quiet whenever a busy machine leaves its posters waiting for a core
+/// for a millisecond or two.
+pub const QUIET: Duration = Duration::from_millis(10);
 
 /// [`BUSY`] in nanoseconds; tests set it to 0 to write through as often as they can.
 static BUSY_NANOS: AtomicU64 = AtomicU64::new(BUSY.as_nanos() as u64);
@@ -216,15 +223,21 @@ impl WriteThroughBatch {
 
     /// Sets how many sessions this fan-out may write through, before anything is claimed:
     /// every one if the room is quiet (nothing fanned out since `last_fanout`, a
-    /// [`clock`] reading, for [`BUSY`] or longer), otherwise [`BUDGET`] (see "Which fan-outs").
+    /// [`clock`] reading, for [`QUIET`] or longer); otherwise [`BUDGET`] in a room of at most
+    /// that many sessions, none in a bigger one (see "Which fan-outs").
     pub fn limit_for(&self, sessions: usize, last_fanout: u64) {
         if !self.outer {
             return;
         }
-        let quiet = clock().saturating_sub(last_fanout) >= BUSY_NANOS.load(Relaxed);
+        let quiet = clock().saturating_sub(last_fanout) >= QUIET.as_nanos() as u64;
         OPEN.with(|open| {
             if let Some(open) = open.borrow_mut().as_mut() {
-                open.limit = if quiet { sessions.max(BUDGET) } else { BUDGET };
+                open.limit = match (quiet, sessions > BUDGET) {
+                    (true, _) => sessions.max(BUDGET),
+                    // A big room posting flat out: its writers batch (see "Which fan-outs").
+                    (false, true) => 0,
+                    (false, false) => BUDGET,
+                };
             }
         });
     }
@@ -260,8 +273,7 @@ const HELPER_STACK: usize = 64 * 1024;
 /// Sends every claim: half on a helper thread if there are many and another core to run it,
 /// the rest on this one. Returns once all are sent.
 fn send_all(claims: &mut [Claim]) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if claims.len() < SPLIT_AT || cores < 2 {
+    if claims.len() < SPLIT_AT || cores() < 2 {
         let mut bytes = Vec::new();
         for claim in claims.iter_mut() {
             send(claim, &mut bytes);
@@ -295,6 +307,13 @@ fn send_all(claims: &mut [Claim]) {
     for claim in claims.iter_mut().filter(|claim| claim.sent == Sent::No) {
         send(claim, &mut bytes);
     }
+}
+
+/// The cores this process may run on, asked once: `available_parallelism` reads the
+/// affinity mask and cgroup files, far too slow for every fan-out.
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// A claim's parts that another thread may use: everything but the guard itself.

@@ -57,8 +57,10 @@
 //! A *quiet* room (nothing fanned out for [`QUIET`] or longer) writes through whatever its
 //! size: there is no stream for the writers to batch, each would wake to write one line, and
 //! waking a thousand sleeping writers is what made one message to 2,000 idle members reach the
-//! last of them after 44 ms (BENCHMARKS.md, issue 12). A room posting flat out never looks
-//! quiet, so it keeps the writers' path.
+//! last of them after 44 ms (BENCHMARKS.md, issue 12). Written through, that fan-out costs
+//! 7.5-11 us of server CPU per delivery instead of 35-45 (`bench/ab.sh` on a saturated
+//! machine, where its latency could not be told apart). A room posting flat out never looks
+//! quiet (a gap of [`QUIET`] is long next to its posts), so it keeps the writers' path.
 //!
 //! # Splitting a big fan-out
 //!

@@ -35,13 +35,14 @@ pub use parking_lot::WaitTimeoutResult;
 /// | 4 | `User::state` | sessions, room set, presence as shown |
 /// | 5 | `Outbox::closing` | why the connection is closing |
 /// | leaf | see [`Rank::Leaf`] | |
-/// | try-only | `Outbox::writing` | a session's socket byte stream while someone writes to it |
+/// | try-only | `Outbox::writing` | a session's socket byte stream and its encoder while someone writes to it |
 ///
 /// `Outbox::writing` (a session's write lock, `delivery::write_through`) sits outside the
 /// order: publishers only ever `try_lock` it, which cannot wait, so they may while holding a
 /// room's lock; the one thread that waits for it, the session's writer, holds no other lock.
 /// It is the one lock held across socket I/O: a non-blocking `send` by a publisher, or the
-/// writer's own write, which delays nobody but that writer.
+/// writer's own write, which delays nobody but that writer. A big quiet fan-out's helper
+/// thread (`chatd-fanout`) writes under locks its poster holds, and takes none itself.
 ///
 /// No ranked lock is ever held across socket I/O. [`RankedMutex`] and [`RankedRwLock`] check the
 /// order on every acquisition in debug builds.

@@ -55,8 +55,6 @@
 //!   IRC connection itself instead, with one non-blocking `send` after the room's lock is
 //!   released (`delivery::write_through`), and wakes the writer only for what the socket
 //!   did not take.
-//! - `chatd-fanout` (short-lived): sends the second half of a big fan-out written through, on
-//!   the other core, while the poster sends the first; joined before the poster goes on.
 //! - `chatd-store` (SQLite and PostgreSQL): commits every queued write as one transaction, then
 //!   resolves the writes' tickets; posters wait on their ticket, outside every room lock.
 //! - Cluster mode only (`crate::cluster`): `chatd-cluster-writer` sends every queued post and

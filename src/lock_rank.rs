@@ -41,8 +41,7 @@ pub use parking_lot::WaitTimeoutResult;
 /// order: publishers only ever `try_lock` it, which cannot wait, so they may while holding a
 /// room's lock; the one thread that waits for it, the session's writer, holds no other lock.
 /// It is the one lock held across socket I/O: a non-blocking `send` by a publisher, or the
-/// writer's own write, which delays nobody but that writer. A big quiet fan-out's helper
-/// thread (`chatd-fanout`) writes under locks its poster holds, and takes none itself.
+/// writer's own write, which delays nobody but that writer.
 ///
 /// No ranked lock is ever held across socket I/O. [`RankedMutex`] and [`RankedRwLock`] check the
 /// order on every acquisition in debug builds.

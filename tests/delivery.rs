@@ -366,12 +366,12 @@ fn a_slow_consumer_is_disconnected_and_nobody_waits_for_it() {
     watcher.client.expect_quiet();
 }
 
-/// Members of a quiet room too big for one thread to write through alone: the poster and a
-/// helper thread each write half of every fan-out (`delivery::write_through`, "Splitting a
-/// big fan-out"). Every member still gets every message once, whole, in seq order.
+/// Members of a quiet room far bigger than the write-through budget of a busy room: each
+/// fan-out writes through to all of them (`delivery::write_through`, "Which fan-outs").
+/// Every member still gets every message once, whole, in seq order.
 #[test]
 fn a_quiet_big_room_gets_every_message_once_in_order() {
-    const MEMBERS: usize = 200; // above write_through::SPLIT_AT
+    const MEMBERS: usize = 200; // far above write_through::BUDGET
     const MESSAGES: u64 = 5;
     let server = TestServer::start();
     let mut members: Vec<Client> = (0..MEMBERS)
@@ -385,9 +385,9 @@ fn a_quiet_big_room_gets_every_message_once_in_order() {
     poster.join("quietbig");
     for n in 1..=MESSAGES {
         poster.say("quietbig", &format!("hello-{n}"));
-        // A pause longer than write_through::BUSY, so the room is quiet for the next post and
-        // it takes the written-through, split path (a busy room takes the writers' path, which
-        // must deliver the same).
+        // A pause longer than write_through::QUIET, so the room is quiet for the next post and
+        // it is written through whole (a busy room takes the writers' path, which must
+        // deliver the same).
         thread::sleep(Duration::from_millis(5));
     }
     for member in &mut members {

@@ -712,13 +712,13 @@ fn a_slow_irc_consumer_is_cut_off_without_stalling_the_room() {
     slow.expect_closed_with("slow-consumer");
 }
 
-/// IRC connections are written through too, each in its own encoding, including a quiet room
-/// big enough that the poster and a helper thread split the fan-out: every IRC member gets
+/// IRC connections are written through too, each in its own encoding, including to every
+/// member of a quiet room far bigger than a busy room's budget: every IRC member gets
 /// every message once, in order, and the IRC poster's own message is not echoed to it (that
 /// is its encoder's per-connection state, which every writer of the connection shares).
 #[test]
 fn a_quiet_big_room_reaches_every_irc_member_once_in_order() {
-    const MEMBERS: usize = 150; // above write_through::SPLIT_AT
+    const MEMBERS: usize = 150; // far above write_through::BUDGET
     const MESSAGES: usize = 4;
     let server = irc_server(|_| {});
     let addr = irc_addr(&server);
@@ -735,7 +735,7 @@ fn a_quiet_big_room_reaches_every_irc_member_once_in_order() {
     poster.join("quietbig");
     for n in 1..=MESSAGES {
         poster.say("quietbig", &format!("hello-{n}"));
-        // Longer than write_through::BUSY: the room is quiet again for the next post.
+        // Longer than write_through::QUIET: the room is quiet again for the next post.
         std::thread::sleep(Duration::from_millis(5));
     }
     // One IRC member posts too: everyone else gets it, it does not (no echo-message).

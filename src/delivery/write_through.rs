@@ -62,15 +62,12 @@
 //! machine, where its latency could not be told apart). A room posting flat out never looks
 //! quiet (a gap of [`QUIET`] is long next to its posts), so it keeps the writers' path.
 //!
-//! # Splitting a big fan-out
+//! # Not split over two threads
 //!
-//! A batch of at least [`SPLIT_AT`] claims is sent by two threads: the poster sends the first
-//! half and a helper thread, started for the occasion and joined before the batch ends, the
-//! second, so both cores work on it. The helper gets each claim's state by reference; the
-//! guards stay with the poster, which releases every write lock once both halves are sent,
-//! so nothing in the order argument changes (a claimed session stays locked until its bytes
-//! are in the socket). A thread start costs tens of microseconds; below [`SPLIT_AT`] sends
-//! it would cost more than it saves.
+//! Sending half of a big quiet fan-out from a helper thread on the other core was tried
+//! (BENCHMARKS.md, issue 12): it lost. On two cores the clients' side of loopback needs the
+//! other core too, and one message to 2,000 idle members reached them later split (p50
+//! 13.5-16.2 ms) than sent by the poster alone (9.6-12.3 ms), for the same CPU.
 //!
 //! # Every protocol that writes its lines as they are
 //!
@@ -265,75 +262,11 @@ impl Drop for WriteThroughBatch {
     }
 }
 
-/// A fan-out claiming at least this many sessions is sent by two threads (see "Splitting a
-/// big fan-out"); below it, starting a thread costs more than it saves.
-pub const SPLIT_AT: usize = 128;
-
-/// The stack of the thread that sends half of a big fan-out: it only encodes and sends.
-const HELPER_STACK: usize = 64 * 1024;
-
-/// Sends every claim: half on a helper thread if there are many and another core to run it,
-/// the rest on this one. Returns once all are sent.
+/// Sends every claim, one after another, on this thread.
 fn send_all(claims: &mut [Claim]) {
-    if claims.len() < SPLIT_AT || cores() < 2 {
-        let mut bytes = Vec::new();
-        for claim in claims.iter_mut() {
-            send(claim, &mut bytes);
-        }
-        return;
-    }
-    // The helper gets the guarded state by `&mut` (the guards themselves stay here, as a
-    // lock is released by the thread that took it) and this thread waits for it.
-    let (mine, theirs) = claims.split_at_mut(claims.len() / 2);
-    let theirs: Vec<Job<'_>> = theirs.iter_mut().map(Job::of).collect();
-    std::thread::scope(|scope| {
-        let helper = std::thread::Builder::new()
-            .name("chatd-fanout".into())
-            .stack_size(HELPER_STACK)
-            .spawn_scoped(scope, move || {
-                let mut bytes = Vec::new();
-                for mut job in theirs {
-                    job.send(&mut bytes);
-                }
-            });
-        let mut bytes = Vec::new();
-        for claim in mine.iter_mut() {
-            send(claim, &mut bytes);
-        }
-        if helper.is_err() {
-            log::warn!("no thread for a big fan-out's second half; sending it from the poster");
-        }
-    });
-    // A helper that could not start left its claims unsent.
     let mut bytes = Vec::new();
-    for claim in claims.iter_mut().filter(|claim| claim.sent == Sent::No) {
+    for claim in claims.iter_mut() {
         send(claim, &mut bytes);
-    }
-}
-
-/// The cores this process may run on, asked once: `available_parallelism` reads the
-/// affinity mask and cgroup files, far too slow for every fan-out.
-fn cores() -> usize {
-    static CORES: OnceLock<usize> = OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// A claim's parts that another thread may use: everything but the guard itself.
-struct Job<'a> {
-    outbox: &'a Outbox,
-    written: &'a mut Written,
-    lines: &'a [Arc<Line>],
-    sent: &'a mut Sent,
-}
-
-impl<'a> Job<'a> {
-    fn of(claim: &'a mut Claim) -> Job<'a> {
-        Job {
-            outbox: &claim.outbox,
-            written: &mut claim.guard,
-            lines: &claim.lines,
-            sent: &mut claim.sent,
-        }
     }
 }
 
@@ -387,57 +320,51 @@ pub(super) fn claim(outbox: &Arc<Outbox>, line: &Arc<Line>) -> bool {
     })
 }
 
+/// Encodes one claimed session's lines with its encoder and sends them with one
+/// non-blocking write. What the socket does not take is left for the writer.
 fn send(claim: &mut Claim, bytes: &mut Vec<u8>) {
-    Job::of(claim).send(bytes);
-}
-
-impl Job<'_> {
-    /// Encodes one claimed session's lines with its encoder and sends them with one
-    /// non-blocking write. What the socket does not take is left for the writer.
-    fn send(&mut self, bytes: &mut Vec<u8>) {
-        let outbox = self.outbox;
-        outbox.write_through_slot.store(0, Relaxed);
-        let written = &mut *self.written;
-        let encoder = written
-            .encoder
-            .as_deref_mut()
-            .expect("claimed only with an encoder");
-        bytes.clear();
-        let mut ends = Vec::with_capacity(self.lines.len());
-        for line in self.lines {
-            encoder.encode(line, bytes);
-            ends.push(bytes.len());
-        }
-        // Nothing to say on this protocol (IRC's own post without `echo-message`): no system
-        // call. An error (WouldBlock: full; interrupted; broken) takes nothing: the writer's
-        // next write finds out which and ends the connection if it must.
-        let sent = if bytes.is_empty() {
-            0
-        } else {
-            outbox.peer().try_write(bytes).unwrap_or_default()
-        };
-        outbox.last_write.store(clock(), Relaxed);
-        outbox.stats().bytes_written.add(outbox.id, sent as u64);
-        if sent == bytes.len() {
-            written.commit(self.lines.iter().flat_map(|line| line.cursors.iter()));
-            Stats::add(&outbox.stats().written_through, self.lines.len() as u64);
-            *self.sent = Sent::Whole;
-            return;
-        }
-        // The socket took part (or none): the rest is the writer's, before anything queued.
-        for (line, end) in self.lines.iter().zip(ends) {
-            if end <= sent {
-                written.commit(line.cursors.iter());
-            } else {
-                written
-                    .leftover_cursors
-                    .extend(line.cursors.iter().cloned());
-            }
-        }
-        written.leftover.extend_from_slice(&bytes[sent..]);
-        Stats::add(&outbox.stats().write_through_leftovers, 1);
-        *self.sent = Sent::Partly;
+    let outbox = &claim.outbox;
+    outbox.write_through_slot.store(0, Relaxed);
+    let written = &mut *claim.guard;
+    let encoder = written
+        .encoder
+        .as_deref_mut()
+        .expect("claimed only with an encoder");
+    bytes.clear();
+    let mut ends = Vec::with_capacity(claim.lines.len());
+    for line in &claim.lines {
+        encoder.encode(line, bytes);
+        ends.push(bytes.len());
     }
+    // Nothing to say on this protocol (IRC's own post without `echo-message`): no system
+    // call. An error (WouldBlock: full; interrupted; broken) takes nothing: the writer's
+    // next write finds out which and ends the connection if it must.
+    let sent = if bytes.is_empty() {
+        0
+    } else {
+        outbox.peer().try_write(bytes).unwrap_or_default()
+    };
+    outbox.last_write.store(clock(), Relaxed);
+    outbox.stats().bytes_written.add(outbox.id, sent as u64);
+    if sent == bytes.len() {
+        written.commit(claim.lines.iter().flat_map(|line| line.cursors.iter()));
+        Stats::add(&outbox.stats().written_through, claim.lines.len() as u64);
+        claim.sent = Sent::Whole;
+        return;
+    }
+    // The socket took part (or none): the rest is the writer's, before anything queued.
+    for (line, end) in claim.lines.iter().zip(ends) {
+        if end <= sent {
+            written.commit(line.cursors.iter());
+        } else {
+            written
+                .leftover_cursors
+                .extend(line.cursors.iter().cloned());
+        }
+    }
+    written.leftover.extend_from_slice(&bytes[sent..]);
+    Stats::add(&outbox.stats().write_through_leftovers, 1);
+    claim.sent = Sent::Partly;
 }
 
 #[cfg(test)]

@@ -58,8 +58,8 @@
 //! size: there is no stream for the writers to batch, each would wake to write one line, and
 //! waking a thousand sleeping writers is what made one message to 2,000 idle members reach the
 //! last of them after 44 ms (BENCHMARKS.md, issue 12). Written through, that fan-out costs
-//! 7.5-11 us of server CPU per delivery instead of 35-45 (`bench/ab.sh` on a saturated
-//! machine, where its latency could not be told apart). A room posting flat out never looks
+//! 7.5-11 us of server CPU per delivery instead of 35-45, and on a nearly idle machine the
+//! last delivery's p99 fell from 41-54 ms to 20-25 ms (`bench/ab.sh`). A room posting flat out never looks
 //! quiet (a gap of [`QUIET`] is long next to its posts), so it keeps the writers' path.
 //!
 //! # Not split over two threads

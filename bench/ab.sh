@@ -6,6 +6,7 @@
 #   MEMBERS=1000 ROUNDS=5 bench/ab.sh A B
 #   STORE=sqlite bench/ab.sh A B      # the durable default (a fresh database per run)
 #   ARGS="--start-order shuffled rooms --rooms 500 --members 10 --rate 1" bench/ab.sh A B
+#   PROTO=irc ARGS="rooms --rooms 500 --members 10 --rate 1" bench/ab.sh A B  # over IRC
 #
 # Each run starts the binary on 127.0.0.1 ($STORE store, default memory; no rate limit, no
 # quota on new names or rooms), runs `chatd-bench $ARGS` (default: `fanout --members
@@ -18,6 +19,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-3}
 PORT=${PORT:-17900}
 STORE=${STORE:-memory}
+PROTO=${PROTO:-chatd}
 ARGS=${ARGS:-"fanout --members $MEMBERS --senders 10"}
 [[ $# -ge 2 ]] || { echo "usage: $0 BINARY BINARY..." >&2; exit 2; }
 cargo build --release --quiet -p chatd-bench --manifest-path "$ROOT/Cargo.toml"
@@ -33,12 +35,18 @@ for round in $(seq 1 "$ROUNDS"); do
         help=$("$binary" --help)
         if grep -q -- --names-per-minute <<<"$help"; then extra+=(--names-per-minute 1000000); fi
         if grep -q -- --http-listen <<<"$help"; then extra+=(--http-listen none); fi
+        addr=127.0.0.1:$PORT
+        if [[ $PROTO == irc ]]; then
+            # chatd's IRC listener, as compare.sh's chatd-irc: no per-user room quota either.
+            addr=127.0.0.1:$((PORT + 1))
+            extra+=(--irc-listen "$addr" --rooms-per-user-per-hour 1000000)
+        fi
         "$binary" --listen "127.0.0.1:$PORT" --store "$STORE" --data "$OUT/chatd.db" \
             --no-rate-limit "${extra[@]}" 2>/dev/null &
         pid=$!
         sleep 0.5
-        "$BENCH" --addr "127.0.0.1:$PORT" --server-pid "$pid" --duration "$DURATION" --warmup 1 \
-            --json $ARGS >"$OUT/run.json" 2>/dev/null || true
+        "$BENCH" --proto "$PROTO" --addr "$addr" --server-pid "$pid" --duration "$DURATION" \
+            --warmup 1 --json $ARGS >"$OUT/run.json" 2>/dev/null || true
         kill "$pid"
         wait "$pid" 2>/dev/null || true
         python3 - "$binary" "$round" "$OUT/run.json" <<'PY'

@@ -24,7 +24,7 @@
 //! | [`server`] | `ChatServer`: the directory of users and rooms; presence (sessions arriving and leaving) and accounts beside it |
 //! | [`room`] | `Room`: members, seqs (the room's lock is the seq authority), access, and `broadcast`, the one loop over a room's members; [`recent`]: its in-memory log and the server's memory budget for them |
 //! | [`user`], [`session`] | `User`: one person, their rooms and sessions; `Session`: one logged-in device |
-//! | [`delivery`] | what the domain queues to a session: `Line` (a typed event, encoded once per protocol), `Outbox` (slow-consumer verdict, close), `Queue` (the bounded queue, in two stages), `Reply` (the reply context), `Doorbell` (waking a writer) |
+//! | [`delivery`] | what the domain queues to a session: `Line` (a typed event, encoded once per protocol), `Outbox` (slow-consumer verdict, close), `Queue` (the bounded queue, in two stages), `Reply` (the reply context), `Doorbell` (waking a writer), `Encoder` (a connection's protocol, under its write lock) |
 //! | [`event`] | `Event`: every reply and event the server sends, as typed values |
 //! | [`protocol`] | the chatd line protocol: the verb table and parser (lines in), the encoder (events out) |
 //! | [`store`] | the `Store` trait; `memory`, `sqlite` and `postgres` (group commit on one writer thread) |
@@ -51,8 +51,8 @@
 //! - `chatd-w<id>` (writer, one per connection): drains the connection's queue into its
 //!   socket, encoding each line for the connection's protocol (once per line and protocol,
 //!   shared with every other writer) and batching whatever is queued into one write; parks at
-//!   once when idle (`delivery::doorbell`). A fan-out writes a line to an *idle* chatd
-//!   connection itself instead, with one non-blocking `send` after the room's lock is
+//!   once when idle (`delivery::doorbell`). A fan-out writes a line to an *idle* chatd or
+//!   IRC connection itself instead, with one non-blocking `send` after the room's lock is
 //!   released (`delivery::write_through`), and wakes the writer only for what the socket
 //!   did not take.
 //! - `chatd-store` (SQLite and PostgreSQL): commits every queued write as one transaction, then

@@ -35,7 +35,7 @@ pub use parking_lot::WaitTimeoutResult;
 /// | 4 | `User::state` | sessions, room set, presence as shown |
 /// | 5 | `Outbox::closing` | why the connection is closing |
 /// | leaf | see [`Rank::Leaf`] | |
-/// | try-only | `Outbox::writing` | a session's socket byte stream while someone writes to it |
+/// | try-only | `Outbox::writing` | a session's socket byte stream and its encoder while someone writes to it |
 ///
 /// `Outbox::writing` (a session's write lock, `delivery::write_through`) sits outside the
 /// order: publishers only ever `try_lock` it, which cannot wait, so they may while holding a

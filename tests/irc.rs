@@ -711,3 +711,48 @@ fn a_slow_irc_consumer_is_cut_off_without_stalling_the_room() {
     assert!(cut, "the IRC client was never cut off");
     slow.expect_closed_with("slow-consumer");
 }
+
+/// IRC connections are written through too, each in its own encoding, including to every
+/// member of a quiet room far bigger than a busy room's budget: every IRC member gets
+/// every message once, in order, and the IRC poster's own message is not echoed to it (that
+/// is its encoder's per-connection state, which every writer of the connection shares).
+#[test]
+fn a_quiet_big_room_reaches_every_irc_member_once_in_order() {
+    const MEMBERS: usize = 150; // far above write_through::BUDGET
+    const MESSAGES: usize = 4;
+    let server = irc_server(|_| {});
+    let addr = irc_addr(&server);
+    let mut members: Vec<Irc> = (0..MEMBERS)
+        .map(|n| {
+            let nick = format!("q{n}");
+            let mut irc = Irc::register(addr, &nick);
+            irc.send("JOIN #quietbig");
+            irc.expect_containing(&format!(":{nick}!{nick}@chatd JOIN #quietbig"));
+            irc
+        })
+        .collect();
+    let mut poster = server.login("poster");
+    poster.join("quietbig");
+    for n in 1..=MESSAGES {
+        poster.say("quietbig", &format!("hello-{n}"));
+        // Longer than write_through::QUIET: the room is quiet again for the next post.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // One IRC member posts too: everyone else gets it, it does not (no echo-message).
+    members[0].send("PRIVMSG #quietbig :from-q0");
+    for (n, member) in members.iter_mut().enumerate() {
+        for m in 1..=MESSAGES {
+            member.expect_containing(&format!(
+                ":poster!poster@chatd PRIVMSG #quietbig :hello-{m}"
+            ));
+        }
+        if n > 0 {
+            member.expect_containing(":q0!q0@chatd PRIVMSG #quietbig :from-q0");
+            member.sync("end");
+        } else {
+            // Nothing between the last message and the PONG: no echo of its own post.
+            member.send("PING end");
+            member.expect_next("PONG chatd :end");
+        }
+    }
+}

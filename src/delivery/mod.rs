@@ -3,6 +3,7 @@
 //! in below it, and nothing here imports `transport/`.
 
 pub mod doorbell;
+pub mod encoder;
 pub mod line;
 pub mod outbox;
 pub mod peer;

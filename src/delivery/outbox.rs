@@ -22,7 +22,7 @@ use super::peer::Peer;
 use super::queue::{Queue, QueueReader};
 use super::write_through::{self, WriteGuard, WriteLock, Written};
 use crate::event::Event;
-use crate::protocol::{ClientError, ErrorCode, Wire};
+use crate::protocol::{ClientError, ErrorCode};
 use crate::stats::Stats;
 
 /// Why a connection ends. The writer turns it into the connection's last line.
@@ -210,8 +210,8 @@ pub struct Outbox {
     /// only `try_lock` it (so they may while holding a room's lock), and the writer thread,
     /// the only one that waits for it, holds no other lock then. See `write_through`.
     writing: WriteLock,
-    /// Whether, and in which protocol, publishers may write through (from the peer).
-    write_through: Option<Wire>,
+    /// Whether publishers may write through (the peer says).
+    write_through: bool,
     /// 1 + this session's index in the write-through batch that holds its write lock, or 0.
     pub(super) write_through_slot: AtomicUsize,
     /// When bytes were last written to the connection (`write_through::clock` nanoseconds):
@@ -264,7 +264,7 @@ impl Outbox {
     /// gets the line written straight into its socket when the batch ends, instead of waking
     /// its writer thread. Called with the room's lock held, like `deliver`.
     pub fn deliver_through(self: &Arc<Self>, line: &Arc<Line>) -> bool {
-        if self.write_through.is_some()
+        if self.write_through
             && line.reply_bytes == 0
             && line.kind == LineKind::Reliable
             && !self.closed.load(Relaxed)
@@ -283,10 +283,6 @@ impl Outbox {
 
     pub(super) fn try_lock_writing(&self) -> Option<WriteGuard> {
         self.writing.try_lock_arc()
-    }
-
-    pub(super) fn write_through_wire(&self) -> Option<Wire> {
-        self.write_through
     }
 
     pub(super) fn peer(&self) -> &dyn Peer {

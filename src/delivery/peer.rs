@@ -3,7 +3,6 @@
 use std::io;
 use std::net::IpAddr;
 
-use crate::protocol::Wire;
 use crate::stats::Transport;
 
 /// The connection below an [`super::Outbox`]: a TCP socket today (`transport::tcp`), a
@@ -27,17 +26,18 @@ pub trait Peer: Send + Sync {
         Transport::Tcp
     }
 
-    /// The protocol in which publishers may write lines straight into this connection
-    /// (`delivery::write_through`), if [`Peer::try_write`] works for it; `None` (the default)
-    /// keeps every line on the queue and the writer thread.
-    fn write_through(&self) -> Option<Wire> {
-        None
+    /// Whether publishers may write lines straight into this connection
+    /// (`delivery::write_through`): [`Peer::try_write`] works, and the connection's bytes are
+    /// its encoder's text as it is (no framing around it). `false` (the default) keeps every
+    /// line on the queue and the writer thread.
+    fn write_through(&self) -> bool {
+        false
     }
 
     /// Writes what the connection takes of `bytes` at once, without ever blocking: the bytes
     /// written, possibly fewer than given, or `WouldBlock` when it takes none. Called by a
     /// publishing thread holding the session's write lock, so never at the same time as the
-    /// writer thread's writes. Only used if [`Peer::write_through`] names a protocol.
+    /// writer thread's writes. Only used if [`Peer::write_through`] says so.
     fn try_write(&self, _bytes: &[u8]) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
     }

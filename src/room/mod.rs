@@ -44,7 +44,7 @@ pub use shared::{
 };
 
 use crate::delivery::doorbell::WakeBatch;
-use crate::delivery::write_through::WriteThroughBatch;
+use crate::delivery::write_through::{self, WriteThroughBatch};
 use crate::delivery::{Line, Outbox, Reply};
 use crate::event::{Event, MemberStatus, RoomListing};
 use crate::lock_rank::{Rank, RankedMutex};
@@ -104,6 +104,9 @@ struct RoomState {
     arrived: BTreeMap<u64, shared::Arrival>,
     /// Shared rooms only: tokens of this node's posts still waiting for the log's answer.
     awaiting: HashSet<u64>,
+    /// When messages were last fanned out (`write_through::clock`): a room quiet for
+    /// `write_through::BUSY` writes through whatever its size (`WriteThroughBatch::limit_for`).
+    last_fanout: u64,
 }
 
 /// Who may see and join a room.
@@ -247,6 +250,7 @@ impl Room {
                     access: setup.access,
                     arrived: BTreeMap::new(),
                     awaiting: HashSet::new(),
+                    last_fanout: 0,
                 },
             ),
             store,
@@ -600,7 +604,7 @@ impl Room {
             if !state.members.contains_key(&session.user.name) {
                 return Err(not_member(&self.name));
             }
-            direct.skip_for(state.members.len());
+            direct.limit_for(state.members.len(), state.last_fanout);
             self.stop_typing_locked(&mut state, &session.user.name);
             state.assigned += 1;
             let message = Arc::new(Message {
@@ -661,7 +665,7 @@ impl Room {
         let direct = WriteThroughBatch::start();
         let _wakes = WakeBatch::start();
         let mut state = self.state.lock();
-        direct.skip_for(state.members.len());
+        direct.limit_for(state.members.len(), state.last_fanout);
         let settled = self.settle(&mut state);
         drop(state);
         encode_ahead(&settled);
@@ -695,6 +699,7 @@ impl Room {
             messages += 1;
         }
         if messages > 0 {
+            state.last_fanout = write_through::clock();
             Stats::add(&self.stats.messages, messages);
             Stats::add(&self.stats.deliveries, deliveries);
         }

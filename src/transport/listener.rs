@@ -427,13 +427,14 @@ fn start_connection(
         config.write_timeout,
         config.dead_peer_timeout,
     );
-    let peer: Arc<dyn Peer> = match front {
-        Front::Chatd => Arc::new(tcp::ChatdSocket(Arc::clone(&socket))),
-        Front::Irc => Arc::new(tcp::PlainSocket {
-            socket: Arc::clone(&socket),
-            transport: Transport::Irc,
-        }),
+    let transport = match front {
+        Front::Chatd => Transport::Tcp,
+        Front::Irc => Transport::Irc,
     };
+    let peer: Arc<dyn Peer> = Arc::new(tcp::DirectSocket {
+        socket: Arc::clone(&socket),
+        transport,
+    });
     let started = start_threads(peer, lines, sink, address_slot, shared, front);
     if started {
         return Ok(());

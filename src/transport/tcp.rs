@@ -11,7 +11,6 @@ use socket2::{SockRef, TcpKeepalive};
 use super::line_reader::{LineReader, ReadLine};
 use super::{FrameSink, LineSource};
 use crate::delivery::peer::Peer;
-use crate::protocol::Wire;
 use crate::stats::Transport;
 
 /// Keepalive probes sent before a silent peer is declared dead.
@@ -69,8 +68,8 @@ impl Peer for TcpStream {
 }
 
 /// A TCP socket as a plain [`Peer`] (no write-through) that names its front door for the
-/// session metrics: IRC's lines differ per connection (its tags and nick), and a WebSocket
-/// frames them, so publishers cannot write either straight into the socket.
+/// session metrics: a WebSocket frames its lines, so publishers cannot write them straight
+/// into the socket.
 pub struct PlainSocket {
     pub socket: Arc<TcpStream>,
     pub transport: Transport,
@@ -94,27 +93,33 @@ impl Peer for PlainSocket {
     }
 }
 
-/// The socket of a chatd-protocol connection, as its outbox's [`Peer`]: a `TcpStream` that
-/// also lets publishers write chatd lines straight into it (`delivery::write_through`). A
-/// bare `TcpStream` is a peer too, with write-through off, for transports that frame lines
-/// differently on TCP.
-pub struct ChatdSocket(pub Arc<TcpStream>);
+/// The socket of a connection whose bytes are its lines as they are (the chatd line protocol,
+/// IRC), as its outbox's [`Peer`]: publishers may write lines straight into it
+/// (`delivery::write_through`), encoded by the connection's own encoder.
+pub struct DirectSocket {
+    pub socket: Arc<TcpStream>,
+    pub transport: Transport,
+}
 
-impl Peer for ChatdSocket {
+impl Peer for DirectSocket {
     fn shutdown_read(&self) {
-        self.0.shutdown_read();
+        self.socket.shutdown_read();
     }
 
     fn abort(&self) {
-        self.0.abort();
+        self.socket.abort();
     }
 
     fn peer_ip(&self) -> Option<IpAddr> {
-        self.0.peer_ip()
+        self.socket.peer_ip()
     }
 
-    fn write_through(&self) -> Option<Wire> {
-        Some(Wire::Chatd)
+    fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    fn write_through(&self) -> bool {
+        true
     }
 
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
@@ -124,7 +129,7 @@ impl Peer for ChatdSocket {
         // SAFETY: `send` reads at most `bytes.len()` bytes from `bytes`.
         let sent = unsafe {
             libc::send(
-                std::os::fd::AsRawFd::as_raw_fd(&*self.0),
+                std::os::fd::AsRawFd::as_raw_fd(&*self.socket),
                 bytes.as_ptr().cast(),
                 bytes.len(),
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,

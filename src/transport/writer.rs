@@ -12,9 +12,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::Event;
-use crate::protocol::Wire;
-
 use crate::delivery::{CloseReason, Cursor, Line, Outbox, QueueReader};
 use crate::stats::Stats;
 use crate::transport::FrameSink;
@@ -26,29 +23,7 @@ pub const MAX_BATCH: usize = 64 * 1024;
 /// A writer that wrote this recently counts as busy and yields briefly before sleeping.
 const BUSY_WINDOW: Duration = Duration::from_millis(1);
 
-/// How a connection's protocol turns queued lines into bytes. Most lines are the same text
-/// for every recipient of a protocol and come from `Line::encoded`, made once and shared;
-/// a protocol whose replies depend on the connection (IRC's numerics name the recipient's
-/// nick) writes those itself.
-pub trait Encoder {
-    /// Appends `line`'s text (possibly nothing) to `out`.
-    fn encode(&mut self, line: &Line, out: &mut Vec<u8>);
-    /// The connection's last line.
-    fn farewell(&mut self, event: &Event, label: Option<&str>) -> String;
-}
-
-/// The chatd line protocol: every line's text is shared by all its recipients.
-pub struct ChatdEncoder;
-
-impl Encoder for ChatdEncoder {
-    fn encode(&mut self, line: &Line, out: &mut Vec<u8>) {
-        out.extend_from_slice(line.encoded(Wire::Chatd).as_bytes());
-    }
-
-    fn farewell(&mut self, event: &Event, label: Option<&str>) -> String {
-        Wire::Chatd.encode(event, label).into()
-    }
-}
+pub use crate::delivery::encoder::{ChatdEncoder, Encoder};
 
 /// `stall` is how long the transport may hold unsent bytes without sending any before the
 /// client counts as not reading (`--write-timeout`).
@@ -57,12 +32,14 @@ pub fn run(
     mut queue: QueueReader,
     mut sink: impl FrameSink,
     stall: Duration,
-    mut encoder: impl Encoder,
+    encoder: impl Encoder + 'static,
 ) {
     let mut batch: Vec<u8> = Vec::new();
     let mut pending: Vec<Cursor> = Vec::new();
     let mut drain = DrainWatch::new(stall);
     outbox.doorbell.register_writer();
+    // Kept under the write lock from now on, where a publisher writing through finds it.
+    outbox.lock_writing().encoder = Some(Box::new(encoder));
     let mut last_write = Instant::now() - BUSY_WINDOW;
     let (reason, mut written) = loop {
         // The outbox holds a sender for as long as this thread holds the outbox, so the queue
@@ -96,10 +73,11 @@ pub fn run(
         // What a write-through left unsent goes first: it was delivered before anything queued.
         batch.append(&mut written.leftover);
         pending.append(&mut written.leftover_cursors);
+        let encoder = written.encoder.as_deref_mut().expect("installed above");
         while batch.len() < MAX_BATCH {
             match outbox.next_queued(&mut queue) {
                 Some(line) => {
-                    take(&line, &mut batch, &mut pending, &mut encoder);
+                    take(&line, &mut batch, &mut pending, encoder);
                     outbox.taken(&line);
                 }
                 None => break,
@@ -148,9 +126,10 @@ pub fn run(
         _ => {}
     }
     log::info!(conn = outbox.id, reason = reason.name(); "disconnect");
-    let farewell = reason
-        .farewell(&written.cursors())
-        .map(|event| encoder.farewell(&event, outbox.farewell_label(reason)));
+    let farewell = reason.farewell(&written.cursors()).and_then(|event| {
+        let encoder = written.encoder.as_deref_mut()?;
+        Some(encoder.farewell(&event, outbox.farewell_label(reason)))
+    });
     sink.close(
         farewell.as_deref().map(str::as_bytes),
         reason == CloseReason::Quit,
@@ -162,7 +141,7 @@ pub fn run(
 /// written). This runs once per delivered line, so consecutive cursors of one room (a burst
 /// of one room's messages) collapse into one entry by a pointer comparison, rather than
 /// costing a hash-map update each.
-fn take(line: &Line, batch: &mut Vec<u8>, pending: &mut Vec<Cursor>, encoder: &mut impl Encoder) {
+fn take(line: &Line, batch: &mut Vec<u8>, pending: &mut Vec<Cursor>, encoder: &mut dyn Encoder) {
     encoder.encode(line, batch);
     for cursor in line.cursors.iter() {
         match pending.last_mut() {

@@ -45,6 +45,7 @@
 //! theirs), `n:<node>:users`, `nodes` (sorted set: node -> lease end, ms).
 
 pub mod accounts;
+pub mod control;
 pub mod device_keys;
 pub mod directory;
 pub mod fan_in;
@@ -54,7 +55,9 @@ pub mod retention;
 pub mod scripts;
 pub mod writer;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -98,7 +101,19 @@ pub struct Cluster {
     lease: Duration,
     /// To the fence thread, once it runs: rooms to check again (see `fan_in::Feed::Recheck`).
     recheck: std::sync::OnceLock<Sender<fan_in::Feed>>,
+    /// To the subscriber thread, once it runs: rooms to follow or drop (see
+    /// [`Cluster::hold_room`]).
+    follows: std::sync::OnceLock<Sender<fan_in::Follow>>,
+    /// Set by [`Cluster::stop`]: every cluster thread checks it at least every
+    /// [`THREAD_POLL`] and ends.
+    stopping: Arc<AtomicBool>,
+    /// Leaf lock: the threads this node started, joined by [`Cluster::stop`].
+    threads: RankedMutex<Vec<JoinHandle<()>>>,
 }
+
+/// The longest a cluster thread goes without checking whether the node is stopping: the
+/// bound on how long [`Cluster::stop`] waits for one of them.
+pub const THREAD_POLL: Duration = Duration::from_millis(250);
 
 /// How long a connection attempt or a reply may take before the node calls Redis
 /// unreachable (`ERR store-failed` to the client, who retries with its cid).
@@ -117,7 +132,9 @@ impl Cluster {
             .query::<String>(&mut first)
             .map_err(|e| unavailable(format!("PING {}", options.url), e))?;
         let node: Arc<str> = Arc::from(options.node_id.as_str());
-        let jobs = writer::start(client.clone(), Arc::clone(&node));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (jobs, writer) =
+            writer::start(client.clone(), Arc::clone(&node), Arc::clone(&stopping));
         Ok(Arc::new(Cluster {
             node,
             client,
@@ -126,7 +143,57 @@ impl Cluster {
             retention: options.retention,
             lease: options.lease,
             recheck: std::sync::OnceLock::new(),
+            follows: std::sync::OnceLock::new(),
+            stopping,
+            threads: RankedMutex::new(Rank::Leaf, vec![writer]),
         }))
+    }
+
+    /// Stops this node's cluster threads (subscriber, fence, writer, lease, retention) and
+    /// waits for them: each checks the flag at least every [`THREAD_POLL`], and the writer
+    /// first sends what was queued before (the last sessions' presence and last-seen
+    /// writes). Returns whether all of them ended within `patience`.
+    pub fn stop(&self, patience: Duration) -> bool {
+        self.stopping.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + patience;
+        let threads = std::mem::take(&mut *self.threads.lock());
+        let mut all_ended = true;
+        for thread in threads {
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                all_ended = false; // left detached: it ends at its next check
+            }
+        }
+        all_ended
+    }
+
+    /// Whether [`Cluster::stop`] was called.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Keeps `threads` to be joined by [`Cluster::stop`].
+    fn adopt_threads(&self, threads: impl IntoIterator<Item = JoinHandle<()>>) {
+        self.threads.lock().extend(threads);
+    }
+
+    /// Sleeps `pause`, in steps of at most [`THREAD_POLL`]; false as soon as the node stops.
+    fn pause_unless_stopping(&self, pause: Duration) -> bool {
+        let until = std::time::Instant::now() + pause;
+        loop {
+            if self.stopping() {
+                return false;
+            }
+            let now = std::time::Instant::now();
+            if now >= until {
+                return true;
+            }
+            std::thread::sleep((until - now).min(THREAD_POLL));
+        }
     }
 
     /// Starts the subscriber and fence threads that settle other nodes' posts into `server`.
@@ -206,7 +273,7 @@ pub mod keys {
     pub fn client_id(user: &str, cid: &str) -> String {
         format!("u:{{{user}}}:cid:{cid}")
     }
-    /// Every room's channel starts with this; the fan-in subscribes to the pattern.
+    /// Every room's channel starts with this; a node subscribes to the rooms it follows.
     pub const CHANNEL_PREFIX: &str = "c:";
     pub fn channel(room: &str) -> String {
         format!("{CHANNEL_PREFIX}{room}")
@@ -232,6 +299,16 @@ pub mod keys {
     pub const DEVICE_PREFIX: &str = "d:";
     pub fn device_channel(user: &str) -> String {
         format!("{DEVICE_PREFIX}{user}")
+    }
+    /// A user's sessions on every node: `J <room> <node> <seq>` (joined a room), `B <node>
+    /// <reason>` (their sessions end with that `BYE`); see [`super::control`].
+    pub const SESSIONS_PREFIX: &str = "s:";
+    pub fn sessions_channel(user: &str) -> String {
+        format!("{SESSIONS_PREFIX}{user}")
+    }
+    /// A node's own channel, on which a PUBLISH wakes its subscriber thread.
+    pub fn wake_channel(node: &str) -> String {
+        format!("w:{node}")
     }
     /// A user's key directory changes: `<node> <device> <key> <added>` / `<node> <device>`.
     pub const KEY_PREFIX: &str = "k:";

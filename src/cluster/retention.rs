@@ -29,11 +29,12 @@ pub fn start(cluster: Arc<Cluster>, server: Weak<ChatServer>) {
         return;
     };
     let interval = cluster.retention.interval.max(Duration::from_millis(10));
-    thread::Builder::new()
+    let adopting = Arc::clone(&cluster);
+    let retention_thread = thread::Builder::new()
         .name("chatd-cluster-retention".into())
         .spawn(move || {
             let mut connection = None;
-            while server.strong_count() > 0 {
+            while server.strong_count() > 0 && !cluster.stopping() {
                 if connection.is_none() {
                     connection = cluster.open_connection().ok();
                 }
@@ -42,10 +43,11 @@ pub fn start(cluster: Arc<Cluster>, server: Weak<ChatServer>) {
                         connection = None; // tried again next interval
                     }
                 }
-                thread::sleep(interval);
+                cluster.pause_unless_stopping(interval);
             }
         })
         .expect("spawn chatd-cluster-retention");
+    adopting.adopt_threads([retention_thread]);
 }
 
 /// One pass over every room's log.

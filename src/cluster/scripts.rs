@@ -73,13 +73,16 @@ return {made, redis.call('HGETALL', KEYS[1]), redis.call('SMEMBERS', KEYS[3]),
 "#;
 
 /// JOIN. KEYS: room members, the user's rooms, room hash. ARGV: user, room, room channel,
-/// node. A new member is announced on the room's channel with the room's seq at the join
-/// (`J <user> <node> <seq>`).
+/// node, the user's sessions channel. A new member is announced on the room's channel with the
+/// room's seq at the join (`J <user> <node> <seq>`), and on the user's sessions channel (`J
+/// <room> <node> <seq>`, for nodes with sessions of the user that do not follow the room; see
+/// `cluster::control`).
 pub const JOIN: &str = r#"
 redis.call('SADD', KEYS[2], ARGV[2])
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
   local seq = redis.call('HGET', KEYS[3], 'seq') or '0'
   redis.call('PUBLISH', ARGV[3], 'J ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. seq)
+  redis.call('PUBLISH', ARGV[5], 'J ' .. ARGV[2] .. ' ' .. ARGV[4] .. ' ' .. seq)
 end
 return {'ok'}
 "#;

@@ -37,25 +37,42 @@ pub enum Job {
     Command(redis::Cmd),
 }
 
-pub fn start(client: redis::Client, node: std::sync::Arc<str>) -> Sender<Job> {
+/// Starts the writer; it ends once `stop` is set and the queue is empty.
+pub fn start(
+    client: redis::Client,
+    node: std::sync::Arc<str>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Sender<Job>, thread::JoinHandle<()>) {
     let (jobs, queue) = crossbeam_channel::bounded(QUEUE);
-    thread::Builder::new()
+    let writer = thread::Builder::new()
         .name("chatd-cluster-writer".into())
-        .spawn(move || run(client, &node, queue))
+        .spawn(move || run(client, &node, queue, &stop))
         .expect("spawn chatd-cluster-writer");
-    jobs
+    (jobs, writer)
 }
 
-fn run(client: redis::Client, node: &str, queue: Receiver<Job>) {
+fn run(
+    client: redis::Client,
+    node: &str,
+    queue: Receiver<Job>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
     let mut connection: Option<redis::Connection> = None;
     // Writes whose pipeline failed: sent first once connected again.
     let mut retry: Vec<Job> = Vec::new();
     loop {
         let mut batch = std::mem::take(&mut retry);
         if batch.is_empty() {
-            match queue.recv() {
+            // The timeout lets a stopping node's writer end (the `Cluster` keeps a sender)
+            // once it has sent everything queued.
+            match queue.recv_timeout(super::THREAD_POLL) {
                 Ok(job) => batch.push(job),
-                Err(_) => return, // every sender is gone: the server stopped
+                Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                    if !stop.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    continue
+                }
+                Err(_) => return, // stopped, or every sender is gone
             }
         }
         while batch.len() < BATCH {
@@ -70,6 +87,9 @@ fn run(client: redis::Client, node: &str, queue: Receiver<Job>) {
                 Ok(con) => connection.insert(con),
                 Err(e) => {
                     retry = fail_posts(batch, &e);
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return; // Redis is unreachable and the node is stopping
+                    }
                     thread::sleep(Duration::from_millis(200));
                     continue;
                 }
@@ -174,7 +194,13 @@ fn command(write: &Write, node: &str) -> redis::Cmd {
                 keys::user_rooms(user),
                 keys::room(room),
             ],
-            &[user, room, &keys::channel(room), node],
+            &[
+                user,
+                room,
+                &keys::channel(room),
+                node,
+                &keys::sessions_channel(user),
+            ],
         ),
         Write::Leave { room, user } => eval(
             scripts::LEAVE,

@@ -1,0 +1,122 @@
+//! Session control across nodes: what one node does to a user's sessions that every node
+//! must do to its own. Each user has a channel, `s:<user>`, which every node hears (a pattern
+//! subscription: these are rare, unlike room traffic, so they need no per-user subscription):
+//!
+//! - `J <room> <node> <seq>`: the user joined `room` on `node` when the room was at `seq`
+//!   (published by the JOIN script, so `seq` is exact). A node with sessions of the user that
+//!   does not follow the room yet starts following it from `seq`, so those sessions get the
+//!   room's messages from the join on, as the joining node's sessions do. (A node that
+//!   follows the room learns of the join from the room's own `J` push.) This is how a DM's
+//!   recipient on another node gets the first message: the DM's room is made and both members
+//!   joined on the sender's node.
+//! - `B <node> <reason>`: end the user's sessions with that `BYE` (`banned`, `kicked`,
+//!   `password-changed`): an operator's `BAN user` or `KICK <user>`, or a `PASSWORD ...
+//!   end-sessions`, on `node`.
+//! - `R <node>`: the name was registered on `node` (`REGISTER`): every node re-reads the
+//!   account and closes its sessions of the name that did not prove the password (`BYE
+//!   registered`), as the registering node did.
+//!
+//! A node whose subscriber was cut misses what was published meanwhile: the sweep's ban
+//! re-read (`ChatServer::reload_bans`, every 5 s) closes a banned user's or address's
+//! sessions anyway; a missed kick or end-sessions is lost (the sessions stay, as if the
+//! operator had kicked a moment earlier). Device takeover (`d:<user>`, `BYE replaced`) keeps
+//! its own channel.
+//!
+//! Every message is queued behind the write it follows (the ban, the password), in the
+//! writer's order, so a node acting on it finds Redis already changed: a session it closes
+//! cannot log straight back in.
+
+use super::{keys, Cluster};
+use crate::delivery::CloseReason;
+use crate::server::ChatServer;
+
+impl Cluster {
+    /// The user's sessions on every other node end with `reason`'s `BYE`.
+    pub fn end_sessions_elsewhere(&self, user: &str, reason: CloseReason) {
+        let Some(word) = word_of(reason) else {
+            debug_assert!(false, "{reason:?} does not cross nodes");
+            return;
+        };
+        self.queue_publish(
+            &keys::sessions_channel(user),
+            format!("B {} {word}", self.node),
+        );
+    }
+
+    /// The name was registered here: the other nodes close its unproven sessions.
+    pub fn registered_here(&self, user: &str) {
+        self.queue_publish(&keys::sessions_channel(user), format!("R {}", self.node));
+    }
+
+    /// A PUBLISH queued behind this node's writes, never dropped (unlike
+    /// [`Cluster::publish`], for live news): a ban must reach every node.
+    fn queue_publish(&self, channel: &str, payload: String) {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        self.queue(cmd);
+    }
+}
+
+/// The reasons that cross nodes, as the control channel spells them.
+fn word_of(reason: CloseReason) -> Option<&'static str> {
+    match reason {
+        CloseReason::Banned => Some("banned"),
+        CloseReason::Kicked => Some("kicked"),
+        CloseReason::PasswordChanged => Some("password-changed"),
+        _ => None,
+    }
+}
+
+fn reason_of(word: &str) -> Option<CloseReason> {
+    [
+        CloseReason::Banned,
+        CloseReason::Kicked,
+        CloseReason::PasswordChanged,
+    ]
+    .into_iter()
+    .find(|reason| word_of(*reason) == Some(word))
+}
+
+/// A push on `s:<user>` (see the module docs).
+pub(super) fn take_control(cluster: &Cluster, server: &ChatServer, user: &str, payload: &str) {
+    let fields: Vec<&str> = payload.split(' ').collect();
+    match fields[..] {
+        ["J", room, node, seq] if node != cluster.node() => {
+            let Ok(seq) = seq.parse::<u64>() else {
+                return;
+            };
+            if server.user(user).is_some_and(|user| user.has_sessions()) {
+                server.followed_room(room, seq);
+            }
+        }
+        ["B", node, word] if node != cluster.node() => {
+            if let (Some(user), Some(reason)) = (server.user(user), reason_of(word)) {
+                user.close_sessions(reason);
+            }
+        }
+        ["R", node] if node != cluster.node() => {
+            if let Some(user) = server.user(user) {
+                server.adopt_registration(&user);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_crossing_reason_reads_back() {
+        for reason in [
+            CloseReason::Banned,
+            CloseReason::Kicked,
+            CloseReason::PasswordChanged,
+        ] {
+            let word = word_of(reason).expect("crosses");
+            assert_eq!(reason_of(word), Some(reason));
+        }
+        assert_eq!(reason_of("quit"), None);
+    }
+}

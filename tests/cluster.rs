@@ -292,8 +292,15 @@ fn a_node_follows_only_the_rooms_its_sessions_are_in() {
         "b still follows general"
     );
     assert_eq!(channels(&mut admin, "c:*"), ["c:general", "c:quiet"]);
-    bob.send("PING still");
-    expect_soon(&mut bob, "PONG still");
+
+    // An invitation reaches b, which no longer follows the room, through bob's own channel.
+    alice.send("PRIVATE quiet on");
+    expect_soon(&mut alice, "OK PRIVATE quiet on");
+    alice.send("INVITE quiet bob");
+    expect_soon(&mut alice, "OK INVITE quiet bob");
+    expect_soon(&mut bob, "INVITED quiet alice");
+    let rejoined = bob.join("quiet");
+    assert_eq!(rejoined.seq, 25);
 }
 
 /// Redis is killed and restarted during traffic (AOF, fsync always): every acknowledged

@@ -9,6 +9,10 @@
 //!   follows the room learns of the join from the room's own `J` push.) This is how a DM's
 //!   recipient on another node gets the first message: the DM's room is made and both members
 //!   joined on the sender's node.
+//! - `I <room> <node> <owner>`: the user was invited to `room` (published by the INVITE
+//!   script). A node that follows the room tells its sessions of the user from the room's own
+//!   `I` push; one that does not tells them here (`INVITED`), and reads the invitation from
+//!   Redis when one of them JOINs.
 //! - `B <node> <reason>`: end the user's sessions with that `BYE` (`banned`, `kicked`,
 //!   `password-changed`): an operator's `BAN user` or `KICK <user>`, or a `PASSWORD ...
 //!   end-sessions`, on `node`.
@@ -26,8 +30,11 @@
 //! writer's order, so a node acting on it finds Redis already changed: a session it closes
 //! cannot log straight back in.
 
+use std::sync::Arc;
+
 use super::{keys, Cluster};
-use crate::delivery::CloseReason;
+use crate::delivery::{CloseReason, Line};
+use crate::event::Event;
 use crate::server::ChatServer;
 
 impl Cluster {
@@ -87,6 +94,17 @@ pub(super) fn take_control(cluster: &Cluster, server: &ChatServer, user: &str, p
             };
             if server.user(user).is_some_and(|user| user.has_sessions()) {
                 server.followed_room(room, seq);
+            }
+        }
+        ["I", room, node, owner] if node != cluster.node() => {
+            if server.loaded_room(room).is_some() {
+                return; // told from the room's channel
+            }
+            if let Some(user) = server.user(user) {
+                user.deliver(&Line::event(Event::Invited {
+                    room: Arc::from(room),
+                    by: Arc::from(owner),
+                }));
             }
         }
         ["B", node, word] if node != cluster.node() => {

@@ -106,13 +106,16 @@ redis.call('PUBLISH', ARGV[2], 'A ' .. ARGV[3] .. ' ' .. ARGV[1])
 return {'ok'}
 "#;
 
-/// INVITE. KEYS: room invites, room hash. ARGV: user, room channel, node. Announced (`I <user>
-/// <node> <owner>`): the invitee's sessions on every node are told, and every node lets them
-/// join. Only the owner invites, so the owner is who invited.
+/// INVITE. KEYS: room invites, room hash. ARGV: user, room channel, node, the user's sessions
+/// channel, room. Announced (`I <user> <node> <owner>`): the invitee's sessions on every node
+/// are told, and every node lets them join. Only the owner invites, so the owner is who
+/// invited. Also on the user's sessions channel (`I <room> <node> <owner>`), for the nodes
+/// with sessions of the invitee that do not follow the room (`cluster::control`).
 pub const INVITE: &str = r#"
 redis.call('SADD', KEYS[1], ARGV[1])
 local owner = redis.call('HGET', KEYS[2], 'owner') or ''
 redis.call('PUBLISH', ARGV[2], 'I ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. owner)
+redis.call('PUBLISH', ARGV[4], 'I ' .. ARGV[5] .. ' ' .. ARGV[3] .. ' ' .. owner)
 return {'ok'}
 "#;
 

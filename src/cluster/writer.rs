@@ -224,7 +224,13 @@ fn command(write: &Write, node: &str) -> redis::Cmd {
         Write::Invite { room, user } => eval(
             scripts::INVITE,
             &[keys::invites(room), keys::room(room)],
-            &[user, &keys::channel(room), node],
+            &[
+                user,
+                &keys::channel(room),
+                node,
+                &keys::sessions_channel(user),
+                room,
+            ],
         ),
         Write::Uninvite { room, user } => eval(
             scripts::UNINVITE,

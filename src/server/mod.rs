@@ -367,6 +367,12 @@ impl ChatServer {
             if unfollowed {
                 room.forget_members();
                 cluster.release_room(&room.name);
+                // Loaded again meanwhile (a login's lookup): its members' room lists keep it.
+                if let Some(again) = self.loaded_room(&room.name) {
+                    for member in again.members() {
+                        member.add_room(&again.name);
+                    }
+                }
             }
         }
     }

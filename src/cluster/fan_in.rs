@@ -3,10 +3,13 @@
 //!
 //! Two threads:
 //!
-//! - `chatd-cluster-sub` owns the pub/sub connection: `PSUBSCRIBE c:*`, then every push goes
-//!   to the fence thread, in the order Redis published them. When the connection drops (Redis
+//! - `chatd-cluster-sub` owns the pub/sub connection: `SUBSCRIBE c:<room>` for every room
+//!   this node follows (held by its directory entry or by a load under way: see
+//!   [`Cluster::hold_room`]), `PSUBSCRIBE` for the user channels, then every push goes to the
+//!   fence thread, in the order Redis published them. When the connection drops (Redis
 //!   restarted, or cut a slow subscriber at its output-buffer limit, or `CLIENT KILL TYPE
-//!   pubsub`), it reconnects and subscribes again, and tells the fence thread so.
+//!   pubsub`), it reconnects, subscribes to every followed room again, and tells the fence
+//!   thread so.
 //! - `chatd-cluster-fence` settles what the subscriber brought. A push is sent by Redis when
 //!   the script runs, which is normally after the fsync of its event-loop iteration but, for
 //!   a subscriber whose socket was backlogged, can be before it. So before settling a batch

@@ -8,10 +8,14 @@
 //!   `chatd-cluster-writer` thread sends every queued script and write as one pipeline
 //!   ([`writer`]): group commit, moved into Redis, which with `appendfsync always` fsyncs
 //!   once per event-loop iteration before it answers.
-//! - **Fan-in** ([`fan_in`]): one pub/sub connection per node (`PSUBSCRIBE c:*`) brings
-//!   every room's events; a fence thread settles them into the rooms (`Room::arrive`) only
-//!   once they are known durable, repairs holes from the stream (XRANGE), and catches every
-//!   room up from its last settled seq whenever the subscription is (re)made.
+//! - **Fan-in** ([`fan_in`]): one pub/sub connection per node, subscribed to the channels of
+//!   the rooms the node follows (those its sessions need), brings their events; a fence
+//!   thread settles them into the rooms (`Room::arrive`) only once they are known durable,
+//!   repairs holes from the stream (XRANGE), and catches every room up from its last settled
+//!   seq whenever the subscription is (re)made.
+//! - **Session control** ([`control`]): what ends or changes a user's sessions on one node
+//!   (a ban, a server-wide kick, REGISTER, PASSWORD end-sessions, a join elsewhere) reaches
+//!   their sessions on every node through the user's `s:` channel.
 //! - **Retention** ([`retention`]): `--retention-per-room` trims in the SEND script,
 //!   `--retention-days` in a pass every retention interval.
 //! - **Shared state** ([`directory`]): rooms (epoch, seq, owner, invite-only, members,
@@ -38,7 +42,9 @@
 //! Channels: `c:<room>`, carrying `M <seq> <ms> <id> <origin> <from> <body>`, `J <user>
 //! <node> <seq>`, `L <user> <node>`, `T <user> <node> <0|1>` (typing), `R <user> <node> <seq>
 //! <shared>` (a read position), `A <node> <1|0>` (invite-only), `I <user> <node> <owner>`
-//! (invited), `K <user> <node> <owner>` (kicked; its `L` follows); `d:<user>`, carrying `<device> <node>` (a login from a device
+//! (invited), `K <user> <node> <owner>` (kicked; its `L` follows); `s:<user>`, carrying `J
+//! <room> <node> <seq>`, `I <room> <node> <owner>`, `B <node> <reason>`, `R <node>` (see
+//! [`control`]); `w:<node>`, which wakes that node's subscriber; `d:<user>`, carrying `<device> <node>` (a login from a device
 //! there, which replaces that device's session elsewhere); `k:<user>`, carrying `<node>
 //! <device> [<key> <added>]` (a key published or revoked, see [`device_keys`]); `p:<user>`, carrying `on <node>` /
 //! `off <ms>` (see [`presence`]). Presence keys: `p:{user}` (set of nodes with a session of

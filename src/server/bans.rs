@@ -10,7 +10,9 @@
 //!   the argon2 check it precedes): a user ban, a new password (`reset-password`), a new
 //!   account (`user add`) and the operator role apply from the very next login.
 //! - Sessions already open are not touched by `chatd admin`; the protocol's `BAN` and
-//!   `KICK <user>` close them at once.
+//!   `KICK <user>` close them at once (in cluster mode on every node: `cluster::control`;
+//!   there a ban another node made also closes the sessions it covers here when the sweep
+//!   first sees it, which is how address bans cross nodes).
 //!
 //! If the store cannot be read at LOGIN, the server goes by what it has in memory (and logs
 //! the error): a store hiccup must not lock every user out.

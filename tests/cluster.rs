@@ -1039,9 +1039,8 @@ fn a_join_elsewhere_makes_the_users_node_follow_the_room() {
     carol.say("lounge", "before");
     assert_eq!(numsub(&mut admin, "c:lounge"), 1, "only a follows lounge");
     laptop.join("lounge");
-    eventually("b follows lounge", || {
-        (numsub(&mut admin, "c:lounge") == 2).then_some(())
-    });
+    expect_soon(&mut phone, "JOINED lounge alice");
+    assert_eq!(numsub(&mut admin, "c:lounge"), 2, "b follows lounge");
     expect_soon(&mut carol, "JOINED lounge alice");
     carol.send("SEND lounge after");
     let said = collect_msgs(&mut carol, "lounge", 1);

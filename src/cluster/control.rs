@@ -4,8 +4,8 @@
 //!
 //! - `J <room> <node> <seq>`: the user joined `room` on `node` when the room was at `seq`
 //!   (published by the JOIN script, so `seq` is exact). A node with sessions of the user that
-//!   does not follow the room yet starts following it from `seq`, so those sessions get the
-//!   room's messages from the join on, as the joining node's sessions do. (A node that
+//!   does not follow the room yet starts following it from `seq`, so those sessions get
+//!   `JOINED` and the room's messages from the join on, as the joining node's sessions do. (A node that
 //!   follows the room learns of the join from the room's own `J` push.) This is how a DM's
 //!   recipient on another node gets the first message: the DM's room is made and both members
 //!   joined on the sender's node.
@@ -35,6 +35,7 @@ use std::sync::Arc;
 use super::{keys, Cluster};
 use crate::delivery::{CloseReason, Line};
 use crate::event::Event;
+use crate::room_name::RoomKind;
 use crate::server::ChatServer;
 
 impl Cluster {
@@ -92,8 +93,23 @@ pub(super) fn take_control(cluster: &Cluster, server: &ChatServer, user: &str, p
             let Ok(seq) = seq.parse::<u64>() else {
                 return;
             };
-            if server.user(user).is_some_and(|user| user.has_sessions()) {
-                server.followed_room(room, seq);
+            let Some(user) = server.user(user).filter(|user| user.has_sessions()) else {
+                return;
+            };
+            if server.loaded_room(room).is_some() {
+                return; // followed already: the room's own `J` push tells
+            }
+            let Some(room) = server.followed_room(room, seq) else {
+                return;
+            };
+            // What the room's `J` push would have told the user's sessions here (and where
+            // their cursor in the room starts).
+            if room.kind != RoomKind::Direct {
+                let joined = Event::Joined {
+                    room: Arc::clone(&room.name),
+                    user: Arc::clone(&user.name),
+                };
+                user.deliver(&Line::start(joined, None, &room.name, seq));
             }
         }
         ["I", room, node, owner] if node != cluster.node() => {

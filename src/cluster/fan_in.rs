@@ -235,13 +235,18 @@ impl Subscriber {
             format!("{}*", keys::PRESENCE_PREFIX),
             format!("{}*", keys::KEY_PREFIX),
         ];
-        if pubsub.psubscribe(&patterns[..]).is_err()
-            || pubsub.subscribe(&self.wake_channel).is_err()
-        {
+        // One channel or pattern per call: the crate's `subscribe` and `psubscribe` return at
+        // the first acknowledgement and leave the others unread, so with several at once the
+        // next call would take an earlier command's acknowledgement for its own, and a room
+        // would count as subscribed before Redis had subscribed it.
+        for pattern in &patterns {
+            if pubsub.psubscribe(pattern).is_err() {
+                return Ended::Failed;
+            }
+        }
+        if pubsub.subscribe(&self.wake_channel).is_err() {
             return Ended::Failed;
         }
-        // One SUBSCRIBE per room: the crate's `subscribe` returns at the first
-        // acknowledgement, so one channel per call is what makes "acknowledged" exact.
         for room in self.wanted.keys() {
             if pubsub.subscribe(keys::channel(room)).is_err() {
                 return Ended::Failed;

@@ -57,8 +57,9 @@ const CATCH_UP_PAGE: usize = 1_000;
 const BACKOFF: Duration = Duration::from_millis(200);
 
 pub(super) enum Feed {
-    /// The subscription is (re)made: everything published before it may have been missed.
-    Subscribed,
+    /// The subscription is made again after a lost connection: everything published
+    /// meanwhile may have been missed.
+    Resubscribed,
     /// Redis acknowledged the subscription to this room's channel: what was published before
     /// is in the log, what comes after arrives as pushes, behind this in the feed.
     Following(String),
@@ -104,6 +105,7 @@ pub fn start(cluster: Arc<Cluster>, server: Weak<ChatServer>) {
         follows,
         wanted: HashMap::new(),
         owed: Vec::new(),
+        subscribed_before: false,
         stop: Arc::clone(&cluster.stopping),
     };
     let sub = thread::Builder::new()
@@ -189,6 +191,8 @@ struct Subscriber {
     wanted: HashMap<String, usize>,
     /// Holds made while disconnected: acknowledged once subscribed again.
     owed: Vec<Sender<()>>,
+    /// Whether a connection was subscribed before this one.
+    subscribed_before: bool,
     stop: Arc<AtomicBool>,
 }
 
@@ -205,7 +209,7 @@ impl Subscriber {
         while !self.stop.load(Relaxed) {
             if let Ok(mut connection) = self.client.get_connection_with_timeout(REDIS_TIMEOUT) {
                 let timeouts = connection
-                    .set_read_timeout(Some(POLL))
+                    .set_read_timeout(Some(REDIS_TIMEOUT))
                     .and_then(|()| connection.set_write_timeout(Some(REDIS_TIMEOUT)));
                 if timeouts.is_ok() {
                     let mut pubsub = connection.as_pubsub();
@@ -255,8 +259,22 @@ impl Subscriber {
         for acked in self.owed.drain(..) {
             let _ = acked.send(());
         }
-        if self.feed.send(Feed::Subscribed).is_err() {
-            return Ended::Stopped;
+        // After a lost connection, every followed room is caught up and its members re-read.
+        // On the first, rooms were read after their subscription, except by a loader that
+        // gave up waiting for it: the log catch-up of `Following` covers that one.
+        let caught_up: Vec<Feed> = if self.subscribed_before {
+            vec![Feed::Resubscribed]
+        } else {
+            self.wanted.keys().cloned().map(Feed::Following).collect()
+        };
+        for feed in caught_up {
+            if self.feed.send(feed).is_err() {
+                return Ended::Stopped;
+            }
+        }
+        self.subscribed_before = true;
+        if pubsub.set_read_timeout(Some(POLL)).is_err() {
+            return Ended::Failed;
         }
         loop {
             if self.stop.load(Relaxed) {
@@ -308,7 +326,21 @@ impl Subscriber {
     }
 
     /// Applies a request on the connection. `Ok(false)`: the fence thread is gone.
+    ///
+    /// Waiting for a (un)subscription's reply uses [`REDIS_TIMEOUT`], not the short
+    /// [`POLL`]: a Redis slowed by its fsync must not look like a dead connection.
     fn apply(
+        &mut self,
+        pubsub: &mut redis::PubSub<'_>,
+        follow: Follow,
+    ) -> redis::RedisResult<bool> {
+        pubsub.set_read_timeout(Some(REDIS_TIMEOUT))?;
+        let applied = self.apply_now(pubsub, follow);
+        pubsub.set_read_timeout(Some(POLL))?;
+        applied
+    }
+
+    fn apply_now(
         &mut self,
         pubsub: &mut redis::PubSub<'_>,
         follow: Follow,
@@ -392,7 +424,7 @@ fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
         };
         for item in batch {
             match item {
-                Feed::Subscribed => catch_up_all(&cluster, &server, server.loaded_rooms()),
+                Feed::Resubscribed => catch_up_all(&cluster, &server, server.loaded_rooms()),
                 Feed::Following(name) => {
                     // Only the log: the loader read the room's members after the ack (or,
                     // if it gave up waiting, asked for a `Recheck`). Re-reading the members
@@ -580,9 +612,17 @@ fn repair(cluster: &Cluster, room: &Room, (from, to): (u64, u64)) {
     }
 }
 
-/// After (re)subscribing: the followed rooms brought up to the log's end, its members
+/// After resubscribing: the followed rooms brought up to the log's end, its members
 /// re-read; rooms Redis lost (or remade under a new epoch) are forgotten.
+///
+/// This node's own membership writes still queued would be undone by re-reading members from
+/// Redis (a JOIN here shown as `LEFT`), so the writer's queue is flushed first. A JOIN or
+/// LEAVE here during the read of that one room can still race it (see docs/cluster.md).
 fn catch_up_all(cluster: &Cluster, server: &ChatServer, rooms: Vec<Arc<Room>>) {
+    if rooms.is_empty() {
+        return;
+    }
+    cluster.flush_writes();
     for room in rooms {
         match cluster.shared_room(&room.name, None) {
             Ok(Some(shared)) if shared.epoch == *room.epoch => {

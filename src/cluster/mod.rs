@@ -210,6 +210,19 @@ impl Cluster {
         fan_in::start(Arc::clone(self), server);
     }
 
+    /// Returns once everything this node queued for Redis before the call was sent and
+    /// answered (or after [`REDIS_TIMEOUT`]): a barrier through the writer's queue.
+    pub(crate) fn flush_writes(&self) {
+        let (answer, answered) = crossbeam_channel::bounded(1);
+        let barrier = writer::Job::Append {
+            script: redis::cmd("PING"),
+            answer,
+        };
+        if self.jobs.send(barrier).is_ok() {
+            let _ = answered.recv_timeout(REDIS_TIMEOUT);
+        }
+    }
+
     /// Queues a command behind everything this node queued before; nobody waits for it.
     fn queue(&self, cmd: redis::Cmd) {
         let _ = self.jobs.send(writer::Job::Command(cmd));

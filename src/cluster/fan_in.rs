@@ -162,6 +162,13 @@ impl Cluster {
         }
     }
 
+    /// Whether Redis has a room called `room` (checked before following it).
+    pub fn room_exists(&self, room: &str) -> Result<bool, crate::store::StoreError> {
+        self.with_connection("looking a room up", |con| {
+            redis::cmd("EXISTS").arg(keys::room(room)).query(con)
+        })
+    }
+
     /// Asks the fence thread to catch `room` up from the log and re-read its members.
     pub fn recheck_room(&self, room: &str) {
         if let Some(recheck) = self.recheck.get() {

@@ -449,6 +449,11 @@ impl ChatServer {
         new: Option<NewRoom<'_>>,
         start: Option<u64>,
     ) -> Option<Arc<Room>> {
+        // A name no room has (a typo, a probe) costs one read, not a subscription's three
+        // round trips; a room made right after this is read again at its next use.
+        if new.is_none() && !cluster.room_exists(name).unwrap_or(true) {
+            return None;
+        }
         let ack = cluster.hold_room(name);
         let acked = ack.recv_timeout(ACK_WAIT).is_ok();
         let Some(mut shared) = cluster.shared_room(name, new).ok().flatten() else {

@@ -58,10 +58,13 @@
 //! - `chatd-store` (SQLite and PostgreSQL): commits every queued write as one transaction, then
 //!   resolves the writes' tickets; posters wait on their ticket, outside every room lock.
 //! - Cluster mode only (`crate::cluster`): `chatd-cluster-writer` sends every queued post and
-//!   write to Redis as one pipeline; `chatd-cluster-sub` reads the pub/sub connection;
+//!   write to Redis as one pipeline; `chatd-cluster-sub` reads the pub/sub connection and
+//!   keeps its subscriptions to the rooms this node follows (hold/release requests on a
+//!   bounded channel of 65,536; pushes to the fence thread on one of 65,536);
 //!   `chatd-cluster-fence` settles its pushes into rooms once they are known durable, and
 //!   repairs holes from the rooms' streams; `chatd-cluster-lease` renews the node's presence
 //!   lease; `chatd-cluster-retention` (with `--retention-days`) trims the streams by age.
+//!   Each checks a stop flag at least every 250 ms; shutdown joins them (`Cluster::stop`).
 //! - `chatd-timers`: sleeps until the next due item (an offline announcement after the
 //!   presence grace period, a typing expiry, the 5 s memory sweep), re-checks it against
 //!   current state, acts.

@@ -67,7 +67,8 @@ pub enum Rank {
     /// (`transport::limits::AddressTable`), the SQLite read-connection pool, the login
     /// throttle, the password-hashing slots, each store `Ticket`, the HTTP listener's
     /// requests in progress (`Shared::handshakes`), a WebSocket's owed control frames
-    /// (`http::websocket::Control`), the cluster's connection pool (`cluster::Cluster::pool`),
+    /// (`http::websocket::Control`), the cluster's connection pool (`cluster::Cluster::pool`)
+    /// and its threads to join (`cluster::Cluster::threads`),
     /// `ChatServer`'s ban list, IRC's away messages.
     Leaf,
 }

@@ -156,6 +156,11 @@ impl User {
         state.sessions.len()
     }
 
+    /// Whether the user has a session on this node.
+    pub fn has_sessions(&self) -> bool {
+        !self.state.lock().sessions.is_empty()
+    }
+
     /// Closes the sessions connected from `ip` (an address ban).
     pub fn close_sessions_from(&self, ip: std::net::IpAddr, reason: CloseReason) {
         for session in &self.state.lock().sessions {

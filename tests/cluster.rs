@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use support::cluster::{eventually, node, Redis};
+use support::cluster::{eventually, node, node_with, Redis};
 use support::{Client, Msg};
 
 /// Reads lines until `count` MSG lines of `room` have arrived (other lines are skipped),
@@ -200,6 +200,107 @@ fn a_cut_subscription_is_repaired_from_the_log() {
     let mine = collect_msgs(&mut alice, "general", TOTAL);
     assert_eq!(agreed(&seen), agreed(&mine));
     bob.expect_quiet();
+    // Both nodes subscribed again, each to exactly its rooms (and its wake channel).
+    eventually("both nodes follow exactly general again", || {
+        let rooms = channels(&mut admin, "c:*");
+        let followers = numsub(&mut admin, "c:general");
+        let woken = (numsub(&mut admin, "w:a"), numsub(&mut admin, "w:b"));
+        (rooms == ["c:general"] && followers == 2 && woken == (1, 1)).then_some(())
+    });
+}
+
+/// `PUBSUB NUMSUB <channel>`: how many connections are subscribed to it.
+fn numsub(admin: &mut redis::Connection, channel: &str) -> i64 {
+    let (_, count): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query(admin)
+        .expect("PUBSUB NUMSUB");
+    count
+}
+
+/// `PUBSUB CHANNELS <pattern>`, sorted.
+fn channels(admin: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    let mut names: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg(pattern)
+        .query(admin)
+        .expect("PUBSUB CHANNELS");
+    names.sort();
+    names
+}
+
+/// A node subscribes to the channels of the rooms its sessions are in, not to every room: a
+/// room with no member on node b is not followed there (Redis pushes b nothing for it); a
+/// member joining on b after traffic on a gets the whole history and then every new message,
+/// in one order; and once the last member there left and the room sat idle (`--recent-idle`),
+/// b unsubscribes from it again.
+#[test]
+fn a_node_follows_only_the_rooms_its_sessions_are_in() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "a");
+    let b = node_with(&redis, "b", |config| {
+        config.recent_idle = Duration::from_millis(300);
+    });
+    let mut admin = redis.connection();
+    let mut alice = a.login("alice");
+    let mut bob = b.login("bob");
+    alice.join("general");
+    bob.join("general");
+    expect_soon(&mut alice, "JOINED general bob");
+    alice.join("quiet");
+    for i in 0..20 {
+        alice.say("quiet", &format!("q{i}"));
+    }
+    assert_eq!(
+        numsub(&mut admin, "c:general"),
+        2,
+        "both nodes follow general"
+    );
+    assert_eq!(
+        numsub(&mut admin, "c:quiet"),
+        1,
+        "only node a follows quiet"
+    );
+
+    let joined = bob.join("quiet");
+    assert_eq!(joined.seq, 20);
+    assert_eq!(
+        numsub(&mut admin, "c:quiet"),
+        2,
+        "b subscribed before OK JOIN"
+    );
+    bob.send("SYNC quiet 0");
+    let mut seen = collect_msgs(&mut bob, "quiet", 20);
+    expect_soon(&mut alice, "JOINED quiet bob");
+    for i in 20..25 {
+        alice.say("quiet", &format!("q{i}"));
+    }
+    seen.extend(collect_msgs(&mut bob, "quiet", 5));
+    assert_one_order(&seen);
+    assert_eq!(seen.last().map(|m| m.seq), Some(25));
+
+    bob.send("LEAVE quiet");
+    expect_soon(&mut bob, "OK LEAVE quiet");
+    // The sweep (every 5 s) unfollows the room once it was idle for --recent-idle.
+    eventually("b unsubscribed from quiet", || {
+        (numsub(&mut admin, "c:quiet") == 1).then_some(())
+    });
+    assert_eq!(
+        numsub(&mut admin, "c:general"),
+        2,
+        "b still follows general"
+    );
+    assert_eq!(channels(&mut admin, "c:*"), ["c:general", "c:quiet"]);
+
+    // An invitation reaches b, which no longer follows the room, through bob's own channel.
+    alice.send("PRIVATE quiet on");
+    expect_soon(&mut alice, "OK PRIVATE quiet on");
+    alice.send("INVITE quiet bob");
+    expect_soon(&mut alice, "OK INVITE quiet bob");
+    expect_soon(&mut bob, "INVITED quiet alice");
+    let rejoined = bob.join("quiet");
+    assert_eq!(rejoined.seq, 25);
 }
 
 /// Redis is killed and restarted during traffic (AOF, fsync always): every acknowledged
@@ -833,4 +934,117 @@ fn keys_on_another_node_knows_the_account() {
     bob.send("KEYS alice");
     bob.expect_prefix("KEY alice laptop ");
     bob.expect("OK KEYS alice 1 account=yes");
+}
+
+/// What ends a user's sessions on one node ends them on every node, with the same `BYE`: an
+/// operator's `KICK <user>` and `BAN user` on node a close the user's sessions on node b,
+/// `REGISTER` on a closes the name's sessions on b that did not prove the password, and
+/// `PASSWORD ... end-sessions` on a closes the user's sessions on b.
+#[test]
+fn session_control_crosses_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut admin = redis.connection();
+    // The operator flag is adopted at a LOGIN of a name the node knows (as `chatd admin user
+    // operator` on one node): a first login makes root known on a.
+    let mut op = a.login("root");
+    let _: i64 = redis::cmd("HSET")
+        .arg("u:{root}")
+        .arg("operator")
+        .arg("1")
+        .query(&mut admin)
+        .unwrap();
+    op.send("QUIT");
+    let mut op = a.login("root");
+
+    let mut eve = b.login("eve");
+    op.send("KICK eve");
+    op.expect("OK KICK eve sessions=0");
+    expect_soon(&mut eve, "BYE kicked :an operator disconnected you");
+    eve.expect_closed();
+
+    let mut mallory = b.login("mallory");
+    op.send("BAN user mallory");
+    op.expect("OK BAN user mallory");
+    expect_soon(&mut mallory, "BYE banned :you are banned from this server");
+    mallory.expect_closed();
+    let mut again = b.connect();
+    again.send("LOGIN mallory");
+    again.expect("ERR banned :you are banned from this server");
+
+    let mut dan_on_a = a.login("dan");
+    let mut dan_on_b = b.login("dan");
+    dan_on_a.send("REGISTER correct-horse");
+    dan_on_a.expect("OK REGISTER dan");
+    let bye = dan_on_b.expect_prefix("BYE registered ");
+    assert!(bye.starts_with("BYE registered :"), "{bye}");
+    dan_on_b.expect_closed();
+
+    let mut proven_on_b = b.connect();
+    proven_on_b.send("LOGIN dan password=correct-horse");
+    proven_on_b.expect("OK LOGIN dan");
+    dan_on_a.send("PASSWORD correct-horse n3w-passphrase end-sessions");
+    dan_on_a.expect("OK PASSWORD dan");
+    expect_soon(
+        &mut proven_on_b,
+        "BYE password-changed :the password was changed; log in again with the new one",
+    );
+    proven_on_b.expect_closed();
+    dan_on_a.send("PING still");
+    dan_on_a.expect("PONG still");
+}
+
+/// Shutting an in-process node down stops its cluster threads (subscriber, fence, writer,
+/// lease): `shutdown` returns true only once they ended, and Redis then sees none of the
+/// node's connections, so nothing lingers until the next push.
+#[test]
+fn a_stopped_node_ends_its_cluster_threads() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "a");
+    let mut alice = a.login("alice");
+    alice.join("general");
+    alice.say("general", "hello");
+    let mut admin = redis.connection();
+    assert_eq!(numsub(&mut admin, "w:a"), 1);
+    let started = Instant::now();
+    assert!(a.shutdown(), "every session and cluster thread ended");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        numsub(&mut admin, "w:a"),
+        0,
+        "the subscriber's connection is closed"
+    );
+    eventually("only the test's own connection is left", || {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).ok()?;
+        (clients.lines().count() == 1).then_some(())
+    });
+}
+
+/// A join on one node reaches the user's devices on nodes that did not follow the room: they
+/// start following it from the join (the JOIN script's `J` on the user's `s:` channel), so the
+/// user's phone on node b gets the room's messages posted on node a.
+#[test]
+fn a_join_elsewhere_makes_the_users_node_follow_the_room() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut admin = redis.connection();
+    let mut laptop = a.login_device("alice", "laptop");
+    let mut phone = b.login_device("alice", "phone");
+    let mut carol = a.login("carol");
+    carol.join("lounge");
+    carol.say("lounge", "before");
+    assert_eq!(numsub(&mut admin, "c:lounge"), 1, "only a follows lounge");
+    laptop.join("lounge");
+    expect_soon(&mut phone, "JOINED lounge alice");
+    assert_eq!(numsub(&mut admin, "c:lounge"), 2, "b follows lounge");
+    expect_soon(&mut carol, "JOINED lounge alice");
+    carol.send("SEND lounge after");
+    let said = collect_msgs(&mut carol, "lounge", 1);
+    let seen = collect_msgs(&mut phone, "lounge", 1);
+    assert_eq!(agreed(&seen), agreed(&said));
+    assert_eq!(said[0].seq, 2);
 }

@@ -3,10 +3,13 @@
 //!
 //! Two threads:
 //!
-//! - `chatd-cluster-sub` owns the pub/sub connection: `PSUBSCRIBE c:*`, then every push goes
-//!   to the fence thread, in the order Redis published them. When the connection drops (Redis
+//! - `chatd-cluster-sub` owns the pub/sub connection: `SUBSCRIBE c:<room>` for every room
+//!   this node follows (held by its directory entry or by a load under way: see
+//!   [`Cluster::hold_room`]), `PSUBSCRIBE` for the user channels, then every push goes to the
+//!   fence thread, in the order Redis published them. When the connection drops (Redis
 //!   restarted, or cut a slow subscriber at its output-buffer limit, or `CLIENT KILL TYPE
-//!   pubsub`), it reconnects and subscribes again, and tells the fence thread so.
+//!   pubsub`), it reconnects, subscribes to every followed room again, and tells the fence
+//!   thread so.
 //! - `chatd-cluster-fence` settles what the subscriber brought. A push is sent by Redis when
 //!   the script runs, which is normally after the fsync of its event-loop iteration but, for
 //!   a subscriber whose socket was backlogged, can be before it. So before settling a batch
@@ -23,11 +26,13 @@
 //! room whose epoch changed, or that Redis no longer has, is forgotten by this node (its
 //! clients get `EPOCH` when they JOIN and SYNC it again).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::log::parse_push;
 use super::{keys, Cluster, REDIS_TIMEOUT};
@@ -52,8 +57,12 @@ const CATCH_UP_PAGE: usize = 1_000;
 const BACKOFF: Duration = Duration::from_millis(200);
 
 pub(super) enum Feed {
-    /// The subscription is (re)made: everything published before it may have been missed.
-    Subscribed,
+    /// The subscription is made again after a lost connection: everything published
+    /// meanwhile may have been missed.
+    Resubscribed,
+    /// Redis acknowledged the subscription to this room's channel: what was published before
+    /// is in the log, what comes after arrives as pushes, behind this in the feed.
+    Following(String),
     /// A post found the room gone or under another epoch in Redis (its data was lost, say by
     /// a FLUSHALL that cut no connection): check it as after a resubscription.
     Recheck(String),
@@ -63,52 +72,336 @@ pub(super) enum Feed {
     },
 }
 
-pub fn start(cluster: Arc<Cluster>, server: Weak<ChatServer>) {
-    let (feed, fed) = crossbeam_channel::bounded(FEED);
-    let _ = cluster.recheck.set(feed.clone());
-    let client = cluster.client.clone();
-    thread::Builder::new()
-        .name("chatd-cluster-sub".into())
-        .spawn(move || subscribe(client, feed))
-        .expect("spawn chatd-cluster-sub");
-    thread::Builder::new()
-        .name("chatd-cluster-fence".into())
-        .spawn(move || fence(cluster, server, fed))
-        .expect("spawn chatd-cluster-fence");
+/// A change to the rooms the subscriber follows, sent by whoever loads or drops a room.
+pub(super) enum Follow {
+    /// One more holder needs the room's pushes (a room in the directory, or a load under
+    /// way); `acked` hears once Redis has acknowledged the subscription.
+    Hold { room: String, acked: Sender<()> },
+    /// A holder is done with the room; the last one's release unsubscribes.
+    Release(String),
 }
 
-fn subscribe(client: redis::Client, feed: Sender<Feed>) {
-    loop {
-        if let Ok(mut connection) = client.get_connection_with_timeout(REDIS_TIMEOUT) {
-            let mut pubsub = connection.as_pubsub();
-            let patterns = [
-                format!("{}*", keys::CHANNEL_PREFIX),
-                format!("{}*", keys::DEVICE_PREFIX),
-                format!("{}*", keys::PRESENCE_PREFIX),
-                format!("{}*", keys::KEY_PREFIX),
-            ];
-            if pubsub.psubscribe(&patterns[..]).is_ok() {
-                if feed.send(Feed::Subscribed).is_err() {
-                    return;
+/// Follow requests waiting for the subscriber. A full queue makes loaders wait, which only
+/// happens if the subscriber cannot reach Redis while thousands of rooms are loaded.
+const FOLLOWS: usize = 65_536;
+
+/// The subscriber's read timeout: how long a request or the stop flag waits at most when
+/// nothing wakes the subscriber (see [`Cluster::hold_room`]).
+const POLL: Duration = Duration::from_millis(250);
+
+/// How long a JOIN (or any load of a room) waits for Redis to acknowledge the room's
+/// subscription before it reads the room anyway (see [`Cluster::hold_room`]).
+pub const ACK_WAIT: Duration = Duration::from_secs(2);
+
+pub fn start(cluster: Arc<Cluster>, server: Weak<ChatServer>) {
+    let (feed, fed) = crossbeam_channel::bounded(FEED);
+    let (follow, follows) = crossbeam_channel::bounded(FOLLOWS);
+    let _ = cluster.recheck.set(feed.clone());
+    let _ = cluster.follows.set(follow);
+    let subscriber = Subscriber {
+        client: cluster.client.clone(),
+        wake_channel: keys::wake_channel(&cluster.node),
+        feed,
+        follows,
+        wanted: HashMap::new(),
+        owed: Vec::new(),
+        subscribed_before: false,
+        stop: Arc::clone(&cluster.stopping),
+    };
+    let sub = thread::Builder::new()
+        .name("chatd-cluster-sub".into())
+        .spawn(move || subscriber.run())
+        .expect("spawn chatd-cluster-sub");
+    let fencing = Arc::clone(&cluster);
+    let fence = thread::Builder::new()
+        .name("chatd-cluster-fence".into())
+        .spawn(move || fence(fencing, server, fed))
+        .expect("spawn chatd-cluster-fence");
+    cluster.adopt_threads([sub, fence]);
+}
+
+impl Cluster {
+    /// Holds a subscription to `room`'s channel (one more holder; see [`Follow`]). The answer
+    /// hears when Redis has acknowledged it, at once if it already had.
+    ///
+    /// Why a holder reads the room only after the ack: Redis sends a channel's pushes only from
+    /// the SUBSCRIBE on, so a read before it could miss a post made between the read and the
+    /// SUBSCRIBE. When the ack comes first, everything after the read is a push. The subscriber
+    /// also puts [`Feed::Following`] in the feed at the ack, and the fence thread catches a
+    /// loaded room up from the log there: so a holder that gave up waiting after [`ACK_WAIT`]
+    /// still loses no message, it only sees those posts later (a join or leave of another
+    /// node's user in that moment is missed until the next resubscription re-reads members).
+    ///
+    /// The subscriber blocks reading its connection, so a hold also wakes it with a PUBLISH on
+    /// this node's wake channel (it is subscribed to it): the simplest way to interrupt a
+    /// blocking read that redis's `PubSub` offers, since the connection cannot be shared. The
+    /// read timeout ([`POLL`]) is the backstop when the wake cannot be sent.
+    pub fn hold_room(&self, room: &str) -> Receiver<()> {
+        let (acked, ack) = crossbeam_channel::bounded(1);
+        match self.follows.get() {
+            Some(follows) => {
+                let hold = Follow::Hold {
+                    room: room.to_owned(),
+                    acked,
+                };
+                if follows.send(hold).is_ok() {
+                    self.wake_subscriber();
                 }
-                while let Ok(message) = pubsub.get_message() {
-                    let push = Feed::Push {
-                        channel: message.get_channel_name().to_owned(),
-                        payload: String::from_utf8_lossy(message.get_payload_bytes()).into_owned(),
-                    };
-                    if feed.send(push).is_err() {
-                        return; // the fence thread ended: the server stopped
+            }
+            // No fan-in (yet): nothing to wait for.
+            None => drop(acked.send(())),
+        }
+        ack
+    }
+
+    /// Releases one hold of [`Cluster::hold_room`]. No wake: unsubscribing can wait for the
+    /// subscriber's next read timeout, and pushes for a released room are dropped meanwhile.
+    pub fn release_room(&self, room: &str) {
+        if let Some(follows) = self.follows.get() {
+            let _ = follows.send(Follow::Release(room.to_owned()));
+        }
+    }
+
+    /// Whether Redis has a room called `room` (checked before following it).
+    pub fn room_exists(&self, room: &str) -> Result<bool, crate::store::StoreError> {
+        self.with_connection("looking a room up", |con| {
+            redis::cmd("EXISTS").arg(keys::room(room)).query(con)
+        })
+    }
+
+    /// Asks the fence thread to catch `room` up from the log and re-read its members.
+    pub fn recheck_room(&self, room: &str) {
+        if let Some(recheck) = self.recheck.get() {
+            let _ = recheck.try_send(Feed::Recheck(room.to_owned()));
+        }
+    }
+
+    fn wake_subscriber(&self) {
+        let channel = keys::wake_channel(&self.node);
+        let _ = self.with_connection("waking the subscriber", |con| {
+            redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg("")
+                .query::<i64>(con)
+        });
+    }
+}
+
+/// `chatd-cluster-sub`: owns the pub/sub connection and the set of rooms it follows.
+struct Subscriber {
+    client: redis::Client,
+    wake_channel: String,
+    feed: Sender<Feed>,
+    follows: Receiver<Follow>,
+    /// Room -> how many holders it has. Only this thread touches it, so no lock: holders
+    /// talk to it through `follows`.
+    wanted: HashMap<String, usize>,
+    /// Holds made while disconnected: acknowledged once subscribed again.
+    owed: Vec<Sender<()>>,
+    /// Whether a connection was subscribed before this one.
+    subscribed_before: bool,
+    stop: Arc<AtomicBool>,
+}
+
+/// Why the subscriber left a connection.
+enum Ended {
+    /// The node is stopping, or the fence thread is gone.
+    Stopped,
+    /// The connection failed: reconnect.
+    Failed,
+}
+
+impl Subscriber {
+    fn run(mut self) {
+        while !self.stop.load(Relaxed) {
+            if let Ok(mut connection) = self.client.get_connection_with_timeout(REDIS_TIMEOUT) {
+                let timeouts = connection
+                    .set_read_timeout(Some(REDIS_TIMEOUT))
+                    .and_then(|()| connection.set_write_timeout(Some(REDIS_TIMEOUT)));
+                if timeouts.is_ok() {
+                    let mut pubsub = connection.as_pubsub();
+                    if let Ended::Stopped = self.listen(&mut pubsub) {
+                        return;
                     }
                 }
             }
+            // Pending holds still count while disconnected.
+            while let Ok(follow) = self.follows.try_recv() {
+                self.count(follow);
+            }
+            thread::sleep(BACKOFF);
         }
-        thread::sleep(BACKOFF);
+    }
+
+    /// Subscribes to the user channels' patterns, the wake channel and every wanted room, then
+    /// forwards pushes and applies follow requests until the connection fails or the node
+    /// stops.
+    fn listen(&mut self, pubsub: &mut redis::PubSub<'_>) -> Ended {
+        while let Ok(follow) = self.follows.try_recv() {
+            self.count(follow);
+        }
+        let patterns = [
+            format!("{}*", keys::SESSIONS_PREFIX),
+            format!("{}*", keys::DEVICE_PREFIX),
+            format!("{}*", keys::PRESENCE_PREFIX),
+            format!("{}*", keys::KEY_PREFIX),
+        ];
+        // One channel or pattern per call: the crate's `subscribe` and `psubscribe` return at
+        // the first acknowledgement and leave the others unread, so with several at once the
+        // next call would take an earlier command's acknowledgement for its own, and a room
+        // would count as subscribed before Redis had subscribed it.
+        for pattern in &patterns {
+            if pubsub.psubscribe(pattern).is_err() {
+                return Ended::Failed;
+            }
+        }
+        if pubsub.subscribe(&self.wake_channel).is_err() {
+            return Ended::Failed;
+        }
+        for room in self.wanted.keys() {
+            if pubsub.subscribe(keys::channel(room)).is_err() {
+                return Ended::Failed;
+            }
+        }
+        for acked in self.owed.drain(..) {
+            let _ = acked.send(());
+        }
+        // After a lost connection, every followed room is caught up and its members re-read.
+        // On the first, rooms were read after their subscription, except by a loader that
+        // gave up waiting for it: the log catch-up of `Following` covers that one.
+        let caught_up: Vec<Feed> = if self.subscribed_before {
+            vec![Feed::Resubscribed]
+        } else {
+            self.wanted.keys().cloned().map(Feed::Following).collect()
+        };
+        for feed in caught_up {
+            if self.feed.send(feed).is_err() {
+                return Ended::Stopped;
+            }
+        }
+        self.subscribed_before = true;
+        if pubsub.set_read_timeout(Some(POLL)).is_err() {
+            return Ended::Failed;
+        }
+        loop {
+            if self.stop.load(Relaxed) {
+                return Ended::Stopped;
+            }
+            while let Ok(follow) = self.follows.try_recv() {
+                match self.apply(pubsub, follow) {
+                    Ok(true) => {}
+                    Ok(false) => return Ended::Stopped,
+                    Err(_) => return Ended::Failed,
+                }
+            }
+            let message = match pubsub.get_message() {
+                Ok(message) => message,
+                Err(e) if e.is_timeout() => continue,
+                Err(_) => return Ended::Failed,
+            };
+            let channel = message.get_channel_name();
+            if channel == self.wake_channel {
+                continue;
+            }
+            // A room released since: its pushes until the UNSUBSCRIBE took are not wanted.
+            if let Some(room) = channel.strip_prefix(keys::CHANNEL_PREFIX) {
+                if !self.wanted.contains_key(room) {
+                    continue;
+                }
+            }
+            let push = Feed::Push {
+                channel: channel.to_owned(),
+                payload: String::from_utf8_lossy(message.get_payload_bytes()).into_owned(),
+            };
+            if self.feed.send(push).is_err() {
+                return Ended::Stopped; // the fence thread ended: the server stopped
+            }
+        }
+    }
+
+    /// Counts a request without a connection (subscribing happens at the next `listen`).
+    fn count(&mut self, follow: Follow) {
+        match follow {
+            Follow::Hold { room, acked } => {
+                *self.wanted.entry(room).or_insert(0) += 1;
+                self.owed.push(acked);
+            }
+            Follow::Release(room) => {
+                self.release(&room);
+            }
+        }
+    }
+
+    /// Applies a request on the connection. `Ok(false)`: the fence thread is gone.
+    ///
+    /// Waiting for a (un)subscription's reply uses [`REDIS_TIMEOUT`], not the short
+    /// [`POLL`]: a Redis slowed by its fsync must not look like a dead connection.
+    fn apply(
+        &mut self,
+        pubsub: &mut redis::PubSub<'_>,
+        follow: Follow,
+    ) -> redis::RedisResult<bool> {
+        pubsub.set_read_timeout(Some(REDIS_TIMEOUT))?;
+        let applied = self.apply_now(pubsub, follow);
+        pubsub.set_read_timeout(Some(POLL))?;
+        applied
+    }
+
+    fn apply_now(
+        &mut self,
+        pubsub: &mut redis::PubSub<'_>,
+        follow: Follow,
+    ) -> redis::RedisResult<bool> {
+        match follow {
+            Follow::Hold { room, acked } => {
+                let holders = self.wanted.entry(room.clone()).or_insert(0);
+                *holders += 1;
+                if *holders == 1 {
+                    if let Err(e) = pubsub.subscribe(keys::channel(&room)) {
+                        self.owed.push(acked);
+                        return Err(e);
+                    }
+                    // The ack first, then `Following`: a holder that gave up waiting and
+                    // finds no ack yet knows the fence thread has not caught up yet either
+                    // (see `ChatServer::load_shared_room`).
+                    let _ = acked.send(());
+                    return Ok(self.feed.send(Feed::Following(room)).is_ok());
+                }
+                let _ = acked.send(());
+            }
+            Follow::Release(room) => {
+                if self.release(&room) {
+                    pubsub.unsubscribe(keys::channel(&room))?;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// One holder fewer; whether that was the last.
+    fn release(&mut self, room: &str) -> bool {
+        let Some(holders) = self.wanted.get_mut(room) else {
+            return false;
+        };
+        *holders -= 1;
+        if *holders > 0 {
+            return false;
+        }
+        self.wanted.remove(room);
+        true
     }
 }
 
 fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
     let mut connection: Option<super::connection::RedisConnection> = None;
-    while let Ok(first) = fed.recv() {
+    loop {
+        // A timeout, so that a stopping node's fence thread ends without a push to wake it
+        // (the recheck sender in `Cluster` keeps the feed open).
+        let first = match fed.recv_timeout(POLL) {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) if !cluster.stopping.load(Relaxed) => continue,
+            Err(_) => return,
+        };
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match fed.try_recv() {
@@ -125,7 +418,7 @@ fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
             if answered {
                 break;
             }
-            if server.strong_count() == 0 {
+            if server.strong_count() == 0 || cluster.stopping.load(Relaxed) {
                 return;
             }
             connection = cluster.open_connection().ok();
@@ -138,7 +431,15 @@ fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
         };
         for item in batch {
             match item {
-                Feed::Subscribed => catch_up_all(&cluster, &server, server.loaded_rooms()),
+                Feed::Resubscribed => catch_up_all(&cluster, &server, server.loaded_rooms()),
+                Feed::Following(name) => {
+                    // Only the log: the loader read the room's members after the ack (or,
+                    // if it gave up waiting, asked for a `Recheck`). Re-reading the members
+                    // here could undo this node's own JOIN still queued for Redis.
+                    if let Some(room) = server.loaded_room(&name) {
+                        catch_up(&cluster, &room);
+                    }
+                }
                 Feed::Recheck(name) => {
                     let room = server
                         .loaded_rooms()
@@ -149,6 +450,8 @@ fn fence(cluster: Arc<Cluster>, server: Weak<ChatServer>, fed: Receiver<Feed>) {
                 Feed::Push { channel, payload } => {
                     if let Some(room) = channel.strip_prefix(keys::CHANNEL_PREFIX) {
                         take_push(&cluster, &server, room, &payload);
+                    } else if let Some(user) = channel.strip_prefix(keys::SESSIONS_PREFIX) {
+                        super::control::take_control(&cluster, &server, user, &payload);
                     } else if let Some(user) = channel.strip_prefix(keys::DEVICE_PREFIX) {
                         take_device(&cluster, &server, user, &payload);
                     } else if let Some(user) = channel.strip_prefix(keys::KEY_PREFIX) {
@@ -196,7 +499,7 @@ fn take_push(cluster: &Cluster, server: &ChatServer, room_name: &str, payload: &
             if node == cluster.node() {
                 return;
             }
-            let Some(room) = server.room(room_name) else {
+            let Some(room) = server.followed_room(room_name, u64::MAX) else {
                 return;
             };
             match (kind, value.parse::<u64>()) {
@@ -246,7 +549,7 @@ fn take_owner_action(
     if node == cluster.node() {
         return; // done here already, in the room's lock
     }
-    let room = server.room(room_name);
+    let room = server.followed_room(room_name, u64::MAX);
     let room_name: Arc<str> = Arc::from(room_name);
     let by = || Arc::from(fields[2]);
     match (kind, target) {
@@ -316,9 +619,17 @@ fn repair(cluster: &Cluster, room: &Room, (from, to): (u64, u64)) {
     }
 }
 
-/// After (re)subscribing: the followed rooms brought up to the log's end, its members
+/// After resubscribing: the followed rooms brought up to the log's end, its members
 /// re-read; rooms Redis lost (or remade under a new epoch) are forgotten.
+///
+/// This node's own membership writes still queued would be undone by re-reading members from
+/// Redis (a JOIN here shown as `LEFT`), so the writer's queue is flushed first. A JOIN or
+/// LEAVE here during the read of that one room can still race it (see docs/cluster.md).
 fn catch_up_all(cluster: &Cluster, server: &ChatServer, rooms: Vec<Arc<Room>>) {
+    if rooms.is_empty() {
+        return;
+    }
+    cluster.flush_writes();
     for room in rooms {
         match cluster.shared_room(&room.name, None) {
             Ok(Some(shared)) if shared.epoch == *room.epoch => {

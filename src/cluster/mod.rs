@@ -9,10 +9,14 @@
 //!   `chatd-cluster-writer` thread sends every queued script and write as one pipeline
 //!   ([`writer`]): group commit, moved into Redis, which with `appendfsync always` fsyncs
 //!   once per event-loop iteration before it answers.
-//! - **Fan-in** ([`fan_in`]): one pub/sub connection per node (`PSUBSCRIBE c:*`) brings
-//!   every room's events; a fence thread settles them into the rooms (`Room::arrive`) only
-//!   once they are known durable, repairs holes from the stream (XRANGE), and catches every
-//!   room up from its last settled seq whenever the subscription is (re)made.
+//! - **Fan-in** ([`fan_in`]): one pub/sub connection per node, subscribed to the channels of
+//!   the rooms the node follows (those its sessions need), brings their events; a fence
+//!   thread settles them into the rooms (`Room::arrive`) only once they are known durable,
+//!   repairs holes from the stream (XRANGE), and catches every room up from its last settled
+//!   seq whenever the subscription is (re)made.
+//! - **Session control** ([`control`]): what ends or changes a user's sessions on one node
+//!   (a ban, a server-wide kick, REGISTER, PASSWORD end-sessions, a join elsewhere) reaches
+//!   their sessions on every node through the user's `s:` channel.
 //! - **Retention** ([`retention`]): `--retention-per-room` trims in the SEND script,
 //!   `--retention-days` in a pass every retention interval.
 //! - **Shared state** ([`directory`]): rooms (epoch, seq, owner, invite-only, members,
@@ -41,7 +45,9 @@
 //! Channels: `c:<room>`, carrying `M <seq> <ms> <id> <origin> <from> <body>`, `J <user>
 //! <node> <seq>`, `L <user> <node>`, `T <user> <node> <0|1>` (typing), `R <user> <node> <seq>
 //! <shared>` (a read position), `A <node> <1|0>` (invite-only), `I <user> <node> <owner>`
-//! (invited), `K <user> <node> <owner>` (kicked; its `L` follows); `d:<user>`, carrying `<device> <node>` (a login from a device
+//! (invited), `K <user> <node> <owner>` (kicked; its `L` follows); `s:<user>`, carrying `J
+//! <room> <node> <seq>`, `I <room> <node> <owner>`, `B <node> <reason>`, `R <node>` (see
+//! [`control`]); `w:<node>`, which wakes that node's subscriber; `d:<user>`, carrying `<device> <node>` (a login from a device
 //! there, which replaces that device's session elsewhere); `k:<user>`, carrying `<node>
 //! <device> [<key> <added>]` (a key published or revoked, see [`device_keys`]); `p:<user>`, carrying `on <node>` /
 //! `off <ms>` (see [`presence`]). Presence keys: `p:{user}` (set of nodes with a session of
@@ -49,6 +55,7 @@
 
 pub mod accounts;
 pub mod connection;
+pub mod control;
 pub mod device_keys;
 pub mod directory;
 pub mod fan_in;
@@ -58,7 +65,9 @@ pub mod retention;
 pub mod scripts;
 pub mod writer;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -106,7 +115,19 @@ pub struct Cluster {
     lease: Duration,
     /// To the fence thread, once it runs: rooms to check again (see `fan_in::Feed::Recheck`).
     recheck: std::sync::OnceLock<Sender<fan_in::Feed>>,
+    /// To the subscriber thread, once it runs: rooms to follow or drop (see
+    /// [`Cluster::hold_room`]).
+    follows: std::sync::OnceLock<Sender<fan_in::Follow>>,
+    /// Set by [`Cluster::stop`]: every cluster thread checks it at least every
+    /// [`THREAD_POLL`] and ends.
+    stopping: Arc<AtomicBool>,
+    /// Leaf lock: the threads this node started, joined by [`Cluster::stop`].
+    threads: RankedMutex<Vec<JoinHandle<()>>>,
 }
+
+/// The longest a cluster thread goes without checking whether the node is stopping: the
+/// bound on how long [`Cluster::stop`] waits for one of them.
+pub const THREAD_POLL: Duration = Duration::from_millis(250);
 
 /// How long a connection attempt or a reply may take before the node calls Redis
 /// unreachable (`ERR store-failed` to the client, who retries with its cid).
@@ -125,7 +146,8 @@ impl Cluster {
             .query::<String>(&mut first)
             .map_err(|e| unavailable(format!("PING {}", options.url), e))?;
         let node: Arc<str> = Arc::from(options.node_id.as_str());
-        let jobs = writer::start(redis.clone(), Arc::clone(&node));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (jobs, writer) = writer::start(redis.clone(), Arc::clone(&node), Arc::clone(&stopping));
         Ok(Arc::new(Cluster {
             node,
             client: redis.subscriber(),
@@ -135,7 +157,57 @@ impl Cluster {
             retention: options.retention,
             lease: options.lease,
             recheck: std::sync::OnceLock::new(),
+            follows: std::sync::OnceLock::new(),
+            stopping,
+            threads: RankedMutex::new(Rank::Leaf, vec![writer]),
         }))
+    }
+
+    /// Stops this node's cluster threads (subscriber, fence, writer, lease, retention) and
+    /// waits for them: each checks the flag at least every [`THREAD_POLL`], and the writer
+    /// first sends what was queued before (the last sessions' presence and last-seen
+    /// writes). Returns whether all of them ended within `patience`.
+    pub fn stop(&self, patience: Duration) -> bool {
+        self.stopping.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + patience;
+        let threads = std::mem::take(&mut *self.threads.lock());
+        let mut all_ended = true;
+        for thread in threads {
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                all_ended = false; // left detached: it ends at its next check
+            }
+        }
+        all_ended
+    }
+
+    /// Whether [`Cluster::stop`] was called.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Keeps `threads` to be joined by [`Cluster::stop`].
+    fn adopt_threads(&self, threads: impl IntoIterator<Item = JoinHandle<()>>) {
+        self.threads.lock().extend(threads);
+    }
+
+    /// Sleeps `pause`, in steps of at most [`THREAD_POLL`]; false as soon as the node stops.
+    fn pause_unless_stopping(&self, pause: Duration) -> bool {
+        let until = std::time::Instant::now() + pause;
+        loop {
+            if self.stopping() {
+                return false;
+            }
+            let now = std::time::Instant::now();
+            if now >= until {
+                return true;
+            }
+            std::thread::sleep((until - now).min(THREAD_POLL));
+        }
     }
 
     /// Starts the subscriber and fence threads that settle other nodes' posts into `server`.
@@ -144,6 +216,19 @@ impl Cluster {
         presence::start_leases(Arc::clone(self), server.clone(), self.lease, grace);
         retention::start(Arc::clone(self), server.clone());
         fan_in::start(Arc::clone(self), server);
+    }
+
+    /// Returns once everything this node queued for Redis before the call was sent and
+    /// answered (or after [`REDIS_TIMEOUT`]): a barrier through the writer's queue.
+    pub(crate) fn flush_writes(&self) {
+        let (answer, answered) = crossbeam_channel::bounded(1);
+        let barrier = writer::Job::Append {
+            script: redis::cmd("PING"),
+            answer,
+        };
+        if self.jobs.send(barrier).is_ok() {
+            let _ = answered.recv_timeout(REDIS_TIMEOUT);
+        }
     }
 
     /// Queues commands behind everything this node queued before; nobody waits for them.
@@ -221,7 +306,7 @@ pub mod keys {
     pub fn room_client_id(room: &str, user: &str, cid: &str) -> String {
         format!("r:{{{room}}}:cid:{user}:{cid}")
     }
-    /// Every room's channel starts with this; the fan-in subscribes to the pattern.
+    /// Every room's channel starts with this; a node subscribes to the rooms it follows.
     pub const CHANNEL_PREFIX: &str = "c:";
     pub fn channel(room: &str) -> String {
         format!("{CHANNEL_PREFIX}{room}")
@@ -247,6 +332,16 @@ pub mod keys {
     pub const DEVICE_PREFIX: &str = "d:";
     pub fn device_channel(user: &str) -> String {
         format!("{DEVICE_PREFIX}{user}")
+    }
+    /// A user's sessions on every node: `J <room> <node> <seq>` (joined a room), `B <node>
+    /// <reason>` (their sessions end with that `BYE`); see [`super::control`].
+    pub const SESSIONS_PREFIX: &str = "s:";
+    pub fn sessions_channel(user: &str) -> String {
+        format!("{SESSIONS_PREFIX}{user}")
+    }
+    /// A node's own channel, on which a PUBLISH wakes its subscriber thread.
+    pub fn wake_channel(node: &str) -> String {
+        format!("w:{node}")
     }
     /// A user's key directory changes: `<node> <device> <key> <added>` / `<node> <device>`.
     pub const KEY_PREFIX: &str = "k:";

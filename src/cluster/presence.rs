@@ -94,11 +94,12 @@ pub fn start_leases(
     lease: Duration,
     grace: Duration,
 ) {
-    thread::Builder::new()
+    let adopting = Arc::clone(&cluster);
+    let lease_thread = thread::Builder::new()
         .name("chatd-cluster-lease".into())
         .spawn(move || {
             let mut connection = None;
-            while server.strong_count() > 0 {
+            while server.strong_count() > 0 && !cluster.stopping() {
                 if connection.is_none() {
                     connection = cluster.open_connection().ok();
                 }
@@ -107,10 +108,11 @@ pub fn start_leases(
                         connection = None;
                     }
                 }
-                thread::sleep((lease / 3).max(Duration::from_millis(100)));
+                cluster.pause_unless_stopping((lease / 3).max(Duration::from_millis(100)));
             }
         })
         .expect("spawn chatd-cluster-lease");
+    adopting.adopt_threads([lease_thread]);
 }
 
 /// One heartbeat ([`scripts::LEASE`]), then each dead node it claimed reaped: its users

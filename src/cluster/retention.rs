@@ -29,10 +29,11 @@ pub fn start(cluster: Arc<Cluster>, server: Weak<ChatServer>) {
         return;
     };
     let interval = cluster.retention.interval.max(Duration::from_millis(10));
-    thread::Builder::new()
+    let adopting = Arc::clone(&cluster);
+    let retention_thread = thread::Builder::new()
         .name("chatd-cluster-retention".into())
         .spawn(move || {
-            while server.strong_count() > 0 {
+            while server.strong_count() > 0 && !cluster.stopping() {
                 // Fresh connections each pass: on a Redis Cluster the masters may have changed.
                 // A failure is tried again next interval.
                 if let Ok(primaries) = cluster.redis.primaries() {
@@ -40,10 +41,11 @@ pub fn start(cluster: Arc<Cluster>, server: Weak<ChatServer>) {
                         let _ = pass(&mut con, max_age);
                     }
                 }
-                thread::sleep(interval);
+                cluster.pause_unless_stopping(interval);
             }
         })
         .expect("spawn chatd-cluster-retention");
+    adopting.adopt_threads([retention_thread]);
 }
 
 /// One pass over every room's log that `con`'s server holds: on a Redis Cluster, the logs of

@@ -87,14 +87,18 @@ return {made, redis.call('HGETALL', KEYS[1]), redis.call('SMEMBERS', KEYS[3]),
   redis.call('HGETALL', KEYS[4]), redis.call('SMEMBERS', KEYS[5])}
 "#;
 
-/// JOIN. KEYS: room members, room hash. ARGV: user, room channel, node. A new member is
-/// announced on the room's channel with the room's seq at the join (`J <user> <node> <seq>`).
-/// The user's room set (`u:{user}:rooms`, another slot) is added to by a command queued just
-/// before this script (`writer`), so the set holds every room the user is a member of.
+/// JOIN. KEYS: room members, room hash. ARGV: user, room channel, node, room, the user's
+/// sessions channel. A new member is announced on the room's channel with the room's seq at
+/// the join (`J <user> <node> <seq>`), and on the user's sessions channel (`J <room> <node>
+/// <seq>`, for nodes with sessions of the user that do not follow the room; see
+/// `cluster::control`; a PUBLISH names no key, so this stays in the room's slot). The user's
+/// room set (`u:{user}:rooms`, another slot) is added to by a command queued just before this
+/// script (`writer`), so the set holds every room the user is a member of.
 pub const JOIN: &str = r#"
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
   local seq = redis.call('HGET', KEYS[2], 'seq') or '0'
   redis.call('PUBLISH', ARGV[2], 'J ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. seq)
+  redis.call('PUBLISH', ARGV[5], 'J ' .. ARGV[4] .. ' ' .. ARGV[3] .. ' ' .. seq)
 end
 return {'ok'}
 "#;
@@ -118,13 +122,16 @@ redis.call('PUBLISH', ARGV[2], 'A ' .. ARGV[3] .. ' ' .. ARGV[1])
 return {'ok'}
 "#;
 
-/// INVITE. KEYS: room invites, room hash. ARGV: user, room channel, node. Announced (`I <user>
-/// <node> <owner>`): the invitee's sessions on every node are told, and every node lets them
-/// join. Only the owner invites, so the owner is who invited.
+/// INVITE. KEYS: room invites, room hash. ARGV: user, room channel, node, the user's sessions
+/// channel, room. Announced (`I <user> <node> <owner>`): the invitee's sessions on every node
+/// are told, and every node lets them join. Only the owner invites, so the owner is who
+/// invited. Also on the user's sessions channel (`I <room> <node> <owner>`), for the nodes
+/// with sessions of the invitee that do not follow the room (`cluster::control`).
 pub const INVITE: &str = r#"
 redis.call('SADD', KEYS[1], ARGV[1])
 local owner = redis.call('HGET', KEYS[2], 'owner') or ''
 redis.call('PUBLISH', ARGV[2], 'I ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. owner)
+redis.call('PUBLISH', ARGV[4], 'I ' .. ARGV[5] .. ' ' .. ARGV[3] .. ' ' .. owner)
 return {'ok'}
 "#;
 

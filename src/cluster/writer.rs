@@ -47,25 +47,37 @@ pub enum Job {
     Command(Vec<redis::Cmd>),
 }
 
-pub fn start(redis: Redis, node: std::sync::Arc<str>) -> Sender<Job> {
+/// Starts the writer; it ends once `stop` is set and the queue is empty.
+pub fn start(
+    redis: Redis,
+    node: std::sync::Arc<str>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Sender<Job>, thread::JoinHandle<()>) {
     let (jobs, queue) = crossbeam_channel::bounded(QUEUE);
-    thread::Builder::new()
+    let writer = thread::Builder::new()
         .name("chatd-cluster-writer".into())
-        .spawn(move || run(redis, &node, queue))
+        .spawn(move || run(redis, &node, queue, &stop))
         .expect("spawn chatd-cluster-writer");
-    jobs
+    (jobs, writer)
 }
 
-fn run(redis: Redis, node: &str, queue: Receiver<Job>) {
+fn run(redis: Redis, node: &str, queue: Receiver<Job>, stop: &std::sync::atomic::AtomicBool) {
     let mut connection: Option<RedisConnection> = None;
     // Writes whose pipeline failed: sent first once connected again.
     let mut retry: Vec<Job> = Vec::new();
     loop {
         let mut batch = std::mem::take(&mut retry);
         if batch.is_empty() {
-            match queue.recv() {
+            // The timeout lets a stopping node's writer end (the `Cluster` keeps a sender)
+            // once it has sent everything queued.
+            match queue.recv_timeout(super::THREAD_POLL) {
                 Ok(job) => batch.push(job),
-                Err(_) => return, // every sender is gone: the server stopped
+                Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                    if !stop.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    continue
+                }
+                Err(_) => return, // stopped, or every sender is gone
             }
         }
         while batch.len() < BATCH {
@@ -80,6 +92,9 @@ fn run(redis: Redis, node: &str, queue: Receiver<Job>) {
                 Ok(con) => connection.insert(con),
                 Err(e) => {
                     retry = fail_posts(batch, &unavailable(&e), &[]);
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return; // Redis is unreachable and the node is stopping
+                    }
                     thread::sleep(Duration::from_millis(200));
                     continue;
                 }
@@ -233,7 +248,13 @@ fn write_commands(write: &Write, node: &str) -> Vec<redis::Cmd> {
                 eval(
                     scripts::JOIN,
                     &[keys::members(room), keys::room(room)],
-                    &[user, &keys::channel(room), node],
+                    &[
+                        user,
+                        &keys::channel(room),
+                        node,
+                        room,
+                        &keys::sessions_channel(user),
+                    ],
                 ),
             ]
         }
@@ -261,7 +282,13 @@ fn write_commands(write: &Write, node: &str) -> Vec<redis::Cmd> {
         Write::Invite { room, user } => eval(
             scripts::INVITE,
             &[keys::invites(room), keys::room(room)],
-            &[user, &keys::channel(room), node],
+            &[
+                user,
+                &keys::channel(room),
+                node,
+                &keys::sessions_channel(user),
+                room,
+            ],
         ),
         Write::Uninvite { room, user } => eval(
             scripts::UNINVITE,

@@ -32,11 +32,14 @@ fn target(subject: BanSubject) -> BanTarget {
     }
 }
 
-/// `KICK <user>`: closes every session of the user with `BYE kicked`.
+/// `KICK <user>`: closes every session of the user with `BYE kicked` (in a cluster, on every
+/// node; the count is this node's).
 pub fn kick_user(ctx: &Ctx<'_>, user: &str) -> Result<(), ClientError> {
     let session = operator(ctx)?;
     let target = ctx.server.known_user(user)?;
-    let sessions = target.close_sessions(CloseReason::Kicked);
+    let sessions = ctx
+        .server
+        .end_sessions_everywhere(&target.name, CloseReason::Kicked);
     log::warn!(by:% = session.user.name, user = user, sessions = sessions; "operator kick");
     ctx.reply.send(Event::OkKickUser {
         user: Arc::clone(&target.name),

@@ -282,8 +282,9 @@ impl Room {
         }
     }
 
-    /// Marks the room as just used.
-    fn touch(&self) {
+    /// Marks the room as just used (in cluster mode also a lookup by a session here, which
+    /// keeps the node following it; see `ChatServer::unfollow_idle_rooms`).
+    pub fn touch(&self) {
         self.last_active.store(activity_clock(), Relaxed);
     }
 

@@ -124,6 +124,9 @@ impl ChatServer {
             .admit_new_account(address, Instant::now())
             .map_err(retry_later)?;
         if self.set_password(&session.user, password, true, Some(session))? {
+            if let Some(cluster) = &self.cluster {
+                cluster.registered_here(&session.user.name);
+            }
             Ok(())
         } else {
             Err(already())
@@ -172,8 +175,28 @@ impl ChatServer {
             session
                 .user
                 .close_other_sessions(session.id, CloseReason::PasswordChanged);
+            if let Some(cluster) = &self.cluster {
+                cluster.end_sessions_elsewhere(&session.user.name, CloseReason::PasswordChanged);
+            }
         }
         Ok(())
+    }
+
+    /// Cluster mode: `user`'s name was registered on another node. Its password, read from
+    /// Redis, is set here too, which closes this node's sessions of the name that did not
+    /// prove it (`BYE registered`), as `register` did there.
+    pub(crate) fn adopt_registration(&self, user: &User) {
+        match self.store.account(&user.name) {
+            Ok(Some(account)) => {
+                if let Some(hash) = account.password_hash {
+                    user.set_password_hash(Arc::from(hash), false, None);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log::error!(user:% = user.name, error:% = e; "store error reading a registration")
+            }
+        }
     }
 
     /// Hashes and sets a password (see `User::set_password_hash`), and returns once it is

@@ -10,7 +10,9 @@
 //!   the argon2 check it precedes): a user ban, a new password (`reset-password`), a new
 //!   account (`user add`) and the operator role apply from the very next login.
 //! - Sessions already open are not touched by `chatd admin`; the protocol's `BAN` and
-//!   `KICK <user>` close them at once.
+//!   `KICK <user>` close them at once (in cluster mode on every node: `cluster::control`;
+//!   there a ban another node made also closes the sessions it covers here when the sweep
+//!   first sees it, which is how address bans cross nodes).
 //!
 //! If the store cannot be read at LOGIN, the server goes by what it has in memory (and logs
 //! the error): a store hiccup must not lock every user out.
@@ -82,9 +84,7 @@ impl ChatServer {
         self.store.write(write, Some(ticket.clone()));
         match &target {
             BanTarget::User(name) => {
-                if let Some(user) = self.user(name) {
-                    user.close_sessions(CloseReason::Banned);
-                }
+                self.end_sessions_everywhere(name, CloseReason::Banned);
             }
             BanTarget::Address(ip) => {
                 for user in self.all_users() {
@@ -93,6 +93,16 @@ impl ChatServer {
             }
         }
         ticket
+    }
+
+    /// Closes every session of `name` with `reason`'s `BYE`, here and (cluster mode) on
+    /// every other node (`cluster::control`). Returns how many were closed here.
+    pub(crate) fn end_sessions_everywhere(&self, name: &str, reason: CloseReason) -> usize {
+        if let Some(cluster) = &self.cluster {
+            cluster.end_sessions_elsewhere(name, reason);
+        }
+        self.user(name)
+            .map_or(0, |user| user.close_sessions(reason))
     }
 
     /// Lifts a ban; returns the store write's ticket.
@@ -104,6 +114,27 @@ impl ChatServer {
         ticket
     }
 
+    /// Cluster mode: bans made on other nodes, first seen by this node's sweep, close its
+    /// sessions they cover. An address ban reaches the other nodes only this way (within the
+    /// 5 s sweep); a user ban also comes at once through the control channel, and this is
+    /// the backstop for a node whose subscriber was cut when it was announced.
+    fn close_banned_sessions(&self, new: &[BanTarget]) {
+        for target in new {
+            match target {
+                BanTarget::User(name) => {
+                    if let Some(user) = self.user(name) {
+                        user.close_sessions(CloseReason::Banned);
+                    }
+                }
+                BanTarget::Address(ip) => {
+                    for user in self.all_users() {
+                        user.close_sessions_from(*ip, CloseReason::Banned);
+                    }
+                }
+            }
+        }
+    }
+
     /// Replaces the ban list with the store's (the sweep calls it), so bans and unbans made
     /// with `chatd admin` reach a running server. A store that keeps no bans leaves the list
     /// in memory as it is.
@@ -111,9 +142,16 @@ impl ChatServer {
         match self.store.bans() {
             Ok(Some(stored)) => {
                 let stored: HashSet<BanTarget> = stored.into_iter().collect();
-                let mut bans = self.bans.write();
-                if *bans != stored {
-                    *bans = stored;
+                let new: Vec<BanTarget> = {
+                    let mut bans = self.bans.write();
+                    let new = stored.difference(&bans).cloned().collect();
+                    if *bans != stored {
+                        *bans = stored;
+                    }
+                    new
+                };
+                if self.cluster.is_some() {
+                    self.close_banned_sessions(&new);
                 }
             }
             Ok(None) => {}

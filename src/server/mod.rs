@@ -11,12 +11,14 @@ mod bans;
 mod keys;
 mod presence;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::accounts::{release_idle_hashing_memory, retry_later, LoginThrottle};
 use crate::cluster::directory::{NewRoom, SharedRoom};
+use crate::cluster::fan_in::ACK_WAIT;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::event::RoomListing;
@@ -194,6 +196,9 @@ impl ChatServer {
                 }
             }
         }
+        if let Some(cluster) = &self.cluster {
+            self.unfollow_idle_rooms(cluster);
+        }
         self.reload_bans();
         release_idle_hashing_memory();
         give_back_freed_memory();
@@ -202,6 +207,14 @@ impl ChatServer {
             what: Task::Sweep,
         };
         let _ = self.timers.schedule(next);
+    }
+
+    /// Cluster mode: stops and joins the node's cluster threads (`Cluster::stop`), at
+    /// shutdown. Returns whether they all ended in time; true on a single node.
+    pub fn stop_cluster(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|cluster| cluster.stop(CLUSTER_STOP_PATIENCE))
     }
 
     /// Bytes all rooms' recent logs hold together (an estimate).
@@ -302,7 +315,13 @@ impl ChatServer {
         let local = self.rooms.read().get(name).cloned();
         match (local, &self.cluster) {
             (None, Some(cluster)) => self.load_shared_room(cluster, name, None, None),
-            (local, _) => local,
+            (Some(room), Some(_)) => {
+                // Used here: not to be unfollowed by the next sweep (see
+                // `unfollow_idle_rooms`).
+                room.touch();
+                Some(room)
+            }
+            (local, None) => local,
         }
     }
 
@@ -317,6 +336,44 @@ impl ChatServer {
         let forgotten = self.rooms.write().remove(name);
         if let Some(room) = forgotten {
             room.forget_members();
+            if let Some(cluster) = &self.cluster {
+                cluster.release_room(name);
+            }
+        }
+    }
+
+    /// Cluster mode, at each sweep: stops following the rooms no session here is in that were
+    /// not used here for `--recent-idle` (their channel is unsubscribed; see
+    /// `cluster::fan_in`). A session that needs one again loads it again.
+    ///
+    /// Why the idle time as well as "no session here is in it": a session joining or logging
+    /// in looks the room up (which marks it used, see [`ChatServer::room`]) a moment before it
+    /// becomes a member or attaches, and a room dropped in that moment would be followed by
+    /// nobody while the session counts on it. The idle time makes that moment far too short.
+    fn unfollow_idle_rooms(&self, cluster: &Cluster) {
+        let idle = self.config.recent_idle.as_millis() as u64;
+        let idle_since = |room: &Room| activity_clock().saturating_sub(room.last_active()) >= idle;
+        for room in self.loaded_rooms() {
+            if !idle_since(&room) || room.members().iter().any(|user| user.has_sessions()) {
+                continue;
+            }
+            let unfollowed = {
+                let mut rooms = self.rooms.write();
+                let same = rooms
+                    .get(&room.name)
+                    .is_some_and(|kept| Arc::ptr_eq(kept, &room));
+                (same && idle_since(&room)) && rooms.remove(&room.name).is_some()
+            };
+            if unfollowed {
+                room.forget_members();
+                cluster.release_room(&room.name);
+                // Loaded again meanwhile (a login's lookup): its members' room lists keep it.
+                if let Some(again) = self.loaded_room(&room.name) {
+                    for member in again.members() {
+                        member.add_room(&again.name);
+                    }
+                }
+            }
         }
     }
 
@@ -360,6 +417,10 @@ impl ChatServer {
 
     /// Cluster mode: the room, followed from `seq` on if this node did not follow it yet (see
     /// `cluster::fan_in`).
+    ///
+    /// Called by the fence thread. It waits for the subscription's ack like any loader: the
+    /// subscriber acks before it hands the fence thread anything more, so the wait ends
+    /// unless the feed is full, and then after `ACK_WAIT` (see `load_shared_room`).
     pub(crate) fn followed_room(&self, name: &str, seq: u64) -> Option<Arc<Room>> {
         let local = self.rooms.read().get(name).cloned();
         match (local, &self.cluster) {
@@ -368,9 +429,19 @@ impl ChatServer {
         }
     }
 
+    /// The room if this node has it in memory; never reads Redis.
+    pub(crate) fn loaded_room(&self, name: &str) -> Option<Arc<Room>> {
+        self.rooms.read().get(name).cloned()
+    }
+
     /// Reads (or with `new`, makes) a shared room and keeps it in the directory, settled up
     /// to `start` if given (else up to Redis's seq). `None` if Redis has no such room or
     /// cannot be reached.
+    ///
+    /// The room's channel is subscribed first, and the read waits (at most
+    /// `fan_in::ACK_WAIT`) until Redis acknowledged it: see `Cluster::hold_room` for why,
+    /// and why reading anyway after that long loses nothing. (Refusing the JOIN instead would
+    /// turn a slow subscriber into failed JOINs while Redis itself answers.)
     fn load_shared_room(
         &self,
         cluster: &Arc<Cluster>,
@@ -378,16 +449,39 @@ impl ChatServer {
         new: Option<NewRoom<'_>>,
         start: Option<u64>,
     ) -> Option<Arc<Room>> {
-        let mut shared = cluster.shared_room(name, new).ok()??;
+        // A name no room has (a typo, a probe) costs one read, not a subscription's three
+        // round trips; a room made right after this is read again at its next use.
+        if new.is_none() && !cluster.room_exists(name).unwrap_or(true) {
+            return None;
+        }
+        let ack = cluster.hold_room(name);
+        let acked = ack.recv_timeout(ACK_WAIT).is_ok();
+        let Some(mut shared) = cluster.shared_room(name, new).ok().flatten() else {
+            cluster.release_room(name);
+            return None;
+        };
         if let Some(start) = start {
             shared.seq = shared.seq.min(start);
         }
         let room = self.shared_room(cluster, name, shared);
-        let mut rooms = self.rooms.write();
-        // Another thread may have loaded it meanwhile: one Room per name.
-        Some(Arc::clone(
-            rooms.entry(Arc::clone(&room.name)).or_insert(room),
-        ))
+        let (kept, inserted) = {
+            let mut rooms = self.rooms.write();
+            // Another thread may have loaded it meanwhile: one Room per name.
+            match rooms.entry(Arc::clone(&room.name)) {
+                Entry::Occupied(kept) => (Arc::clone(kept.get()), false),
+                Entry::Vacant(slot) => (Arc::clone(slot.insert(room)), true),
+            }
+        };
+        if !inserted {
+            cluster.release_room(name); // the room in the directory holds the subscription
+        } else if !acked && ack.try_recv().is_ok() {
+            // Read before the ack, which came while the room was not in the directory yet:
+            // the fence thread's catch-up at the ack may have missed it, so ask for another.
+            // (No ack yet: the subscriber acks before it feeds `Following`, so that catch-up
+            // is still to come and will find the room.)
+            cluster.recheck_room(name);
+        }
+        Some(kept)
     }
 
     fn shared_room(&self, cluster: &Arc<Cluster>, name: &str, shared: SharedRoom) -> Arc<Room> {
@@ -526,6 +620,11 @@ impl ChatServer {
         Ok(room)
     }
 }
+
+/// How long shutdown waits for the cluster threads: each notices the stop within
+/// `cluster::THREAD_POLL`, the writer after sending what is queued (one pipeline, or its
+/// `REDIS_TIMEOUT` if Redis is gone).
+const CLUSTER_STOP_PATIENCE: Duration = Duration::from_secs(6);
 
 /// How often the timer thread sweeps (see [`ChatServer::sweep`]).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);

@@ -238,15 +238,18 @@ impl ServerHandle {
         // Polite first: writers flush and say BYE. A writer blocked on a client that stopped
         // reading would wait out its write timeout, so after the polite grace the sockets
         // still open are shut outright, which fails the blocked write at once.
-        if self.wait_for_connections(Instant::now() + SHUTDOWN_GRACE) {
-            return true;
+        let mut ended = self.wait_for_connections(Instant::now() + SHUTDOWN_GRACE);
+        if !ended {
+            let stalled: Vec<Arc<Outbox>> =
+                self.shared.connections.lock().values().cloned().collect();
+            log::warn!(step = "abort stalled connections", connections = stalled.len(); "shutdown");
+            for outbox in stalled {
+                outbox.abort();
+            }
+            ended = self.wait_for_connections(Instant::now() + SHUTDOWN_FORCE_GRACE);
         }
-        let stalled: Vec<Arc<Outbox>> = self.shared.connections.lock().values().cloned().collect();
-        log::warn!(step = "abort stalled connections", connections = stalled.len(); "shutdown");
-        for outbox in stalled {
-            outbox.abort();
-        }
-        self.wait_for_connections(Instant::now() + SHUTDOWN_FORCE_GRACE)
+        // After the sessions, so that what their ends queued (presence, last seen) is sent.
+        self.shared.server.stop_cluster() && ended
     }
 
     /// Waits until no connection threads are left, or `deadline`; says which came first.

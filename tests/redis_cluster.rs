@@ -126,9 +126,8 @@ fn two_nodes_on_a_redis_cluster_agree_on_every_room() {
         );
     }
 
-    // The DM is opened first, from one side: two first DMs racing from both nodes can leave
-    // the first message out of the other node's live feed (docs/cluster.md, "What is not
-    // there yet"), on one Redis too, more often on a cluster.
+    // The DM is opened from one side here; two first DMs racing from both nodes are
+    // `two_first_dms_at_once_reach_both_sides`.
     alice.send("DM bob hello");
     until(&mut alice, "OK DM bob dm:alice:bob 1 ");
     let hello = collect_msgs(&mut alice, "dm:alice:bob", 1);
@@ -346,4 +345,25 @@ fn a_dead_nodes_users_go_offline_on_a_redis_cluster() {
         );
     }
     drop((on_doomed, dave));
+}
+
+/// Two users on two nodes send each other their very first DM at the same moment: both nodes
+/// make the DM's room at once, and each side still gets both messages live, in one order.
+#[test]
+fn two_first_dms_at_once_reach_both_sides() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let (a, b) = (cluster_node(&cluster, "a"), cluster_node(&cluster, "b"));
+    for round in 0..5 {
+        let (x, y) = (format!("x{round}"), format!("y{round}"));
+        let mut on_a = a.login(&x);
+        let mut on_b = b.login(&y);
+        on_a.send(&format!("DM {y} from-a"));
+        on_b.send(&format!("DM {x} from-b"));
+        let room = format!("dm:{x}:{y}");
+        let seen_a = collect_msgs(&mut on_a, &room, 2);
+        let seen_b = collect_msgs(&mut on_b, &room, 2);
+        assert_eq!(agreed(&seen_a), agreed(&seen_b), "round {round}");
+    }
 }

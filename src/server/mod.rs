@@ -460,6 +460,9 @@ impl ChatServer {
             cluster.release_room(name);
             return None;
         };
+        // Starting below Redis's seq: the messages between come from the log, by the fence
+        // thread's catch-up (asked for below: the ack's may run before the room is kept).
+        let behind = start.is_some_and(|start| start < shared.seq);
         if let Some(start) = start {
             shared.seq = shared.seq.min(start);
         }
@@ -474,11 +477,12 @@ impl ChatServer {
         };
         if !inserted {
             cluster.release_room(name); // the room in the directory holds the subscription
-        } else if !acked && ack.try_recv().is_ok() {
+        } else if behind || (!acked && ack.try_recv().is_ok()) {
             // Read before the ack, which came while the room was not in the directory yet:
             // the fence thread's catch-up at the ack may have missed it, so ask for another.
             // (No ack yet: the subscriber acks before it feeds `Following`, so that catch-up
-            // is still to come and will find the room.)
+            // is still to come and will find the room.) A room started behind Redis needs a
+            // catch-up that finds it in the directory too.
             cluster.recheck_room(name);
         }
         Some(kept)
@@ -584,7 +588,13 @@ impl ChatServer {
             epoch: &fresh.epoch,
             owner: owner.map(|owner| &**owner),
         };
-        match self.load_shared_room(cluster, name, Some(new), None) {
+        // A DM's two members are members from its seq 0. A DM this node does not follow yet
+        // while one of them has a session here was made after that session logged in (a login
+        // follows every room of the user), so the session gets it from its first message,
+        // which another node's poster may already have sent: both people sending each other a
+        // first DM at once make the room on two nodes.
+        let start = (kind == RoomKind::Direct).then_some(0);
+        match self.load_shared_room(cluster, name, Some(new), start) {
             Some(room) => room,
             None => Arc::new(
                 Room::new(

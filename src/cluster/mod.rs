@@ -219,11 +219,15 @@ impl Cluster {
     }
 
     /// Returns once everything this node queued for Redis before the call was sent and
-    /// answered (or after [`REDIS_TIMEOUT`]): a barrier through the writer's queue.
+    /// answered (or after [`REDIS_TIMEOUT`]): a barrier through the writer's queue. The
+    /// barrier names a key: on a Redis Cluster a keyless command (`PING`) cannot be routed in
+    /// a pipeline, and its error would fail the whole batch, posts included.
     pub(crate) fn flush_writes(&self) {
         let (answer, answered) = crossbeam_channel::bounded(1);
+        let mut barrier = redis::cmd("EXISTS");
+        barrier.arg(keys::node_users(&self.node));
         let barrier = writer::Job::Append {
-            script: redis::cmd("PING"),
+            script: barrier,
             answer,
         };
         if self.jobs.send(barrier).is_ok() {

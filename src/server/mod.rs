@@ -529,6 +529,15 @@ impl ChatServer {
         kind: RoomKind,
         owner: Option<&Arc<str>>,
     ) -> Arc<Room> {
+        if let (Some(cluster), RoomKind::Direct) = (&self.cluster, kind) {
+            // Not `room`, which would read a DM another node just made as of Redis's seq:
+            // `create_shared_room` starts it where its members' sessions must (see there).
+            if let Some(room) = self.loaded_room(name) {
+                room.touch();
+                return room;
+            }
+            return self.create_shared_room(cluster, name, kind, owner);
+        }
         if let Some(room) = self.room(name) {
             return room;
         }

@@ -29,7 +29,7 @@ use crate::stats::Transport;
 use crate::transport::limits::AddressSlot;
 use crate::transport::line_reader::LineReader;
 use crate::transport::listener::{start_session, Front, Shared};
-use crate::transport::tcp::PlainSocket;
+use crate::transport::tcp::SessionSocket;
 use crate::transport::tcp::{self, SharedSocket};
 use crate::transport::writer::MAX_BATCH;
 use crate::transport::{FrameSink, LineSource, ReadLine};
@@ -111,9 +111,10 @@ pub(crate) fn accept(
         control: Arc::clone(&control),
         out: Vec::new(),
     };
-    let peer = Arc::new(PlainSocket {
+    let peer = Arc::new(SessionSocket {
         socket: Arc::clone(&stream),
         transport: Transport::WebSocket,
+        direct: false,
     });
     match start_session(peer, lines, sink, slot, shared, Front::Chatd) {
         Some(outbox) => {

@@ -434,9 +434,10 @@ fn start_connection(
         Front::Chatd => Transport::Tcp,
         Front::Irc => Transport::Irc,
     };
-    let peer: Arc<dyn Peer> = Arc::new(tcp::DirectSocket {
+    let peer: Arc<dyn Peer> = Arc::new(tcp::SessionSocket {
         socket: Arc::clone(&socket),
         transport,
+        direct: true,
     });
     let started = start_threads(peer, lines, sink, address_slot, shared, front);
     if started {

@@ -67,41 +67,17 @@ impl Peer for TcpStream {
     }
 }
 
-/// A TCP socket as a plain [`Peer`] (no write-through) that names its front door for the
-/// session metrics: a WebSocket frames its lines, so publishers cannot write them straight
-/// into the socket.
-pub struct PlainSocket {
+/// A session's TCP socket as its outbox's [`Peer`], naming its front door for the session
+/// metrics. `direct`: the connection's bytes are its lines as they are (the chatd line
+/// protocol, IRC), so publishers may write lines straight into it (`delivery::write_through`),
+/// encoded by the connection's own encoder; a WebSocket frames its lines, so it may not.
+pub struct SessionSocket {
     pub socket: Arc<TcpStream>,
     pub transport: Transport,
+    pub direct: bool,
 }
 
-impl Peer for PlainSocket {
-    fn shutdown_read(&self) {
-        self.socket.shutdown_read();
-    }
-
-    fn abort(&self) {
-        self.socket.abort();
-    }
-
-    fn peer_ip(&self) -> Option<IpAddr> {
-        self.socket.peer_ip()
-    }
-
-    fn transport(&self) -> Transport {
-        self.transport
-    }
-}
-
-/// The socket of a connection whose bytes are its lines as they are (the chatd line protocol,
-/// IRC), as its outbox's [`Peer`]: publishers may write lines straight into it
-/// (`delivery::write_through`), encoded by the connection's own encoder.
-pub struct DirectSocket {
-    pub socket: Arc<TcpStream>,
-    pub transport: Transport,
-}
-
-impl Peer for DirectSocket {
+impl Peer for SessionSocket {
     fn shutdown_read(&self) {
         self.socket.shutdown_read();
     }
@@ -119,7 +95,7 @@ impl Peer for DirectSocket {
     }
 
     fn write_through(&self) -> bool {
-        true
+        self.direct
     }
 
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {

@@ -606,12 +606,20 @@ impl IrcConversation {
         }
     }
 
-    fn invite(&mut self, nick: &str, channel: &str) {
-        let Some(room) = self.room_name(channel) else {
-            return;
-        };
+    /// The room `channel` names and the user `nick` names, for INVITE and KICK; `None` once
+    /// the client was told which one is wrong.
+    fn room_and_user(&mut self, channel: &str, nick: &str) -> Option<(String, String)> {
+        let room = self.room_name(channel)?;
         let Ok(user) = parse_name(nick, "user") else {
-            return self.numeric(ERR_NOSUCHNICK, &[nick], "No such nick/channel");
+            self.numeric(ERR_NOSUCHNICK, &[nick], "No such nick/channel");
+            return None;
+        };
+        Some((room, user))
+    }
+
+    fn invite(&mut self, nick: &str, channel: &str) {
+        let Some((room, user)) = self.room_and_user(channel, nick) else {
+            return;
         };
         match self.client.run(
             None,
@@ -632,11 +640,8 @@ impl IrcConversation {
     }
 
     fn kick(&mut self, channel: &str, nick: &str) {
-        let Some(room) = self.room_name(channel) else {
+        let Some((room, user)) = self.room_and_user(channel, nick) else {
             return;
-        };
-        let Ok(user) = parse_name(nick, "user") else {
-            return self.numeric(ERR_NOSUCHNICK, &[nick], "No such nick/channel");
         };
         match self.client.run(
             None,

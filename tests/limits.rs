@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chatd::config::RateLimit;
-use support::{Client, Msg, ReadLines, TestServer, DEADLINE, GREETING};
+use support::{free_port, Client, Msg, ReadLines, TestServer, DEADLINE, GREETING};
 
 /// Repeats `attempt` until it returns `Some`, for at most [`DEADLINE`]; for facts that become
 /// true a moment after the client sees them (a connection's threads finishing).
@@ -438,10 +438,7 @@ impl TlsProxy {
         bundle.extend(std::fs::read(&key).unwrap());
         std::fs::write(dir.join("chatd.pem"), bundle).unwrap();
 
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let config = haproxy_config(port, &dir.join("chatd.pem"), per_address, server.addr());
         std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
         let haproxy = Command::new("haproxy")

@@ -5,11 +5,11 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Client, TestServer};
+use support::{free_port, Client, TestServer};
 
 /// A test server with its HTTP listener on a free port.
 fn server_with_http(configure: impl FnOnce(&mut chatd::Config)) -> (TestServer, SocketAddr) {
@@ -227,11 +227,8 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        // A free port for its web API: taken from the kernel, released, handed over.
-        let web = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // A port for its web API (see `free_port` for why not port 0).
+        let web = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(

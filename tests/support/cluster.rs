@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use chatd::cluster::ClusterOptions;
 use chatd::store::Retention;
 
+pub use super::free_port;
 use super::TestServer;
 
 /// Whether `tool` runs (`tool --version`); when not, outside CI, prints why the test is
@@ -33,13 +34,6 @@ pub fn have(tool: &str) -> bool {
         eprintln!("skipped: {tool} is not installed");
     }
     runs
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Waits (bounded) until `what` holds.
@@ -90,7 +84,11 @@ impl Redis {
             .expect("spawn redis-server");
         self.child = Some(child);
         let url = self.url();
+        let port = self.port;
         eventually("redis-server answers", || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server on port {port} exited at start: {status}");
+            }
             let client = redis::Client::open(url.as_str()).ok()?;
             let mut con = client.get_connection().ok()?;
             redis::cmd("PING").query::<String>(&mut con).ok()
@@ -302,8 +300,12 @@ impl RedisCluster {
             cluster.children.push(child);
             cluster.ports.push(port);
         }
-        for &port in &cluster.ports {
+        for i in 0..cluster.ports.len() {
+            let port = cluster.ports[i];
             eventually("a cluster node answers", || {
+                if let Ok(Some(status)) = cluster.children[i].try_wait() {
+                    panic!("redis-server on port {port} exited at start: {status}");
+                }
                 redis::cmd("PING")
                     .query::<String>(&mut cluster.node(port)?)
                     .ok()

@@ -35,6 +35,30 @@ pub struct TestServer {
     _data: Option<tempfile::TempDir>,
 }
 
+/// A loopback port to hand to a child program that must be told its port (redis-server,
+/// haproxy, Prometheus): they cannot bind port 0 and report back.
+///
+/// Why not "bind port 0, read the port, close": the kernel may hand that same port to the
+/// next outgoing connection of any test (it is in the ephemeral range, 32768-60999 on
+/// Linux) before the child binds it, and the child then fails to start. So ports come from
+/// below that range, each process walking its own stretch (by pid) with a counter so the
+/// tests of one binary never share one, and a bind check skips ports held by anyone else.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const STRETCH: u16 = 400;
+    const STRETCHES: u32 = 30; // 20,000 + 30 x 400 = 32,000, under the ephemeral range.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = FIRST + (std::process::id() % STRETCHES) as u16 * STRETCH;
+    for _ in 0..STRETCH {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % STRETCH;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {base}..{}", base + STRETCH);
+}
+
 /// A creation quota no test reaches.
 pub fn unlimited() -> chatd::quota::Rate {
     chatd::quota::Rate {

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod line_reader;
 pub mod listener;
 pub mod reader;
+pub mod stack;
 pub mod tcp;
 pub mod writer;
 

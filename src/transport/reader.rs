@@ -15,7 +15,31 @@ use crate::protocol::{parse_request, ClientError, Command, ErrorCode};
 use crate::server::ChatServer;
 use crate::stats::Stats;
 use crate::transport::limits::{Admission, CommandLimiter};
-use crate::transport::{LineSource, ReadLine};
+use crate::transport::{stack, LineSource, ReadLine};
+
+/// How long a reader waits without input before it hands back the stack pages its commands
+/// touched (see [`stack`]). Long enough that a client talking steadily never pays for it.
+const TRIM_AFTER: Duration = Duration::from_secs(2);
+
+/// What the reading loop does when one of its deadlines passes.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    Close(CloseReason),
+    /// The conversation's idle check ([`Conversation::idle`]).
+    Idle,
+    /// Hand back the stack pages the last commands touched.
+    TrimStack,
+}
+
+/// Which read timeout the socket has now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Armed {
+    Nothing,
+    /// The nearest close or idle deadline's, re-armed before every read.
+    Deadline,
+    /// The stack trim's, armed once for as long as only the trim is pending.
+    Trim,
+}
 
 /// What a protocol does with the lines the reader thread reads: the one seam between the
 /// shared reading machinery (deadlines, rate limit, closing) and a protocol's commands.
@@ -105,41 +129,58 @@ pub fn read(
     conversation.greet();
     // When the first bytes of the line now being assembled arrived (the slow-loris guard).
     let mut line_started: Option<Instant> = None;
-    let mut timeout_armed = false;
+    // When the last line was carried out, until the stack is trimmed after it (see `stack`).
+    let mut last_command: Option<Instant> = None;
+    let mut armed = Armed::Nothing;
     loop {
         // The nearest deadline that applies (logging in, finishing the current line, the
-        // conversation's idle check) bounds the next read. It is re-armed before every read,
-        // and `LineReader` returns after every read that leaves a line unfinished, so
-        // trickling bytes extends neither.
+        // conversation's idle check, trimming the stack) bounds the next read. It is re-armed
+        // before every read, and `LineReader` returns after every read that leaves a line
+        // unfinished, so trickling bytes extends none of them.
         let now = Instant::now();
         let login = (!conversation.logged_in())
-            .then_some((login_deadline, Some(CloseReason::LoginTimeout)));
-        let line =
-            line_started.map(|started| (started + line_timeout, Some(CloseReason::LineTimeout)));
-        let idle = conversation.idle_at().map(|at| (at, None));
-        match [login, line, idle]
+            .then_some((login_deadline, Due::Close(CloseReason::LoginTimeout)));
+        let line = line_started
+            .map(|started| (started + line_timeout, Due::Close(CloseReason::LineTimeout)));
+        let idle = conversation.idle_at().map(|at| (at, Due::Idle));
+        let trim = last_command.map(|at| (at + TRIM_AFTER, Due::TrimStack));
+        match [login, line, idle, trim]
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at)
         {
-            Some((at, Some(reason))) if at <= now => {
-                outbox.close(reason);
-                break;
-            }
-            Some((at, None)) if at <= now => {
-                conversation.idle(now);
-                if outbox.closing().is_some() {
+            Some((at, due)) if at <= now => match due {
+                Due::Close(reason) => {
+                    outbox.close(reason);
                     break;
                 }
-                continue;
-            }
-            Some((at, _)) => {
+                Due::Idle => {
+                    conversation.idle(now);
+                    if outbox.closing().is_some() {
+                        break;
+                    }
+                    continue;
+                }
+                Due::TrimStack => {
+                    stack::release_below_here();
+                    last_command = None;
+                    continue;
+                }
+            },
+            // The trim is all that is pending and its timeout is armed already. Re-arming it
+            // before every read would cost a client that keeps talking a system call per line
+            // for nothing; left alone, it fires at most `TRIM_AFTER` late.
+            Some((_, Due::TrimStack)) if armed == Armed::Trim => {}
+            Some((at, due)) => {
                 lines.set_read_timeout(Some(at - now));
-                timeout_armed = true;
+                armed = match due {
+                    Due::TrimStack => Armed::Trim,
+                    _ => Armed::Deadline,
+                };
             }
-            None if timeout_armed => {
+            None if armed != Armed::Nothing => {
                 lines.set_read_timeout(None);
-                timeout_armed = false;
+                armed = Armed::Nothing;
             }
             None => {}
         }
@@ -157,10 +198,12 @@ pub fn read(
                     break;
                 }
                 conversation.line(line, &mut gate);
+                last_command = Some(Instant::now());
             }
             Ok(ReadLine::TooLong(start)) => {
                 line_started = None;
                 conversation.too_long(start, &mut gate);
+                last_command = Some(Instant::now());
             }
             // Skipped by the line source: free, as the protocol promises.
             Ok(ReadLine::Blank) => line_started = None,

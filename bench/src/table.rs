@@ -27,7 +27,7 @@ fn rate(report: &Value, path: &str) -> Option<String> {
     number(report, path).map(crate::stats::human_rate)
 }
 
-const SETUP: [Column; 3] = [
+const SETUP: [Column; 4] = [
     Column {
         heading: "sessions ok / failed",
         cell: |r| {
@@ -45,6 +45,18 @@ const SETUP: [Column; 3] = [
     Column {
         heading: "server KiB/session",
         cell: |r| fixed(r, "server.rss_per_session_kib", 1),
+    },
+    // The same growth read at the end of the run, once the sessions have been quiet for a
+    // while: what a session that stays connected costs (chatd's readers hand back their
+    // stack pages after 2 s without input).
+    Column {
+        heading: "server KiB/session at end",
+        cell: |r| {
+            let grown =
+                number(r, "server.end.rss_kib")? - number(r, "server.before_setup.rss_kib")?;
+            let sessions = number(r, "setup.sessions_ready")?;
+            (sessions > 0.0).then(|| format!("{:.1}", grown / sessions))
+        },
     },
 ];
 

@@ -214,8 +214,8 @@ pub struct Outbox {
     write_through: bool,
     /// 1 + this session's index in the write-through batch that holds its write lock, or 0.
     pub(super) write_through_slot: AtomicUsize,
-    /// When bytes were last written to the connection (`write_through::clock` nanoseconds):
-    /// a session written to within `write_through::BUSY` is busy, and is left to its writer.
+    /// When the writer thread last wrote a batch (`write_through::clock` nanoseconds): a
+    /// session whose writer wrote within `write_through::BUSY` is busy, and is left to it.
     pub(super) last_write: AtomicU64,
 }
 

@@ -37,13 +37,23 @@
 //!
 //! # Only for idle sessions
 //!
-//! A session written to within the last [`BUSY`] is left to its writer thread even if its
-//! queue is momentarily empty. In a busy stream (a big room posting flat out) the writer
-//! batches many lines into one `write` and runs on the other core; writing each line through
-//! would cost the poster one system call per line and recipient, serially (measured in one
-//! `bench/compare.sh` run before this rule and the next: 1.86M -> 0.36M deliveries/s in a
-//! 100-member room). A session of a quiet room last heard from the server long ago: for it
-//! a wake-up is the whole cost, and that is what write-through saves.
+//! A session whose writer thread wrote within the last [`BUSY`] is left to its writer even if
+//! its queue is momentarily empty, and so is a session that already had [`BURST`] fan-outs
+//! written through within one [`BUSY`]. In a busy stream (a room posting flat out) the
+//! writer batches many lines into one `write` and runs on the other core; writing each line
+//! through would cost the poster one system call per line and recipient, serially (measured
+//! in one `bench/compare.sh` run before this rule and the next: 1.86M -> 0.36M deliveries/s
+//! in a 100-member room; with no limit at all, a 10-member room posting flat out lost 57% of
+//! its throughput). A session of a quiet room last heard from the server long ago: for it a
+//! wake-up is the whole cost, and that is what write-through saves.
+//!
+//! Why a count and not "nothing written through for [`BUSY`]" (the first rule): people in a
+//! room answer each other, so a quiet room's lines come in small bursts, several within a
+//! millisecond; the first rule sent all but the first line of each burst to a woken writer.
+//! Counting lets a burst of up to [`BURST`] through: 14% less server CPU per delivery in
+//! 500 rooms of 10 whose members post within a millisecond or two of each other, the same
+//! throughput for a small room posting flat out (`bench/ab.sh`, BENCHMARKS.md). The count
+//! lives in [`Written`], under the write lock the poster holds when it checks it.
 //!
 //! # Which fan-outs write through
 //!
@@ -92,13 +102,18 @@ use super::line::{Cursor, Line};
 use super::outbox::Outbox;
 use crate::stats::Stats;
 
-/// A session written to more recently than this is busy: its lines go to its writer thread,
-/// which batches them. The writer's own busy window (`transport::writer`) has the same length.
+/// A session whose writer wrote more recently than this is busy: its lines go to its writer
+/// thread, which batches them. Also the window in which [`BURST`] write-throughs are allowed.
+/// The writer's own busy window (`transport::writer`) has the same length.
 pub const BUSY: Duration = Duration::from_millis(1);
 
 /// The largest fan-out that writes through (see [`WriteThroughBatch::skip_for`]), and so the
 /// most sessions one batch claims.
 pub const BUDGET: usize = 16;
+
+/// How many fan-outs may write through to one session within [`BUSY`]; past that its lines go
+/// to its writer thread, which batches them.
+pub const BURST: u32 = 8;
 
 /// A room that fanned out nothing for this long is quiet: its fan-outs write through
 /// whatever their size (see "Which fan-outs"). Ten times [`BUSY`], so that a room posting
@@ -129,6 +144,10 @@ pub struct Written {
     pub leftover_cursors: Vec<Cursor>,
     /// Per room, the highest seq whose line is in the socket (for `BYE slow-consumer`).
     cursors: HashMap<Arc<str>, u64>,
+    /// When the current burst of write-throughs to this session began ([`clock`]), and how
+    /// many fan-outs it had (see "Only for idle sessions").
+    burst_start: u64,
+    burst_claims: u32,
 }
 
 impl Written {
@@ -298,7 +317,7 @@ pub(super) fn claim(outbox: &Arc<Outbox>, line: &Arc<Line>) -> bool {
         if idle_for < BUSY_NANOS.load(Relaxed) {
             return false; // a busy stream: its writer batches better (see "Only for idle")
         }
-        let Some(guard) = outbox.try_lock_writing() else {
+        let Some(mut guard) = outbox.try_lock_writing() else {
             return false; // the writer is writing, or another batch holds it
         };
         // Checked holding the lock: see "Why order still holds".
@@ -309,6 +328,15 @@ pub(super) fn claim(outbox: &Arc<Outbox>, line: &Arc<Line>) -> bool {
         {
             return false;
         }
+        let now = clock();
+        if now.saturating_sub(guard.burst_start) >= BUSY_NANOS.load(Relaxed) {
+            guard.burst_start = now;
+            guard.burst_claims = 0;
+        }
+        if guard.burst_claims >= BURST {
+            return false;
+        }
+        guard.burst_claims += 1;
         outbox.write_through_slot.store(claims.len() + 1, Relaxed);
         claims.push(Claim {
             outbox: Arc::clone(outbox),
@@ -344,7 +372,6 @@ fn send(claim: &mut Claim, bytes: &mut Vec<u8>) {
     } else {
         outbox.peer().try_write(bytes).unwrap_or_default()
     };
-    outbox.last_write.store(clock(), Relaxed);
     outbox.stats().bytes_written.add(outbox.id, sent as u64);
     if sent == bytes.len() {
         written.commit(claim.lines.iter().flat_map(|line| line.cursors.iter()));

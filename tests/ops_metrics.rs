@@ -97,6 +97,12 @@ fn metric_values_match_what_the_clients_did() {
     );
     assert_eq!(metric(&samples, "chatd_send_latency_seconds_count"), 5.0);
     assert!(metric(&samples, "chatd_written_bytes_total") > 0.0);
+    // How many of the 15 deliveries were written through depends on timing (a session its
+    // writer wrote to within the last millisecond is left to the writer); at most all of
+    // them and ana's own copies were, and short lines always fit in the socket.
+    let through = metric(&samples, "chatd_lines_written_through_total");
+    assert!(through <= 20.0, "{through} lines written through");
+    assert_eq!(metric(&samples, "chatd_write_through_leftovers_total"), 0.0);
     assert!(metric(&samples, "chatd_queue_depth_count") > 0.0);
     assert_eq!(metric(&samples, "chatd_rooms"), 1.0);
     assert!(metric(&samples, "process_resident_memory_bytes") > 1e6);

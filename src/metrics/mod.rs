@@ -81,6 +81,17 @@ pub fn render(server: &ChatServer) -> String {
         get(&stats.deliveries),
     );
     out.counter(
+        "chatd_lines_written_through_total",
+        "Lines a publishing thread wrote straight into an idle session's socket, waking no \
+         writer thread (the rest of the deliveries went through the session's queue).",
+        get(&stats.written_through),
+    );
+    out.counter(
+        "chatd_write_through_leftovers_total",
+        "Direct writes the socket did not take whole, whose rest went to the writer thread.",
+        get(&stats.write_through_leftovers),
+    );
+    out.counter(
         "chatd_written_bytes_total",
         "Bytes written to client connections.",
         stats.bytes_written.get(),

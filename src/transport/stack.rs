@@ -15,10 +15,11 @@
 //! Why this is sound: memory below the deepest live frame holds nothing a program may read;
 //! the ABI lets a callee overwrite it at any time. The range starts at the first page
 //! boundary at least [`MARGIN`] below a local of `release_below_here` (so the `madvise`
-//! call's own frame and x86-64's 128-byte red zone lie above it), and it spans [`DEPTH`], far less than any
-//! reader's stack ([`crate::transport::listener::READER_STACK`], 256 KiB), so it never leaves
-//! the stack's own mapping. A signal is delivered only on the way back from the system call,
-//! after the pages are gone, and its handler may use them as any callee would.
+//! call's own frame and x86-64's 128-byte red zone lie above it), and it spans [`DEPTH`],
+//! far less than a reader's stack ([`crate::transport::listener::READER_STACK`], 256 KiB,
+//! for every front door), so it never leaves the stack's own mapping. A signal is delivered
+//! only on the way back from the system call, after the pages are gone, and its handler may
+//! use them as any callee would.
 
 /// How far below the current frame pages are released: well past the deepest command
 /// measured (about 4 KiB below the reader's resting frame), far short of the stack's end.

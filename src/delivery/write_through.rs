@@ -159,6 +159,20 @@ impl Written {
         }
     }
 
+    /// Counts one more fan-out written through in the current window of `window` ns (a new
+    /// window starts at `now` once the last one is over); false once [`BURST`] were.
+    fn admit_to_burst(&mut self, now: u64, window: u64) -> bool {
+        if now.saturating_sub(self.burst_start) >= window {
+            self.burst_start = now;
+            self.burst_claims = 0;
+        }
+        if self.burst_claims >= BURST {
+            return false;
+        }
+        self.burst_claims += 1;
+        true
+    }
+
     /// A line that will never be written: only its start cursors count, and only for rooms
     /// with no progress written.
     pub fn note_starts(&mut self, line: &Line) {
@@ -313,8 +327,9 @@ pub(super) fn claim(outbox: &Arc<Outbox>, line: &Arc<Line>) -> bool {
         if claims.len() >= *limit {
             return false;
         }
-        let idle_for = clock().saturating_sub(outbox.last_write.load(Relaxed));
-        if idle_for < BUSY_NANOS.load(Relaxed) {
+        // One clock reading and one window for both rules below: this runs per recipient.
+        let (now, busy) = (clock(), BUSY_NANOS.load(Relaxed));
+        if now.saturating_sub(outbox.last_write.load(Relaxed)) < busy {
             return false; // a busy stream: its writer batches better (see "Only for idle")
         }
         let Some(mut guard) = outbox.try_lock_writing() else {
@@ -328,15 +343,9 @@ pub(super) fn claim(outbox: &Arc<Outbox>, line: &Arc<Line>) -> bool {
         {
             return false;
         }
-        let now = clock();
-        if now.saturating_sub(guard.burst_start) >= BUSY_NANOS.load(Relaxed) {
-            guard.burst_start = now;
-            guard.burst_claims = 0;
-        }
-        if guard.burst_claims >= BURST {
+        if !guard.admit_to_burst(now, busy) {
             return false;
         }
-        guard.burst_claims += 1;
         outbox.write_through_slot.store(claims.len() + 1, Relaxed);
         claims.push(Claim {
             outbox: Arc::clone(outbox),
@@ -406,7 +415,7 @@ mod tests {
     use parking_lot::Mutex;
     use uuid::Uuid;
 
-    use super::{Encoder, WriteThroughBatch};
+    use super::{Encoder, WriteThroughBatch, Written, BURST};
     use crate::client_ids::Published;
     use crate::delivery::peer::Peer;
     use crate::delivery::{CloseReason, Line, Outbox};
@@ -416,6 +425,30 @@ mod tests {
     use crate::message::Message;
     use crate::stats::Stats;
     use crate::transport::{writer, FrameSink};
+
+    /// A session takes [`BURST`] write-throughs in one window, then none until the window is
+    /// over, then [`BURST`] again.
+    #[test]
+    fn a_burst_is_bounded_per_window() {
+        let mut written = Written::default();
+        let window = 1_000_000;
+        let start = 5_000_000;
+        for i in 0..BURST {
+            assert!(
+                written.admit_to_burst(start + u64::from(i), window),
+                "claim {i}"
+            );
+        }
+        assert!(!written.admit_to_burst(start + 999_999, window));
+        assert!(
+            written.admit_to_burst(start + window, window),
+            "a new window"
+        );
+        for _ in 1..BURST {
+            assert!(written.admit_to_burst(start + window + 1, window));
+        }
+        assert!(!written.admit_to_burst(start + window + 2, window));
+    }
 
     /// A socket stand-in: one byte stream that both the writer thread and write-throughs
     /// append to, whose non-blocking writes take all, part or none of what they are given.

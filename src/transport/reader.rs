@@ -129,8 +129,10 @@ pub fn read(
     conversation.greet();
     // When the first bytes of the line now being assembled arrived (the slow-loris guard).
     let mut line_started: Option<Instant> = None;
-    // When the last line was carried out, until the stack is trimmed after it (see `stack`).
+    // When the last line was carried out, until the stack is trimmed after it (see `stack`):
+    // the loop's own clock reading right after it, so a line costs no extra one.
     let mut last_command: Option<Instant> = None;
+    let mut ran_command = false;
     let mut armed = Armed::Nothing;
     loop {
         // The nearest deadline that applies (logging in, finishing the current line, the
@@ -138,6 +140,9 @@ pub fn read(
         // before every read, and `LineReader` returns after every read that leaves a line
         // unfinished, so trickling bytes extends none of them.
         let now = Instant::now();
+        if std::mem::take(&mut ran_command) {
+            last_command = Some(now);
+        }
         let login = (!conversation.logged_in())
             .then_some((login_deadline, Due::Close(CloseReason::LoginTimeout)));
         let line = line_started
@@ -198,12 +203,12 @@ pub fn read(
                     break;
                 }
                 conversation.line(line, &mut gate);
-                last_command = Some(Instant::now());
+                ran_command = true;
             }
             Ok(ReadLine::TooLong(start)) => {
                 line_started = None;
                 conversation.too_long(start, &mut gate);
-                last_command = Some(Instant::now());
+                ran_command = true;
             }
             // Skipped by the line source: free, as the protocol promises.
             Ok(ReadLine::Blank) => line_started = None,
